@@ -1,0 +1,145 @@
+"""The VGG network of §2, one class for every configuration of Table 1.
+
+Parameters are laid out exactly as torchvision's VGG (``features.N.*``, ``classifier.{0,3,6}.*``),
+so checkpoint keys are the ones users already know. The fully connected head is stored as linear
+layers and *reused* as convolutions in dense mode (§3.2): fc6 becomes a (crop/32)x(crop/32)
+convolution over pool5 and fc7/fc8 become 1x1 convolutions, by a reshape of the same weights.
+Dense evaluation is therefore a mode of the one model, not a second model.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import VGGError
+from .configs import LRN_PARAMS, parse_config
+
+FC_NAMES = ("fc6", "fc7", "fc8")
+
+
+def check_crop_size(crop_size: int) -> int:
+    if not isinstance(crop_size, int) or crop_size < 32 or crop_size % 32:
+        raise VGGError(f"crop size must be a multiple of 32 and >= 32 (five 2x2 poolings), got {crop_size}")
+    return crop_size
+
+
+def scaled_width(channels: int, width: float) -> int:
+    return max(1, int(round(channels * width)))
+
+
+class VGG(nn.Module):
+    def __init__(self, config: str, num_classes: int = 1000, *, width: float = 1.0, fc_dim: int = 4096,
+                 crop_size: int = 224, dropout: float = 0.5, batch_norm: bool = False):
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+        self.crop_size = check_crop_size(crop_size)
+        self.kernel = crop_size // 32  # fc6's spatial extent as a convolution (7 at 224)
+        self.dropout = dropout
+        layers: list[nn.Module] = []
+        # name -> (index of the module in `features`, index whose output is the named activation)
+        self.layer_index: dict[str, int] = {}
+        self.output_index: dict[str, int] = {}
+        channels = 3
+        for s, stage in enumerate(parse_config(config), start=1):
+            for layer in stage:
+                if layer.is_conv:
+                    out = scaled_width(layer.out_channels, width)
+                    self.layer_index[layer.name] = len(layers)
+                    layers.append(nn.Conv2d(channels, out, layer.kernel, padding=layer.kernel // 2))
+                    if batch_norm:
+                        layers.append(nn.BatchNorm2d(out))
+                    layers.append(nn.ReLU(inplace=True))
+                    channels = out
+                else:
+                    layers.append(nn.LocalResponseNorm(**LRN_PARAMS))
+                self.output_index[layer.name] = len(layers) - 1  # conv names: after ReLU (Caffe blobs)
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            self.output_index[f"pool{s}"] = len(layers) - 1
+        self.features = nn.Sequential(*layers)
+        self.pool5_channels = channels
+        # Dropout acts on the outputs of fc6 and fc7 after their ReLU (§3.1).
+        self.classifier = nn.Sequential(
+            nn.Linear(channels * self.kernel * self.kernel, fc_dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(fc_dim, fc_dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(fc_dim, num_classes),
+        )
+
+    # -- layers by their paper names -------------------------------------------------------------
+    def weight_layers(self) -> dict[str, nn.Module]:
+        """The weight layers by paper name: conv1_1 ... conv5_k, fc6, fc7, fc8 (in order)."""
+        out = {name: self.features[i] for name, i in self.layer_index.items()}
+        out.update(zip(FC_NAMES, (self.classifier[0], self.classifier[3], self.classifier[6])))
+        return out
+
+    def feature_names(self) -> list[str]:
+        """Every name :meth:`extract` accepts."""
+        return list(self.output_index) + list(FC_NAMES)
+
+    # -- forward passes ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (N, num_classes) for a batch of crop-sized images."""
+        if x.shape[-2:] != (self.crop_size, self.crop_size):
+            raise VGGError(f"forward() takes {self.crop_size}x{self.crop_size} crops, got "
+                           f"{tuple(x.shape[-2:])}; use dense() for other sizes")
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+    def _fc_as_conv(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        fc = self.classifier[index]
+        k = self.kernel if index == 0 else 1
+        weight = fc.weight.view(fc.out_features, fc.in_features // (k * k), k, k)
+        return F.conv2d(x, weight, fc.bias)
+
+    def dense_head(self, pool5: torch.Tensor, upto: str = "fc8") -> torch.Tensor:
+        """Apply fc6..`upto` as convolutions to a pool5 map (§3.2)."""
+        x = pool5
+        for i, name in enumerate(FC_NAMES):
+            x = self._fc_as_conv(3 * i, x)
+            if name != "fc8":
+                x = F.dropout(F.relu(x), self.dropout, self.training)
+            if name == upto:
+                break
+        return x
+
+    def dense(self, x: torch.Tensor) -> torch.Tensor:
+        """Class score map (N, num_classes, h, w) of the fully-convolutional net on any image with
+        both sides >= crop_size; h = floor(H/32) - crop/32 + 1, likewise w."""
+        if min(x.shape[-2:]) < self.crop_size:
+            raise VGGError(f"dense() needs both image sides >= crop size {self.crop_size}, "
+                           f"got {tuple(x.shape[-2:])}")
+        return self.dense_head(self.features(x))
+
+    def extract(self, x: torch.Tensor, names) -> dict[str, torch.Tensor]:
+        """Named intermediate activations, e.g. ``extract(x, ["conv5_3", "fc7"])``.
+
+        Conv names give the activation after its ReLU, ``poolN`` after the pooling, fc6/fc7 after
+        their ReLU, fc8 the raw class scores. On a crop-sized input the fc outputs are (N, D)
+        vectors; on larger inputs they are dense (N, D, h, w) maps.
+        """
+        names = [names] if isinstance(names, str) else list(names)
+        valid = self.feature_names()
+        for n in names:
+            if n not in valid:
+                raise VGGError(f"unknown layer {n!r}; valid: {', '.join(valid)}")
+        wanted = set(names)
+        out: dict[str, torch.Tensor] = {}
+        last = max([self.output_index[n] for n in names if n in self.output_index], default=-1)
+        need_fc = any(n in FC_NAMES for n in names)
+        stop = len(self.features) - 1 if need_fc else last
+        index_to_name = {i: n for n, i in self.output_index.items()}
+        for i, module in enumerate(self.features[: stop + 1]):
+            x = module(x)
+            if index_to_name.get(i) in wanted:
+                out[index_to_name[i]] = x  # no in-place op follows a named output
+        if need_fc:
+            crop = x.shape[-2:] == (self.kernel, self.kernel)
+            for i, name in enumerate(FC_NAMES):
+                x = self._fc_as_conv(3 * i, x)
+                if name != "fc8":
+                    x = F.dropout(F.relu(x), self.dropout, self.training)
+                if name in wanted:
+                    out[name] = torch.flatten(x, 1) if crop else x
+                if all(n in out for n in wanted):
+                    break
+        return {n: out[n] for n in names}
