@@ -62,6 +62,58 @@ def _is_vggnet_file(path: Path) -> bool:
         return False
 
 
+# -- data ------------------------------------------------------------------------------------------
+def cmd_data_synth(args) -> None:
+    from .data.synth import make_synthetic
+
+    info = make_synthetic(args.out, classes=args.classes, per_class=args.per_class,
+                          val_per_class=args.val_per_class, size=args.size, seed=args.seed,
+                          workers=args.workers)
+    print(f"wrote {info['train']} training and {info['val']} validation images of {len(info['classes'])} "
+          f"classes ({info['size']}px) to {info['root']}")
+
+
+def cmd_data_check(args) -> None:
+    import os
+
+    from .data.datasets import file_list
+    from .data.images import is_image_file
+    from .data.loaders import check_files
+
+    target = Path(args.data)
+    if target.is_dir():
+        paths = sorted(os.path.join(d, f) for d, _, files in os.walk(target, followlinks=True)
+                       for f in files if is_image_file(f))
+    elif target.is_file():
+        paths = [p for p, _ in file_list(target, args.root).samples]
+    else:
+        raise VGGError(f"data not found: {target}")
+    if not paths:
+        raise VGGError(f"{target}: no image files found")
+    bad = check_files(paths, workers=args.workers, progress=sys.stderr.isatty())
+    for path, reason in bad:
+        print(f"UNREADABLE {path}: {reason}")
+    print(f"checked {len(paths)} files: {len(paths) - len(bad)} readable, {len(bad)} unreadable")
+    if bad:
+        raise SystemExit(1)
+
+
+def cmd_stats(args) -> None:
+    from .data.datasets import open_source
+    from .data.stats import compute_stats, save_stats
+
+    out = Path(args.out)
+    source = open_source(args.data, args.root)
+    stats = compute_stats(source, max_images=args.max_images, seed=args.seed, workers=args.workers,
+                          progress=sys.stderr.isatty())
+    save_stats(out, stats)
+    mean = ", ".join(f"{v:.2f}" for v in stats["mean_rgb"])
+    eig = ", ".join(f"{v:.1f}" for v in stats["pca_eigval"])
+    print(f"{stats['images']} images: mean RGB [{mean}], covariance eigenvalues [{eig}] -> {out}")
+    for line in stats["unreadable"]:
+        print(f"skipped unreadable {line}")
+
+
 # -- parser ------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vggnet", description="Very Deep ConvNets (Simonyan & Zisserman 2015)")
@@ -81,12 +133,44 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="overwrite DST if it exists")
     s.set_defaults(func=cmd_convert)
 
+    s = sub.add_parser("data", help="data sets: make the synthetic one, check one for unreadable files")
+    dsub = s.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    dsub.required = True
+    d = dsub.add_parser("synth", help="write the built-in synthetic data set (JPEGs, folder layout, boxes)")
+    d.add_argument("--out", required=True, help="new folder to write")
+    d.add_argument("--classes", type=int, default=10)
+    d.add_argument("--per-class", type=int, default=100, help="training images per class")
+    d.add_argument("--val-per-class", type=int, help="validation images per class (default: per-class/4)")
+    d.add_argument("--size", type=int, default=96, help="image side in pixels")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--workers", type=int, default=_default_workers())
+    d.set_defaults(func=cmd_data_synth)
+    d = dsub.add_parser("check", help="decode every image and list the unreadable ones with their reason")
+    d.add_argument("data", help="image folder (any layout) or .csv/.tsv label file")
+    d.add_argument("--root", help="root of the paths in a label file (default: its folder)")
+    d.add_argument("--workers", type=int, default=_default_workers())
+    d.set_defaults(func=cmd_data_check)
+
+    s = sub.add_parser("stats", help="training-set mean RGB and RGB covariance eigen-pairs (for PCA colour shift)")
+    s.add_argument("data", help="image folder (class sub-folders) or .csv/.tsv label file")
+    s.add_argument("--out", required=True, help="JSON file to write")
+    s.add_argument("--root", help="root of the paths in a label file")
+    s.add_argument("--max-images", type=int, default=10_000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=_default_workers())
+    s.set_defaults(func=cmd_stats)
+
     for register in _REGISTRY:
         register(sub)
     return p
 
 
 _REGISTRY: list = []
+
+
+def _default_workers() -> int:
+    import os
+    return min(8, max(1, (os.cpu_count() or 1)))
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,138 @@
+"""Where images and labels come from.
+
+- an image folder, one sub-folder per class (the ImageNet / ImageFolder layout);
+- a file list (CSV or TSV, ``path,label`` rows, paths relative to a root) -- e.g. the ImageNet
+  validation set, whose images sit in one folder and whose labels are in a separate file.
+
+Class names and their order are stable: sorted folder names, or sorted distinct labels, or the
+order a checkpoint gives. Everything is checked before any work starts: a missing folder, an
+empty data set, a label file that names missing images or unknown classes are refused.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import VGGError
+from .images import is_image_file
+
+
+@dataclass
+class Source:
+    """A labelled image set: ``samples`` are (absolute path, class index) pairs."""
+
+    samples: list[tuple[str, int]]
+    classes: list[str]
+    root: str
+    kind: str = "folder"
+    ids: list[str] = field(default_factory=list)  # stable image ids (paths relative to root)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def subset(self, indices) -> "Source":
+        indices = list(indices)
+        return Source([self.samples[i] for i in indices], self.classes, self.root, self.kind,
+                      [self.ids[i] for i in indices])
+
+
+def image_folder(root, classes: list[str] | None = None) -> Source:
+    root = Path(root)
+    if not root.is_dir():
+        raise VGGError(f"data folder not found: {root}")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not found:
+        raise VGGError(f"{root}: no class sub-folders (expected ImageFolder layout root/<class>/<image>)")
+    if classes is None:
+        classes = found
+    else:
+        extra = sorted(set(found) - set(classes))
+        if extra:
+            raise VGGError(f"{root}: class folders {extra[:5]} are not among the {len(classes)} classes "
+                           f"of the model (e.g. {classes[:5]})")
+    index = {c: i for i, c in enumerate(classes)}
+    samples, ids = [], []
+    for c in found:
+        for dirpath, dirnames, filenames in os.walk(root / c, followlinks=True):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if is_image_file(name):
+                    path = os.path.join(dirpath, name)
+                    samples.append((path, index[c]))
+                    ids.append(os.path.relpath(path, root))
+    if not samples:
+        raise VGGError(f"{root}: no image files found in {len(found)} class folders "
+                       f"(extensions: .jpg .jpeg .png ...)")
+    return Source(samples, list(classes), str(root), "folder", ids)
+
+
+def file_list(path, root=None, classes: list[str] | None = None) -> Source:
+    """Read a CSV/TSV of ``path,label`` rows (an optional header row is skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VGGError(f"label file not found: {path}")
+    root = Path(root) if root is not None else path.parent
+    delimiter = "\t" if path.suffix.lower() in (".tsv", ".txt") and "\t" in path.read_text()[:4096] else ","
+    rows = []
+    with open(path, newline="") as f:
+        for n, row in enumerate(csv.reader(f, delimiter=delimiter), start=1):
+            if not row or row[0].startswith("#"):
+                continue
+            if len(row) < 2:
+                raise VGGError(f"{path}:{n}: expected 'path{delimiter}label', got {row!r}")
+            if n == 1 and row[0].strip().lower() in ("path", "file", "filename", "image"):
+                continue
+            rows.append((row[0].strip(), row[1].strip()))
+    if not rows:
+        raise VGGError(f"{path}: the label file lists no images")
+    labels = sorted({label for _, label in rows}, key=lambda s: (0, int(s)) if s.isdigit() else (1, s))
+    if classes is None:
+        classes = labels
+    else:
+        unknown_labels = [label for label in labels if label not in classes]
+        if unknown_labels:
+            raise VGGError(f"{path}: labels {unknown_labels[:5]} are not among the {len(classes)} classes "
+                           f"(e.g. {classes[:5]})")
+    index = {c: i for i, c in enumerate(classes)}
+    missing = [p for p, _ in rows if not (root / p).is_file()]
+    if missing:
+        raise VGGError(f"{path}: {len(missing)} listed images do not exist under {root}, e.g. "
+                       + ", ".join(missing[:3]))
+    samples = [(str(root / p), index[label]) for p, label in rows]
+    return Source(samples, list(classes), str(root), "list", [p for p, _ in rows])
+
+
+def open_source(spec, root=None, classes: list[str] | None = None) -> Source:
+    """A folder (ImageFolder layout) or a label file (``.csv``/``.tsv``/``.txt``)."""
+    spec = Path(spec)
+    if spec.is_dir():
+        return image_folder(spec, classes)
+    if spec.suffix.lower() in (".csv", ".tsv", ".txt"):
+        return file_list(spec, root, classes)
+    if not spec.exists():
+        raise VGGError(f"data not found: {spec} (give an image folder or a .csv/.tsv label file)")
+    raise VGGError(f"{spec}: not a folder or a .csv/.tsv label file")
+
+
+def split_holdout(source: Source, fraction: float, seed: int = 0) -> tuple[Source, Source]:
+    """Split off a deterministic, class-stratified held-out part (for validation)."""
+    import numpy as np
+
+    if not 0 < fraction < 1:
+        raise VGGError(f"held-out fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, (_, label) in enumerate(source.samples):
+        by_class.setdefault(label, []).append(i)
+    held = []
+    for label in sorted(by_class):
+        members = by_class[label]
+        k = max(1, int(round(len(members) * fraction))) if len(members) > 1 else 0
+        held.extend(rng.choice(members, size=k, replace=False).tolist())
+    held_set = set(held)
+    train = [i for i in range(len(source)) if i not in held_set]
+    if not held or not train:
+        raise VGGError(f"cannot hold out {fraction:.0%} of {len(source)} images")
+    return source.subset(train), source.subset(sorted(held))

@@ -1,0 +1,88 @@
+"""Decoding one image file into an RGB picture, robustly.
+
+Every odd file a real data set holds is either converted (greyscale, CMYK, palette and RGBA PNG,
+16-bit) or refused with an :class:`ImageReadError` that names the path and the reason (zero bytes,
+truncated, not an image, too many pixels). JPEGs much larger than needed are decoded at a reduced
+size by the decoder's DCT scaling (``Image.draft``), which is where most of the decode time goes.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import VGGError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
+# Pillow's own decompression-bomb limit is ~179 MP; real photographs stay far below this one.
+MAX_PIXELS = 300_000_000
+Image.MAX_IMAGE_PIXELS = None  # our own check below, with a clear reason
+
+
+class ImageReadError(VGGError):
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+def is_image_file(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16-bit / 32-bit greyscale: scale the full range to 8 bits (convert("L") would clip).
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") else max(float(a.max()), 1.0)
+        a = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Composite transparent pixels on mid-grey, close to the data mean, not on black.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_rgb(path, min_side: int | None = None) -> Image.Image:
+    """Decode `path` to an RGB image. With `min_side`, a JPEG may be decoded at a reduced size
+    whose smaller side is still >= `min_side` (DCT scaling: 1/2, 1/4 or 1/8)."""
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageReadError(path, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                w, h = img.size
+                if w < 1 or h < 1:
+                    raise ImageReadError(path, f"image has no pixels ({w}x{h})")
+                if w * h > MAX_PIXELS:
+                    raise ImageReadError(path, f"too large ({w}x{h} > {MAX_PIXELS:,} pixels)")
+                if min_side is not None and img.format == "JPEG" and min(w, h) >= 2 * min_side:
+                    scale = min_side / min(w, h)
+                    img.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
+                if getattr(img, "n_frames", 1) > 1:
+                    img.seek(0)
+                img.load()
+                return _to_rgb(img)
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not an image Pillow can identify (wrong extension or corrupt header)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        reason = str(e) or type(e).__name__
+        if "truncated" in reason:
+            reason = f"truncated image data ({reason})"
+        raise ImageReadError(path, reason) from None
+    except Exception as e:  # a decoder bug must not kill a run either
+        raise ImageReadError(path, f"{type(e).__name__}: {e}") from None

@@ -1,0 +1,154 @@
+"""Multi-process loading with a reproducible, resumable, rank-sharded order.
+
+The order of an epoch is a permutation drawn from (seed, epoch) alone. Step k of the epoch is the
+global batch at positions [k*B, (k+1)*B) of that permutation; rank r of W takes the contiguous
+B/W slice r of it. So every step's global batch is the same whatever the number of processes
+(synchronous data parallelism equals single-process training, §3.3), ranks see disjoint images,
+and resuming at step k replays exactly what was not yet seen.
+
+Every random draw of an image's transform (its S, crop position, flip) comes from a seed derived
+from (seed, epoch, position), never from a worker's RNG: the result does not depend on the number
+of workers or ranks, nor on where a run was resumed.
+
+An unreadable file does not stop an epoch: the worker returns its path and reason, the batch is
+made of the readable images, and the trainer counts and reports it (or fails, if asked to).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..errors import VGGError
+from .datasets import Source
+from .images import ImageReadError, load_rgb
+from .transforms import TrainTransform, rescale
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)
+
+
+def sample_seed(seed: int, epoch: int, position: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, position]).generate_state(1)[0])
+
+
+class TrainBatches(Sampler):
+    """This rank's share of every global batch of an epoch, as lists of (index, sample seed)."""
+
+    def __init__(self, n: int, global_batch: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        if global_batch % world_size:
+            raise VGGError(f"global batch {global_batch} is not divisible by the {world_size} processes")
+        if n < global_batch:
+            raise VGGError(f"the training set has {n} images, fewer than one global batch of {global_batch}")
+        self.n, self.global_batch, self.seed = n, global_batch, seed
+        self.rank, self.world_size = rank, world_size
+        self.local_batch = global_batch // world_size
+        self.steps_per_epoch = n // global_batch  # the tail is dropped: every step has a full batch
+        self.epoch, self.start_step = 0, 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch - self.start_step
+
+    def __iter__(self):
+        perm = epoch_permutation(self.n, self.seed, self.epoch)
+        for step in range(self.start_step, self.steps_per_epoch):
+            start = step * self.global_batch + self.rank * self.local_batch
+            yield [(int(perm[p]), sample_seed(self.seed, self.epoch, p)) for p in range(start, start + self.local_batch)]
+
+
+class TrainImages(Dataset):
+    """Item (index, seed) -> dict(image=uint8 (3, crop, crop), label, index) or dict(error=...)."""
+
+    def __init__(self, source: Source, transform: TrainTransform):
+        self.source, self.transform = source, transform
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, item):
+        index, seed = item
+        path, label = self.source.samples[index]
+        try:
+            arr, _ = self.transform(path, np.random.default_rng(seed))
+        except ImageReadError as e:
+            return dict(error=(e.path, e.reason), index=index)
+        return dict(image=torch.from_numpy(arr).permute(2, 0, 1), label=label, index=index)
+
+
+def collate_images(items: list[dict]) -> dict:
+    good = [it for it in items if "error" not in it]
+    return dict(
+        images=torch.stack([it["image"] for it in good]) if good else None,
+        labels=torch.tensor([it["label"] for it in good], dtype=torch.long),
+        indices=torch.tensor([it["index"] for it in good], dtype=torch.long),
+        bad=[it["error"] for it in items if "error" in it],
+    )
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)  # decoding workers: one thread each, the cores are the parallelism
+
+
+def train_loader(source: Source, transform: TrainTransform, sampler: TrainBatches, workers: int = 0,
+                 pin_memory: bool = False) -> DataLoader:
+    return DataLoader(TrainImages(source, transform), batch_sampler=sampler, num_workers=workers,
+                      collate_fn=collate_images, pin_memory=pin_memory, worker_init_fn=_worker_init,
+                      persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+
+
+class ScaledImages(Dataset):
+    """Item i -> the whole image rescaled to each test scale Q (§3.2), uint8 (3, H, W) tensors:
+    one decode serves every scale."""
+
+    def __init__(self, source: Source, scales, indices=None):
+        self.source, self.scales = source, sorted(int(q) for q in scales)
+        self.indices = list(range(len(source))) if indices is None else list(indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        index = self.indices[i]
+        path, label = self.source.samples[index]
+        try:
+            img = load_rgb(path, min_side=self.scales[-1])
+        except ImageReadError as e:
+            return dict(error=(e.path, e.reason), index=index, label=label)
+        images = {q: torch.from_numpy(np.asarray(rescale(img, q), dtype=np.uint8).copy()).permute(2, 0, 1)
+                  for q in self.scales}
+        return dict(images=images, label=label, index=index)
+
+
+def scaled_loader(source: Source, scales, workers: int = 0, indices=None) -> DataLoader:
+    """One image per item (test images differ in size; nothing is padded)."""
+    return DataLoader(ScaledImages(source, scales, indices), batch_size=None, num_workers=workers,
+                      worker_init_fn=_worker_init, prefetch_factor=8 if workers > 0 else None)
+
+
+class _Check(Dataset):
+    def __init__(self, paths):
+        self.paths = paths
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            img = load_rgb(self.paths[i], min_side=64)
+            return (self.paths[i], None, img.size)
+        except ImageReadError as e:
+            return (self.paths[i], e.reason, None)
+
+
+def check_files(paths, workers: int = 0, progress: bool = False) -> list[tuple[str, str]]:
+    """Decode every file; return (path, reason) for each one that cannot be read."""
+    loader = DataLoader(_Check(list(paths)), batch_size=None, num_workers=workers, worker_init_fn=_worker_init)
+    it = loader
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(loader, total=len(paths), desc="check", unit="img")
+    return [(p, reason) for p, reason, _ in it if reason is not None]

@@ -1,0 +1,91 @@
+"""Training-set colour statistics, computed once and cached as JSON (as MatConvNet does): the mean
+RGB value subtracted from every input (§2.1) and the eigen-decomposition of the 3x3 RGB
+covariance used by the PCA colour shift (§3.1)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import VGGError
+from ..fileio import write_json
+from .datasets import Source
+from .images import ImageReadError, load_rgb
+
+STATS_SIDE = 256  # images are decoded at about this size: colour statistics do not need more
+
+
+class _PixelMoments(torch.utils.data.Dataset):
+    def __init__(self, paths):
+        self.paths = paths
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            img = load_rgb(self.paths[i], min_side=STATS_SIDE)
+        except ImageReadError as e:
+            return {"error": (e.path, e.reason)}
+        # Every other pixel in each direction: a subsample, not an average, so pixel variance is kept.
+        a = np.asarray(img, dtype=np.float64)[::2, ::2].reshape(-1, 3)
+        return {"sum": a.sum(0), "outer": a.T @ a, "count": a.shape[0]}
+
+
+def compute_stats(source: Source, max_images: int = 10_000, seed: int = 0, workers: int = 0,
+                  progress: bool = False) -> dict:
+    """Mean RGB and RGB covariance eigen-pairs (0-255 units) over a deterministic sample."""
+    n = len(source)
+    if n == 0:
+        raise VGGError("cannot compute statistics of an empty data set")
+    order = np.arange(n)
+    if n > max_images:
+        order = np.sort(np.random.default_rng(seed).choice(n, size=max_images, replace=False))
+    paths = [source.samples[i][0] for i in order]
+    loader = torch.utils.data.DataLoader(_PixelMoments(paths), batch_size=None, num_workers=workers)
+    total, outer, count, bad = np.zeros(3), np.zeros((3, 3)), 0, []
+    it = loader
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(loader, total=len(paths), desc="stats", unit="img")
+    for item in it:
+        if "error" in item:
+            bad.append(item["error"])
+            continue
+        total += np.asarray(item["sum"])
+        outer += np.asarray(item["outer"])
+        count += int(item["count"])
+    if count == 0:
+        raise VGGError("no readable images to compute statistics from")
+    mean = total / count
+    cov = outer / count - np.outer(mean, mean)
+    eigval, eigvec = np.linalg.eigh(cov)
+    top = np.argsort(eigval)[::-1]
+    eigval, eigvec = eigval[top], eigvec[:, top]
+    return dict(mean_rgb=mean.tolist(), cov_rgb=cov.tolist(), pca_eigval=eigval.tolist(),
+                pca_eigvec=eigvec.tolist(), images=len(paths) - len(bad), pixels=count,
+                unreadable=[f"{p}: {r}" for p, r in bad], sample_seed=seed, value_range=255)
+
+
+def save_stats(path, stats: dict) -> Path:
+    return write_json(path, stats)
+
+
+def load_stats(path) -> dict:
+    path = Path(path)
+    try:
+        stats = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise VGGError(f"cannot read statistics file {path}: {e}") from None
+    for key in ("mean_rgb", "pca_eigval", "pca_eigvec"):
+        if key not in stats:
+            raise VGGError(f"{path}: not a statistics file (no {key!r}); make one with `vggnet stats`")
+    return stats
+
+
+def preprocessing_from_stats(stats: dict) -> dict:
+    """The preprocessing block of our checkpoints: RGB, 0-255, mean subtraction only (§2.1)."""
+    return dict(channel_order="RGB", value_range=255.0, mean=list(stats["mean_rgb"]), std=[1.0, 1.0, 1.0],
+                pca_eigval=list(stats["pca_eigval"]), pca_eigvec=[list(r) for r in stats["pca_eigvec"]])

@@ -1,0 +1,28 @@
+"""Small real files for the tests."""
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def write_image(path, size=(40, 30), colour=None, mode="RGB", fmt=None, seed=0):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w, h = size
+    if colour is not None:
+        img = Image.new("RGB", size, tuple(colour))
+    else:
+        img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    img.save(path, fmt)
+    return path
+
+
+def make_folder(root, classes=("a", "b", "c"), per_class=4, size=(40, 30), ext=".png"):
+    root = Path(root)
+    for c_i, c in enumerate(classes):
+        for n in range(per_class):
+            write_image(root / c / f"{c}{n}{ext}", size, seed=c_i * 100 + n)
+    return root
