@@ -90,8 +90,12 @@ def test_colour_shift_statistics():
     rot = torch.linalg.qr(torch.randn(3, 3))[0]
     eigval = torch.tensor([4000.0, 400.0, 40.0])
     norm = Normalizer(dict(mean=[0, 0, 0], pca_eigval=eigval.tolist(), pca_eigvec=rot.tolist()))
-    g = torch.Generator().manual_seed(0)
-    shifts = norm.colour_shift(200_000, g).double()
+    rng = np.random.default_rng(0)
+    t = TrainTransform(32, 32)
+    img = gradient_image(32, 32)
+    alphas = np.stack([t.apply(img, 32, rng)[1]["alpha"] for _ in range(2000)])
+    assert abs(alphas.std() - 0.1) < 0.005  # alpha ~ N(0, 0.1), drawn per image
+    shifts = norm.colour_shift(torch.randn(200_000, 3, generator=torch.Generator().manual_seed(0)) * 0.1).double()
     assert shifts.mean(0).abs().max() < 0.05
     cov = torch.cov(shifts.T)
     expected = rot.double() @ torch.diag((0.1 * eigval.double() / 255) ** 2) @ rot.double().T
@@ -101,5 +105,5 @@ def test_colour_shift_statistics():
     assert torch.allclose(proj.std(0), 0.1 * eigval.double() / 255, rtol=0.02)
     # The same shift is added to every pixel of an image.
     x = torch.full((2, 3, 4, 4), 100, dtype=torch.uint8)
-    y = norm(x, colour_shift=True, generator=torch.Generator().manual_seed(1))
+    y = norm(x, alpha=torch.tensor([[0.1, -0.2, 0.05], [0.3, 0.0, 0.0]]))
     assert torch.allclose(y, y[:, :, :1, :1].expand_as(y)) and not torch.allclose(y, torch.full_like(y, 100.0))

@@ -114,6 +114,51 @@ def cmd_stats(args) -> None:
         print(f"skipped unreadable {line}")
 
 
+# -- train / plot ----------------------------------------------------------------------------------
+def add_train_arguments(s) -> None:
+    import dataclasses
+
+    from .engine.config import CHOICES, TrainConfig, field_types
+
+    s.add_argument("--config", metavar="RECIPE.yaml", help="YAML recipe (configs/); flags override it")
+    types_ = field_types()
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        t = types_[f.name]
+        if f.name == "resume":
+            s.add_argument(flag, action="store_true", default=None, help="continue the run in --out")
+        elif t is bool:
+            s.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default {f.default})")
+        else:
+            s.add_argument(flag, dest=f.name, type=str if f.name in ("scale",) else t, default=None,
+                           choices=CHOICES.get(f.name), help=f"(default {f.default})")
+
+
+def cmd_train(args) -> None:
+    import dataclasses
+
+    from .engine import load_config, train
+    from .engine.config import TrainConfig
+
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    cfg = load_config(args.config, overrides)
+    result = train(cfg)
+    if result["status"] == "interrupted":
+        print(f"interrupted: {result['stop_reason']} ({result['run_dir']})", file=sys.stderr)
+        raise SystemExit(130)
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        best = result.get("best") or {}
+        print(f"done after {result['epochs']} epochs ({result.get('stop_reason', '')}); best val top-1 "
+              f"{best.get('top1_err', float('nan')):.2f}%, top-5 {best.get('top5_err', float('nan')):.2f}% "
+              f"(epoch {best.get('epoch', '-')}); weights: {result['best_weights']}, {result['final']}")
+
+
+def cmd_plot(args) -> None:
+    from .engine.plot import plot_run
+
+    print(plot_run(args.run_dir, args.out))
+
+
 # -- parser ------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vggnet", description="Very Deep ConvNets (Simonyan & Zisserman 2015)")
@@ -159,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=int, default=_default_workers())
     s.set_defaults(func=cmd_stats)
+
+    s = sub.add_parser("train", help="train a net with the paper's recipe (YAML recipe + flag overrides)")
+    add_train_arguments(s)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("plot", help="draw a run's loss, error and learning-rate curves to PNG")
+    s.add_argument("run_dir")
+    s.add_argument("--out", help="PNG file (default RUN_DIR/curves.png)")
+    s.set_defaults(func=cmd_plot)
 
     for register in _REGISTRY:
         register(sub)

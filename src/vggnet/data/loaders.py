@@ -73,10 +73,11 @@ class TrainImages(Dataset):
         index, seed = item
         path, label = self.source.samples[index]
         try:
-            arr, _ = self.transform(path, np.random.default_rng(seed))
+            arr, drawn = self.transform(path, np.random.default_rng(seed))
         except ImageReadError as e:
             return dict(error=(e.path, e.reason), index=index)
-        return dict(image=torch.from_numpy(arr).permute(2, 0, 1), label=label, index=index)
+        return dict(image=torch.from_numpy(arr).permute(2, 0, 1), label=label, index=index,
+                    alpha=torch.from_numpy(drawn["alpha"]))
 
 
 def collate_images(items: list[dict]) -> dict:
@@ -85,6 +86,7 @@ def collate_images(items: list[dict]) -> dict:
         images=torch.stack([it["image"] for it in good]) if good else None,
         labels=torch.tensor([it["label"] for it in good], dtype=torch.long),
         indices=torch.tensor([it["index"] for it in good], dtype=torch.long),
+        alpha=torch.stack([it["alpha"] for it in good]) if good and "alpha" in good[0] else None,
         bad=[it["error"] for it in items if "error" in it],
     )
 
@@ -98,6 +100,33 @@ def train_loader(source: Source, transform: TrainTransform, sampler: TrainBatche
     return DataLoader(TrainImages(source, transform), batch_sampler=sampler, num_workers=workers,
                       collate_fn=collate_images, pin_memory=pin_memory, worker_init_fn=_worker_init,
                       persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+
+
+class CenterCrops(Dataset):
+    """Item i -> the centre crop of the image rescaled to Q (per-epoch validation, §4.1)."""
+
+    def __init__(self, source: Source, q: int, crop: int, indices=None):
+        self.source, self.q, self.crop = source, q, crop
+        self.indices = list(range(len(source))) if indices is None else list(indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        index = self.indices[i]
+        path, label = self.source.samples[index]
+        try:
+            img = rescale(load_rgb(path, min_side=self.q), self.q)
+        except ImageReadError as e:
+            return dict(error=(e.path, e.reason), index=index)
+        x, y = (img.width - self.crop) // 2, (img.height - self.crop) // 2
+        arr = np.array(img.crop((x, y, x + self.crop, y + self.crop)), dtype=np.uint8)
+        return dict(image=torch.from_numpy(arr).permute(2, 0, 1), label=label, index=index)
+
+
+def center_loader(source: Source, q: int, crop: int, batch_size: int, workers: int = 0, indices=None):
+    return DataLoader(CenterCrops(source, q, crop, indices), batch_size=batch_size, num_workers=workers,
+                      collate_fn=collate_images, worker_init_fn=_worker_init)
 
 
 class ScaledImages(Dataset):

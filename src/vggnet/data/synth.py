@@ -1,7 +1,7 @@
 """A built-in synthetic data set: the demo's and the tests' data.
 
 Each class is a shape with its own texture (``circle-stripes``, ``star-dots``, ...), drawn at a
-random position, scale (15-65% of the image side), rotation and pair of colours, on a cluttered
+random position, scale (25-70% of the image side), rotation and pair of colours, on a cluttered
 background of gradients, lines and blobs, with sensor noise and real JPEG compression. Colour says
 nothing about the class; shape and texture do, at every scale, so a net has to learn them (a small
 VGG needs several epochs) and training scale matters. The tight box of every object is written in
@@ -122,34 +122,34 @@ def draw_image(class_index: int, names: list[str], size: int, rng: np.random.Gen
     t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
     canvas = Image.fromarray((a + (b - a) * t[..., None]).astype(np.uint8), "RGB")
     d = ImageDraw.Draw(canvas)
-    for _ in range(rng.integers(4, 10)):
+    for _ in range(rng.integers(2, 7)):
         kind = rng.integers(0, 3)
         p = rng.uniform(0, size, 4)
         col = tuple(int(v) for v in _colour(rng))
         if kind == 0:
             d.line(list(p), fill=col, width=int(rng.integers(1, max(2, size // 24))))
         elif kind == 1:
-            r = rng.uniform(0.03, 0.12) * size
+            r = rng.uniform(0.03, 0.09) * size
             d.ellipse([p[0] - r, p[1] - r * rng.uniform(0.4, 1.0), p[0] + r, p[1] + r], fill=col)
         else:
-            w = rng.uniform(0.04, 0.15) * size
+            w = rng.uniform(0.04, 0.12) * size
             patch = _texture(TEXTURES[rng.integers(0, 3)], size, rng, _colour(rng), _colour(rng), rng.uniform(3, 8))
             m = Image.new("L", (size, size), 0)
             ImageDraw.Draw(m).rectangle([p[0], p[1], p[0] + w, p[1] + w * rng.uniform(0.5, 1.5)], fill=255)
             canvas.paste(Image.fromarray(patch.astype(np.uint8), "RGB"), (0, 0), m)
     # The object: scale, position, rotation and colours random; texture period scales with it.
-    r = rng.uniform(0.15, 0.65) * size / 2
+    r = rng.uniform(0.25, 0.7) * size / 2
     cx, cy = rng.uniform(r * 0.8, size - r * 0.8, 2)
     c1 = _colour(rng)
     c2 = _contrasting(rng, c1)
     mask = _mask(shape, size, cx, cy, r, rng.uniform(0, 2 * math.pi))
-    tex = _texture(texture, size, rng, c1, c2, period=max(3.0, r * rng.uniform(0.35, 0.55)))
+    tex = _texture(texture, size, rng, c1, c2, period=max(4.0, r * rng.uniform(0.4, 0.6)))
     canvas.paste(Image.fromarray(tex.astype(np.uint8), "RGB"), (0, 0), mask)
     # A thin occluder now and then, so the object is not always whole.
     if rng.random() < 0.3:
         p = rng.uniform(0, size, 4)
         ImageDraw.Draw(canvas).line(list(p), fill=tuple(int(v) for v in _colour(rng)), width=max(1, size // 40))
-    arr = np.asarray(canvas, np.float32) + rng.normal(0, 6, (size, size, 3))
+    arr = np.asarray(canvas, np.float32) + rng.normal(0, 4, (size, size, 3))
     image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     ys, xs = np.nonzero(np.asarray(mask))
     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else (0, 0, size, size)

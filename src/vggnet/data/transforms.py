@@ -81,7 +81,8 @@ class TrainTransform:
         flipped = bool(self.flip and rng.random() < 0.5)
         if flipped:
             arr = arr[:, ::-1]
-        return np.ascontiguousarray(arr), dict(S=s, x=x, y=y, size=(w, h), flipped=flipped)
+        alpha = rng.normal(0.0, COLOUR_ALPHA_STD, 3).astype(np.float32)  # §3.1 colour shift, per image
+        return np.ascontiguousarray(arr), dict(S=s, x=x, y=y, size=(w, h), flipped=flipped, alpha=alpha)
 
 
 def rescale(img: Image.Image, side: int) -> Image.Image:
@@ -136,20 +137,19 @@ class Normalizer(nn.Module):
             self.register_buffer("eigval", torch.tensor(eigval, dtype=torch.float32) / 255.0, persistent=False)
             self.register_buffer("eigvec", torch.tensor(eigvec, dtype=torch.float32), persistent=False)
 
-    def colour_shift(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(n, 3) RGB shifts in 0-255 units; columns of eigvec are the eigenvectors."""
-        alpha = torch.randn((n, 3), generator=generator) * COLOUR_ALPHA_STD
-        alpha = alpha.to(self.eigval.device, non_blocking=True)
+    def colour_shift(self, alpha: torch.Tensor) -> torch.Tensor:
+        """(n, 3) alphas ~ N(0, 0.1) -> (n, 3) RGB shifts in 0-255 units (columns of eigvec are
+        the eigenvectors). Alphas are drawn per image on the CPU side, from the image's own seed."""
+        alpha = alpha.to(self.eigval.device, dtype=torch.float32, non_blocking=True)
         return (alpha * self.eigval) @ self.eigvec.T
 
-    def forward(self, x: torch.Tensor, colour_shift: bool = False, generator: torch.Generator | None = None,
-                channels_last: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, alpha: torch.Tensor | None = None, channels_last: bool = False) -> torch.Tensor:
         x = x.to(self.mul.device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x = x.float()
-        if colour_shift and self.has_pca:
-            x = x + self.colour_shift(x.shape[0], generator)[:, :, None, None]
+        if alpha is not None and self.has_pca:
+            x = x + self.colour_shift(alpha)[:, :, None, None]
         if self.bgr:
             x = x.flip(1)
         return x * self.mul + self.add

@@ -1,0 +1,46 @@
+"""The paper's learning-rate rule (§3.1): divide the rate by 10 when validation accuracy stops
+improving; after the rate has been decreased 3 times, the next plateau ends training."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class PlateauSchedule:
+    lr: float
+    factor: float = 0.1
+    patience: int = 2
+    max_drops: int = 3
+    min_delta: float = 0.0
+    best: float = float("inf")
+    bad_epochs: int = 0
+    drops: int = 0
+
+    def step(self, val_error: float) -> dict:
+        """Record one epoch's validation error (lower is better). Returns dict(lr, improved,
+        dropped, stop)."""
+        improved = val_error < self.best - self.min_delta
+        dropped = stop = False
+        if improved:
+            self.best, self.bad_epochs = val_error, 0
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs > self.patience:
+                if self.drops < self.max_drops:
+                    self.lr *= self.factor
+                    self.drops += 1
+                    self.bad_epochs = 0
+                    dropped = True
+                else:
+                    stop = True
+        return dict(lr=self.lr, improved=improved, dropped=dropped, stop=stop)
+
+    def state_dict(self) -> dict:
+        return {k: (v if v != float("inf") else None) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "PlateauSchedule":
+        state = dict(state)
+        if state.get("best") is None:
+            state["best"] = float("inf")
+        return cls(**state)
