@@ -159,6 +159,49 @@ def cmd_plot(args) -> None:
     print(plot_run(args.run_dir, args.out))
 
 
+# -- evaluate / fuse / report -------------------------------------------------------------------------
+def cmd_evaluate(args) -> None:
+    from .eval.runner import evaluate, format_table, parse_scales
+
+    result = evaluate(args.checkpoint, args.data, protocols=args.protocol,
+                      scales=parse_scales(args.scales) if args.scales else None, multi_scale=args.multi_scale,
+                      out=args.out, device=args.device, workers=args.workers, batch_size=args.batch_size,
+                      half=args.half, skip_unreadable=args.skip_unreadable, data_root=args.root,
+                      progress=sys.stderr.isatty(), force=args.force)
+    print(format_table(result))
+    if args.out:
+        print(f"posteriors and results saved in {args.out}")
+
+
+def cmd_fuse(args) -> None:
+    from .eval.fusion import fuse, save_fusion
+
+    result = fuse(args.dirs, args.protocol)
+    print(f"fusion of {len(result['runs'])} nets ({' + '.join(a or '?' for a in result['archs'])}), "
+          f"{result['images']} images")
+    print(f"{'protocol':<16} {'top-1 err':>9} {'top-5 err':>9}   members' top-1")
+    for p, r in result["protocols"].items():
+        members = ", ".join(f"{m['top1_err']:.2f}%" for m in r["members"])
+        print(f"{p:<16} {r['top1_err']:>8.2f}% {r['top5_err']:>8.2f}%   {members}")
+    if args.out:
+        save_fusion(args.out, result)
+        print(f"fused posteriors saved in {args.out}")
+
+
+def cmd_report(args) -> None:
+    from .eval.report import collect_rows, markdown, to_csv
+    from .fileio import write_text
+
+    rows = collect_rows(args.dirs, per_scale=args.per_scale)
+    md = markdown(rows, args.title)
+    print(md, end="")
+    if args.out:
+        out = Path(args.out)
+        write_text(out, md)
+        write_text(out.with_suffix(".csv"), to_csv(rows))
+        print(f"wrote {out} and {out.with_suffix('.csv')}")
+
+
 # -- parser ------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vggnet", description="Very Deep ConvNets (Simonyan & Zisserman 2015)")
@@ -213,6 +256,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
     s.add_argument("--out", help="PNG file (default RUN_DIR/curves.png)")
     s.set_defaults(func=cmd_plot)
+
+    from .eval.protocols import PROTOCOLS
+
+    s = sub.add_parser("evaluate", help="evaluate a checkpoint with the paper's protocols (§3.2, §4)")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--data", required=True, help="image folder (class sub-folders) or .csv/.tsv label file")
+    s.add_argument("--root", help="root of the paths in a label file")
+    s.add_argument("--protocol", nargs="+", default=["dense"], choices=PROTOCOLS, metavar="P",
+                   help=f"one or more of: {', '.join(PROTOCOLS)} (default dense)")
+    s.add_argument("--scales", help="test scales Q, e.g. 256,384,512 (default: from the training scale, §4.1)")
+    s.add_argument("--multi-scale", action="store_true", help="default scales per §4.2 ({S-32,S,S+32} or {Smin,mid,Smax})")
+    s.add_argument("--out", help="folder for posteriors.safetensors and results.json")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--workers", type=int, default=_default_workers())
+    s.add_argument("--batch-size", type=int, default=32, help="equal-sized images per batch")
+    s.add_argument("--half", action="store_true", help="store posteriors as float16")
+    s.add_argument("--skip-unreadable", action="store_true", help="exclude unreadable images (counted) instead of failing")
+    s.add_argument("--force", action="store_true", help="overwrite results in --out")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("fuse", help="ensemble errors from saved posteriors (Table 6), no network run")
+    s.add_argument("dirs", nargs="+", help="evaluation folders")
+    s.add_argument("--protocol", choices=PROTOCOLS)
+    s.add_argument("--out", help="folder to save the fused posteriors")
+    s.set_defaults(func=cmd_fuse)
+
+    s = sub.add_parser("report", help="Markdown + CSV table of evaluation folders, in the layout of Tables 3-6")
+    s.add_argument("dirs", nargs="+")
+    s.add_argument("--out", help="Markdown file to write (a .csv is written beside it)")
+    s.add_argument("--title")
+    s.add_argument("--per-scale", action="store_true", help="also one row per single test scale")
+    s.set_defaults(func=cmd_report)
 
     for register in _REGISTRY:
         register(sub)

@@ -1,10 +1,11 @@
 """A built-in synthetic data set: the demo's and the tests' data.
 
 Each class is a shape with its own texture (``circle-stripes``, ``star-dots``, ...), drawn at a
-random position, scale (25-70% of the image side), rotation and pair of colours, on a cluttered
-background of gradients, lines and blobs, with sensor noise and real JPEG compression. Colour says
-nothing about the class; shape and texture do, at every scale, so a net has to learn them (a small
-VGG needs several epochs) and training scale matters. The tight box of every object is written in
+random position, scale (25-70% of the image side) and rotation, on a cluttered
+background of gradients, lines, blobs and bars, with sensor noise and real JPEG compression. The object's
+main colour leans towards a hue of its class, with so much spread that neighbouring classes
+overlap; shape and texture decide, at every scale, so a net has to learn them (a small VGG needs
+several epochs) and training scale matters. The tight box of every object is written in
 the CSV format of Imagenette's ``boxes-train.csv`` (``path,wnid,xmin,ymin,xmax,ymax``, pixels, max
 exclusive).
 
@@ -105,6 +106,16 @@ def _colour(rng):
     return rng.integers(0, 256, size=3)
 
 
+def _class_colour(rng, class_index: int, k: int) -> np.ndarray:
+    """The object's main colour: a hue that tends towards its class's own (classes 360/k degrees
+    apart, sigma 25 degrees, so neighbours overlap), random saturation and brightness. Like the
+    colour of a goldfish, it is a hint, not an answer: shape and texture settle the rest."""
+    import colorsys
+    hue = (class_index / k + rng.normal(0, 25 / 360)) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, rng.uniform(0.45, 1.0), rng.uniform(0.45, 1.0))
+    return (np.array([r, g, b]) * 255).astype(np.int64)
+
+
 def _contrasting(rng, c):
     while True:
         d = _colour(rng)
@@ -133,14 +144,11 @@ def draw_image(class_index: int, names: list[str], size: int, rng: np.random.Gen
             d.ellipse([p[0] - r, p[1] - r * rng.uniform(0.4, 1.0), p[0] + r, p[1] + r], fill=col)
         else:
             w = rng.uniform(0.04, 0.12) * size
-            patch = _texture(TEXTURES[rng.integers(0, 3)], size, rng, _colour(rng), _colour(rng), rng.uniform(3, 8))
-            m = Image.new("L", (size, size), 0)
-            ImageDraw.Draw(m).rectangle([p[0], p[1], p[0] + w, p[1] + w * rng.uniform(0.5, 1.5)], fill=255)
-            canvas.paste(Image.fromarray(patch.astype(np.uint8), "RGB"), (0, 0), m)
+            d.rectangle([p[0], p[1], p[0] + w, p[1] + w * rng.uniform(0.5, 1.5)], fill=col)
     # The object: scale, position, rotation and colours random; texture period scales with it.
     r = rng.uniform(0.25, 0.7) * size / 2
     cx, cy = rng.uniform(r * 0.8, size - r * 0.8, 2)
-    c1 = _colour(rng)
+    c1 = _class_colour(rng, class_index, len(names))
     c2 = _contrasting(rng, c1)
     mask = _mask(shape, size, cx, cy, r, rng.uniform(0, 2 * math.pi))
     tex = _texture(texture, size, rng, c1, c2, period=max(4.0, r * rng.uniform(0.4, 0.6)))

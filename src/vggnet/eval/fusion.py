@@ -1,0 +1,76 @@
+"""ConvNet fusion (§4.4, Table 6) from saved posteriors: the soft-max posteriors of several
+evaluation runs are averaged per image, without running any network. Runs over different image
+sets, labels or class lists are refused."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import VGGError
+from ..fileio import write_json
+from .metrics import topk_errors
+from .runner import POSTERIORS, RESULTS
+
+
+def load_posteriors(run_dir) -> dict:
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(run_dir) / POSTERIORS
+    if not path.is_file():
+        raise VGGError(f"no saved posteriors in {run_dir} (expected {path}; run `vggnet evaluate --out`)")
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata()
+    tensors = load_file(str(path))
+    results = json.loads((Path(run_dir) / RESULTS).read_text()) if (Path(run_dir) / RESULTS).is_file() else {}
+    return dict(dir=str(run_dir), ids=json.loads(header["ids"]), classes=json.loads(header["classes"]),
+                scales=json.loads(header["scales"]), protocols=json.loads(header["protocols"]),
+                labels=tensors["labels"], probs={k[len("probs/"):]: v.float() for k, v in tensors.items()
+                                                  if k.startswith("probs/")}, results=results)
+
+
+def fuse(run_dirs, protocol: str | None = None) -> dict:
+    """Average the posteriors of `run_dirs`, per protocol they all share (or just `protocol`)."""
+    if len(run_dirs) < 1:
+        raise VGGError("fuse needs at least one evaluation folder")
+    runs = [load_posteriors(d) for d in run_dirs]
+    first = runs[0]
+    for r in runs[1:]:
+        if r["ids"] != first["ids"]:
+            raise VGGError(f"cannot fuse {r['dir']} with {first['dir']}: they were evaluated on different images "
+                           f"({len(r['ids'])} vs {len(first['ids'])} images, or another order)")
+        if r["classes"] != first["classes"] or not torch.equal(r["labels"], first["labels"]):
+            raise VGGError(f"cannot fuse {r['dir']} with {first['dir']}: different classes or labels")
+    shared = [p for p in first["protocols"] if all(p in r["protocols"] for r in runs)]
+    if protocol is not None:
+        if protocol not in shared:
+            raise VGGError(f"protocol {protocol!r} is not in every run; shared: {', '.join(shared) or 'none'}")
+        shared = [protocol]
+    if not shared:
+        raise VGGError("the runs share no protocol")
+    rows, fused = {}, {}
+    for p in shared:
+        fused[p] = torch.stack([r["probs"][p] for r in runs]).mean(0)
+        rows[p] = topk_errors(fused[p], first["labels"])
+        rows[p]["members"] = [topk_errors(r["probs"][p], first["labels"]) for r in runs]
+    return dict(runs=[r["dir"] for r in runs], archs=[r["results"].get("arch") for r in runs], images=len(first["ids"]),
+                protocols=rows, fused=fused, labels=first["labels"], ids=first["ids"], classes=first["classes"])
+
+
+def save_fusion(out, result: dict) -> None:
+    """Write the fused posteriors like an evaluation folder, so fusions can be reported or fused again."""
+    from safetensors.torch import save_file
+
+    from ..fileio import atomic_write
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {"labels": result["labels"], **{f"probs/{p}": t.contiguous() for p, t in result["fused"].items()}}
+    header = {"ids": json.dumps(result["ids"]), "classes": json.dumps(result["classes"]), "scales": "[]",
+              "protocols": json.dumps(list(result["fused"]))}
+    atomic_write(out / POSTERIORS, lambda tmp: save_file(tensors, tmp, metadata=header))
+    write_json(out / RESULTS, dict(arch="+".join(a or "?" for a in result["archs"]), fused_from=result["runs"],
+                                   images=result["images"],
+                                   protocols={p: {k: v for k, v in r.items() if k != "members"}
+                                              for p, r in result["protocols"].items()}))
