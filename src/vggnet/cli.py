@@ -202,11 +202,35 @@ def cmd_report(args) -> None:
         print(f"wrote {out} and {out.with_suffix('.csv')}")
 
 
+# -- demo ----------------------------------------------------------------------------------------------
+def cmd_demo(args) -> None:
+    import time
+
+    from .demo import run_demo, summary_table
+
+    t = time.perf_counter()
+    result = run_demo(out=args.out, data=args.data, epochs=args.epochs, workers=args.workers,
+                      crop=args.crop, scale=args.scale, arch=args.arch)
+    print()
+    print(summary_table(result))
+    print(f"\nreport: {result['report']}   ({time.perf_counter() - t:.0f} s)")
+
+
 # -- parser ------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vggnet", description="Very Deep ConvNets (Simonyan & Zisserman 2015)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+
+    s = sub.add_parser("demo", help="the whole system on built-in data: synth, stats, train, evaluate, report")
+    s.add_argument("--out", help="new report folder (default: ./vggnet-demo-<time>)")
+    s.add_argument("--data", help="your image folder (class sub-folders, or train/ and val/) instead of the synthetic set")
+    s.add_argument("--epochs", type=int, help="epoch cap (default 25)")
+    s.add_argument("--arch", help="config (default A)")
+    s.add_argument("--crop", type=int, help="crop size (default 32)")
+    s.add_argument("--scale", help="training scale S or Smin:Smax (default 32:48)")
+    s.add_argument("--workers", type=int)
+    s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("info", help="the model zoo: Tables 1 and 2")
     s.set_defaults(func=cmd_info)

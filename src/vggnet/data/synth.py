@@ -1,7 +1,7 @@
 """A built-in synthetic data set: the demo's and the tests' data.
 
 Each class is a shape with its own texture (``circle-stripes``, ``star-dots``, ...), drawn at a
-random position, scale (25-70% of the image side) and rotation, on a cluttered
+random position, scale (35-80% of the image side) and rotation, on a cluttered
 background of gradients, lines, blobs and bars, with sensor noise and real JPEG compression. The object's
 main colour leans towards a hue of its class, with so much spread that neighbouring classes
 overlap; shape and texture decide, at every scale, so a net has to learn them (a small VGG needs
@@ -116,10 +116,15 @@ def _class_colour(rng, class_index: int, k: int) -> np.ndarray:
     return (np.array([r, g, b]) * 255).astype(np.int64)
 
 
+def _luma(c) -> float:
+    return 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
+
+
 def _contrasting(rng, c):
+    """A second colour that differs in brightness too, so the texture survives in luma."""
     while True:
         d = _colour(rng)
-        if np.abs(d.astype(int) - c.astype(int)).sum() > 180:
+        if np.abs(d.astype(int) - c.astype(int)).sum() > 180 and abs(_luma(d) - _luma(c)) > 60:
             return d
 
 
@@ -146,7 +151,7 @@ def draw_image(class_index: int, names: list[str], size: int, rng: np.random.Gen
             w = rng.uniform(0.04, 0.12) * size
             d.rectangle([p[0], p[1], p[0] + w, p[1] + w * rng.uniform(0.5, 1.5)], fill=col)
     # The object: scale, position, rotation and colours random; texture period scales with it.
-    r = rng.uniform(0.25, 0.7) * size / 2
+    r = rng.uniform(0.35, 0.8) * size / 2
     cx, cy = rng.uniform(r * 0.8, size - r * 0.8, 2)
     c1 = _class_colour(rng, class_index, len(names))
     c2 = _contrasting(rng, c1)
@@ -170,7 +175,8 @@ def _make_one(job):
     image, box = draw_image(class_index, names, size, rng)
     rel = f"{split}/{names[class_index]}/{names[class_index]}_{n:05d}.jpg"
     path = Path(out) / rel
-    image.save(path, "JPEG", quality=int(rng.integers(80, 95)))
+    # 4:4:4: small images lose their colour detail to chroma subsampling.
+    image.save(path, "JPEG", quality=int(rng.integers(80, 95)), subsampling=0)
     return rel, names[class_index], box
 
 
