@@ -65,7 +65,7 @@ class TrainConfig:
     checkpoint_steps: int = 0  # also every N steps (0: off)
     max_steps_per_epoch: int = 0  # 0: whole epochs (a cap for quick experiments)
     tensorboard: bool = False
-    progress: bool = True
+    progress: bool = True  # progress bar on a terminal; per-epoch lines are printed either way
     recipe: str = ""  # name of the paper experiment this reproduces, e.g. "Table 3, D, S=256"
 
 

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -171,7 +172,7 @@ def _train(cfg: TrainConfig, d) -> dict:
         stats = None
         if d.is_main:
             stats = compute_stats(train_src, cfg.stats_max_images, cfg.seed, cfg.workers,
-                                  progress=cfg.progress)
+                                  progress=cfg.progress and sys.stderr.isatty())
             save_stats(run / "stats.json", stats)
         stats = d.broadcast_object(stats)
     preprocessing = preprocessing_from_stats(stats)
@@ -253,7 +254,7 @@ def _train(cfg: TrainConfig, d) -> dict:
             wrong_sum = torch.zeros((), dtype=torch.float64, device=d.device)
             t0 = time.perf_counter()
             bar = None
-            if cfg.progress and d.is_main:
+            if cfg.progress and d.is_main and sys.stderr.isatty():
                 from tqdm import tqdm
                 bar = tqdm(total=steps_per_epoch * cfg.batch_size, initial=start_step * cfg.batch_size,
                            unit="img", unit_scale=True, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
@@ -363,12 +364,12 @@ def _train(cfg: TrainConfig, d) -> dict:
                 if writer is not None:
                     for k in ("train_loss", "train_top1_err", "val_top1_err", "val_top5_err", "lr", "images_per_s"):
                         writer.add_scalar(k, record[k], epoch)
-                if cfg.progress:
-                    print(f"epoch {epoch:>3}  lr {lr_used:.0e}  loss {record['train_loss']:.3f}  "
-                          f"train top-1 {record['train_top1_err']:5.1f}%  val top-1 {v['val_top1_err']:5.1f}%  "
-                          f"top-5 {v['val_top5_err']:5.1f}%  {record['images_per_s']:.0f} img/s"
-                          + (f"  ({len(bad)} unreadable skipped)" if bad else "")
-                          + ("  lr/10" if sched["dropped"] else ""), flush=True)
+                # One line per epoch, in a terminal and in logs alike.
+                print(f"epoch {epoch:>3}  lr {lr_used:.0e}  loss {record['train_loss']:.3f}  "
+                      f"train top-1 {record['train_top1_err']:5.1f}%  val top-1 {v['val_top1_err']:5.1f}%  "
+                      f"top-5 {v['val_top5_err']:5.1f}%  {record['images_per_s']:.0f} img/s"
+                      + (f"  ({len(bad)} unreadable skipped)" if bad else "")
+                      + ("  lr/10" if sched["dropped"] else ""), flush=True)
             if sched["stop"]:
                 summary["stop_reason"] = f"validation error plateaued after {schedule.drops} learning-rate drops"
                 break
