@@ -102,11 +102,14 @@ def train_loader(source: Source, transform: TrainTransform, sampler: TrainBatche
                       persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
 
 
-class CenterCrops(Dataset):
-    """Item i -> the centre crop of the image rescaled to Q (per-epoch validation, §4.1)."""
+class _TestImages(Dataset):
+    """Test-time items over a subset of a source: decode (reporting unreadable files), then
+    `_make` turns the picture into the item's tensors."""
 
-    def __init__(self, source: Source, q: int, crop: int, indices=None):
-        self.source, self.q, self.crop = source, q, crop
+    min_side = None
+
+    def __init__(self, source: Source, indices=None):
+        self.source = source
         self.indices = list(range(len(source))) if indices is None else list(indices)
 
     def __len__(self):
@@ -116,12 +119,27 @@ class CenterCrops(Dataset):
         index = self.indices[i]
         path, label = self.source.samples[index]
         try:
-            img = rescale(load_rgb(path, min_side=self.q), self.q)
+            img = load_rgb(path, min_side=self.min_side)
         except ImageReadError as e:
-            return dict(error=(e.path, e.reason), index=index)
+            return dict(error=(e.path, e.reason), index=index, label=label)
+        return dict(self._make(img), label=label, index=index)
+
+
+def _chw(img) -> torch.Tensor:
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+
+
+class CenterCrops(_TestImages):
+    """Item i -> the centre crop of the image rescaled to Q (per-epoch validation, §4.1)."""
+
+    def __init__(self, source: Source, q: int, crop: int, indices=None):
+        super().__init__(source, indices)
+        self.min_side, self.crop = q, crop
+
+    def _make(self, img):
+        img = rescale(img, self.min_side)
         x, y = (img.width - self.crop) // 2, (img.height - self.crop) // 2
-        arr = np.array(img.crop((x, y, x + self.crop, y + self.crop)), dtype=np.uint8)
-        return dict(image=torch.from_numpy(arr).permute(2, 0, 1), label=label, index=index)
+        return dict(image=_chw(img.crop((x, y, x + self.crop, y + self.crop))))
 
 
 def center_loader(source: Source, q: int, crop: int, batch_size: int, workers: int = 0, indices=None):
@@ -129,27 +147,17 @@ def center_loader(source: Source, q: int, crop: int, batch_size: int, workers: i
                       collate_fn=collate_images, worker_init_fn=_worker_init)
 
 
-class ScaledImages(Dataset):
+class ScaledImages(_TestImages):
     """Item i -> the whole image rescaled to each test scale Q (§3.2), uint8 (3, H, W) tensors:
     one decode serves every scale."""
 
     def __init__(self, source: Source, scales, indices=None):
-        self.source, self.scales = source, sorted(int(q) for q in scales)
-        self.indices = list(range(len(source))) if indices is None else list(indices)
+        super().__init__(source, indices)
+        self.scales = sorted(int(q) for q in scales)
+        self.min_side = self.scales[-1]
 
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        index = self.indices[i]
-        path, label = self.source.samples[index]
-        try:
-            img = load_rgb(path, min_side=self.scales[-1])
-        except ImageReadError as e:
-            return dict(error=(e.path, e.reason), index=index, label=label)
-        images = {q: torch.from_numpy(np.asarray(rescale(img, q), dtype=np.uint8).copy()).permute(2, 0, 1)
-                  for q in self.scales}
-        return dict(images=images, label=label, index=index)
+    def _make(self, img):
+        return dict(images={q: _chw(rescale(img, q)) for q in self.scales})
 
 
 def scaled_loader(source: Source, scales, workers: int = 0, indices=None) -> DataLoader:
