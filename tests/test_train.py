@@ -237,3 +237,23 @@ def test_two_process_gloo_ddp_equals_one_process(synth, tmp_path):
     a, b = weights(tmp_path / "one" / "final.safetensors"), weights(tmp_path / "two" / "final.safetensors")
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
     assert not any(tmp_path.joinpath("two").glob("*rank*"))
+
+
+def test_unreadable_training_image_is_skipped_counted_or_fails(synth, tmp_path):
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(synth / "train", data)
+    broken = data / sorted(p.name for p in data.iterdir())[0] / "zz_broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 this is not a complete JPEG")
+    # Statistics are computed before training; give them so that only training meets the file.
+    from vggnet.data import compute_stats, image_folder, save_stats
+    save_stats(tmp_path / "stats.json", compute_stats(image_folder(synth / "train")))
+    out = tmp_path / "run"
+    result = train(tiny_cfg(synth, out, data=str(data), epochs=2, stats=str(tmp_path / "stats.json")))
+    log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    seen = sum(r["bad_images"] for r in log)
+    assert result["status"] == "done" and seen == result["bad_images"] >= 1
+    assert "zz_broken.jpg" in (out / "bad_images.txt").read_text()
+    with pytest.raises(VGGError, match="unreadable training image .*zz_broken.jpg"):
+        train(tiny_cfg(synth, tmp_path / "run2", data=str(data), epochs=2, on_bad_image="fail",
+                       stats=str(tmp_path / "stats.json")))
