@@ -103,6 +103,8 @@ def test_bad_configs_refused_before_work(synth, tmp_path):
         train(tiny_cfg(synth, tmp_path / "x", micro_batch=5))
     with pytest.raises(VGGError, match="valid: gaussian, glorot"):
         train(tiny_cfg(synth, tmp_path / "x", init="xavier"))
+    with pytest.raises(VGGError, match="fewer than one global batch"):
+        train(tiny_cfg(synth, tmp_path / "x", batch_size=4096))
     with pytest.raises(VGGError, match="expected int"):
         load_config(None, dict(epochs="many"))
     with pytest.raises(VGGError, match="unknown config key 'epoch'"):

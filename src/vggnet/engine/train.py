@@ -145,10 +145,6 @@ def _train(cfg: TrainConfig, d) -> dict:
     validate(cfg, d.world_size)
     cfg = prepare_run_dir(cfg, d)
     run = Path(cfg.out)
-    if d.is_main:
-        run.mkdir(parents=True, exist_ok=True)
-        if not cfg.resume:
-            save_config(run / "config.yaml", cfg)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     if d.device.type == "cuda":
@@ -157,13 +153,20 @@ def _train(cfg: TrainConfig, d) -> dict:
         torch.backends.cudnn.allow_tf32 = True
     amp, channels_last = _resolve_device_flags(cfg, d)
 
-    # -- data --
+    # -- data: every check before anything is written --
     source = open_source(cfg.data, cfg.data_root)
     if cfg.val_data:
         val = open_source(cfg.val_data, cfg.data_root, classes=source.classes)
         train_src = source
     else:
         train_src, val = split_holdout(source, cfg.val_fraction, cfg.seed)
+    transform = TrainTransform(cfg.scale, cfg.crop)
+    sampler = TrainBatches(len(train_src), cfg.batch_size, cfg.seed, d.rank, d.world_size)
+    if d.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        if not cfg.resume:
+            save_config(run / "config.yaml", cfg)
+
     if cfg.stats:
         stats = load_stats(cfg.stats)
     elif (run / "stats.json").is_file():
@@ -176,8 +179,6 @@ def _train(cfg: TrainConfig, d) -> dict:
             save_stats(run / "stats.json", stats)
         stats = d.broadcast_object(stats)
     preprocessing = preprocessing_from_stats(stats)
-    transform = TrainTransform(cfg.scale, cfg.crop)
-    sampler = TrainBatches(len(train_src), cfg.batch_size, cfg.seed, d.rank, d.world_size)
     loader = train_loader(train_src, transform, sampler, cfg.workers, pin_memory=d.device.type == "cuda")
     q = cfg.val_scale or default_val_scale(cfg.scale, cfg.crop)
     normalizer = Normalizer(preprocessing).to(d.device)
