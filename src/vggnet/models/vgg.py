@@ -55,10 +55,10 @@ class VGG(nn.Module):
                 else:
                     layers.append(nn.LocalResponseNorm(**LRN_PARAMS))
                 self.output_index[layer.name] = len(layers) - 1  # conv names: after ReLU (Caffe blobs)
-            # ceil_mode as in Caffe, where the paper's nets ran: identical on crop-sized inputs
-            # (multiples of 32), and in dense evaluation the last, partial window covers the image's
-            # right and bottom edge instead of dropping up to 31 pixels of it.
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True))
+            # Floor mode (torchvision's). Caffe's ceil mode was measured too: the two agree on
+            # crop-sized inputs, and at small scales ceil mode's partial windows hurt dense
+            # evaluation badly (docs/RESULTS.md), so a dense pass ignores the < 32 pixel remainder.
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             self.output_index[f"pool{s}"] = len(layers) - 1
         self.features = nn.Sequential(*layers)
         self.pool5_channels = channels
@@ -107,7 +107,7 @@ class VGG(nn.Module):
 
     def dense(self, x: torch.Tensor) -> torch.Tensor:
         """Class score map (N, num_classes, h, w) of the fully-convolutional net on any image with
-        both sides >= crop_size; h = ceil(H/32) - crop/32 + 1, likewise w."""
+        both sides >= crop_size; h = floor(H/32) - crop/32 + 1, likewise w."""
         if min(x.shape[-2:]) < self.crop_size:
             raise VGGError(f"dense() needs both image sides >= crop size {self.crop_size}, "
                            f"got {tuple(x.shape[-2:])}")
