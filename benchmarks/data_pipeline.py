@@ -75,8 +75,8 @@ def main():
 
     print(f"# {len(files)} files x {args.passes} passes, S in [{smin},{smax}], crop {args.crop}, uint8 out; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
-    print(f"| workers | vggnet img/s | per worker | naive img/s | per worker | speed-up |")
-    print(f"|---|---|---|---|---|---|")
+    print("| workers | vggnet img/s | per worker | naive img/s | per worker | speed-up |")
+    print("|---|---|---|---|---|---|")
     for w in args.workers:
         a = measure(paths, ours, w)
         b = measure(paths, base, w)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vggnet.errors import VGGError
-from vggnet.models import (VGG, WARM_START_LAYERS, check_state_dict, complexity, create_model, export_torchvision,
+from vggnet.models import (WARM_START_LAYERS, check_state_dict, complexity, create_model, export_torchvision,
                            import_torchvision, init_weights, list_models, load_model, save_weights, warm_start)
 from conftest import tiny
 

@@ -2,7 +2,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,6 @@ import torch
 
 from vggnet.data.synth import make_synthetic
 from vggnet.engine import PlateauSchedule, load_config, train
-from vggnet.engine.config import TrainConfig
 from vggnet.errors import VGGError
 from vggnet.models import WARM_START_LAYERS, load_model
 
@@ -77,7 +75,6 @@ def test_gradient_accumulation_equals_one_large_batch(synth, tmp_path):
 
 def test_warm_start_from_a(synth, tmp_path):
     train(tiny_cfg(synth, tmp_path / "a", epochs=1))
-    a = weights(tmp_path / "a" / "final.safetensors")
     train(tiny_cfg(synth, tmp_path / "d", arch="D", epochs=1, lr=1e-9, weight_decay=0.0,
                    init_from=str(tmp_path / "a" / "final.safetensors")))
     d, meta = load_model(tmp_path / "d" / "final.safetensors")
@@ -219,22 +216,24 @@ def test_sigterm_writes_checkpoint_and_resume_finishes(synth, tmp_path):
     assert len((run / "log.jsonl").read_text().splitlines()) == 3
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_gloo_ddp_equals_one_process(synth, tmp_path):
     common = ["--dropout", "0", "--checkpoint-steps", "0"]
     one = _cli(_args(synth, tmp_path / "one", *common))
     assert one.wait(timeout=300) == 0, one.stderr.read()
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                          "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "vggnet", "train",
-                          *_args(synth, tmp_path / "two", *common)], env=env, capture_output=True, text=True,
-                         timeout=300)
+    # --standalone: torchrun picks a free local rendezvous port itself (no race with other runs).
+    # Its own session, so that on a timeout every rank is killed and none outlives the test.
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             "-m", "vggnet", "train", *_args(synth, tmp_path / "two", *common)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    two = subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = weights(tmp_path / "one" / "final.safetensors"), weights(tmp_path / "two" / "final.safetensors")
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5

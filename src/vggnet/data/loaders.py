@@ -166,19 +166,32 @@ def scaled_loader(source: Source, scales, workers: int = 0, indices=None) -> Dat
                       worker_init_fn=_worker_init, prefetch_factor=8 if workers > 0 else None)
 
 
-class _Check(Dataset):
+class PathImages(Dataset):
+    """Item i -> ``self.read(path, picture)``, or ``self.unreadable(path, reason)`` for a file that
+    cannot be decoded; decoded at about ``min_side``."""
+
+    min_side = 64
+
     def __init__(self, paths):
-        self.paths = paths
+        self.paths = list(paths)
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
         try:
-            img = load_rgb(self.paths[i], min_side=64)
-            return (self.paths[i], None, img.size)
+            img = load_rgb(self.paths[i], min_side=self.min_side)
         except ImageReadError as e:
-            return (self.paths[i], e.reason, None)
+            return self.unreadable(self.paths[i], e.reason)
+        return self.read(self.paths[i], img)
+
+
+class _Check(PathImages):
+    def read(self, path, img):
+        return (path, None, img.size)
+
+    def unreadable(self, path, reason):
+        return (path, reason, None)
 
 
 def check_files(paths, workers: int = 0, progress: bool = False) -> list[tuple[str, str]]:

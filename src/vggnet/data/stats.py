@@ -12,23 +12,18 @@ import torch
 from ..errors import VGGError
 from ..fileio import write_json
 from .datasets import Source
-from .images import ImageReadError, load_rgb
+from .loaders import PathImages
 
 STATS_SIDE = 256  # images are decoded at about this size: colour statistics do not need more
 
 
-class _PixelMoments(torch.utils.data.Dataset):
-    def __init__(self, paths):
-        self.paths = paths
+class _PixelMoments(PathImages):
+    min_side = STATS_SIDE
 
-    def __len__(self):
-        return len(self.paths)
+    def unreadable(self, path, reason):
+        return {"error": (path, reason)}
 
-    def __getitem__(self, i):
-        try:
-            img = load_rgb(self.paths[i], min_side=STATS_SIDE)
-        except ImageReadError as e:
-            return {"error": (e.path, e.reason)}
+    def read(self, path, img):
         # Every other pixel in each direction: a subsample, not an average, so pixel variance is kept.
         a = np.asarray(img, dtype=np.float64)[::2, ::2].reshape(-1, 3)
         return {"sum": a.sum(0), "outer": a.T @ a, "count": a.shape[0]}

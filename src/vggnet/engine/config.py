@@ -7,7 +7,7 @@ import dataclasses
 import os
 import types
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml

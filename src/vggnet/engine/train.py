@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -55,7 +54,7 @@ def prepare_run_dir(cfg: TrainConfig, d) -> TrainConfig:
         new = to_dict(cfg)
         diff = [k for k in new if k not in RESUME_MAY_CHANGE and k in old and old[k] != new[k]]
         if diff:
-            raise VGGError(f"--resume with settings that differ from the run's config.yaml: "
+            raise VGGError("--resume with settings that differ from the run's config.yaml: "
                            + ", ".join(f"{k} ({old[k]!r} -> {new[k]!r})" for k in diff))
         return cfg
     if run.exists() and (not run.is_dir() or any(run.iterdir())):
@@ -167,17 +166,19 @@ def _train(cfg: TrainConfig, d) -> dict:
         if not cfg.resume:
             save_config(run / "config.yaml", cfg)
 
-    if cfg.stats:
-        stats = load_stats(cfg.stats)
-    elif (run / "stats.json").is_file():
-        stats = load_stats(run / "stats.json")
-    else:
-        stats = None
-        if d.is_main:
+    # Rank 0 alone decides where the statistics come from and every rank joins the broadcast:
+    # a rank that looked for stats.json itself could find rank 0's fresh file and skip it.
+    stats = None
+    if d.is_main:
+        if cfg.stats:
+            stats = load_stats(cfg.stats)
+        elif (run / "stats.json").is_file():
+            stats = load_stats(run / "stats.json")
+        else:
             stats = compute_stats(train_src, cfg.stats_max_images, cfg.seed, cfg.workers,
                                   progress=cfg.progress and sys.stderr.isatty())
             save_stats(run / "stats.json", stats)
-        stats = d.broadcast_object(stats)
+    stats = d.broadcast_object(stats)
     preprocessing = preprocessing_from_stats(stats)
     loader = train_loader(train_src, transform, sampler, cfg.workers, pin_memory=d.device.type == "cuda")
     q = cfg.val_scale or default_val_scale(cfg.scale, cfg.crop)
