@@ -170,21 +170,21 @@ def write_results(path: Path, out: Path, p: dict, profile: str, commands: dict, 
           f"commands in the last section. Errors are top-1 / top-5 in %, on all {n_val} validation images.", ""]
     if notes.exists():
         L += [notes.read_text().strip(), ""]
-    # Table 3: single test scale
-    L += ["## Table 3 analogue: single test scale (§4.1)", "",
-          "| Config | train S | test Q | dense top-1 | dense top-5 | centre-crop top-1 | Run |", "|---|---|---|---|---|---|---|"]
-    for n in names:
-        r = _load(out, f"{n}-single")
-        if r:
-            L.append(f"| {r['arch']} | {_fmt_s(r['train_scale'])} | {','.join(map(str, r['scales']))} | "
-                     f"{_cell(_err(r, 'dense'))} | {_cell(_err(r, 'dense', 'top5_err'))} | {_cell(_err(r, 'center'))} | {n} |")
-    L += ["", "## Table 4 analogue: three test scales (§4.2)", "",
-          "| Config | train S | test Q | dense top-1 | dense top-5 | Run |", "|---|---|---|---|---|---|"]
-    for n in names:
-        r = _load(out, f"{n}-multi")
-        if r:
-            L.append(f"| {r['arch']} | {_fmt_s(r['train_scale'])} | {','.join(map(str, r['scales']))} | "
-                     f"{_cell(_err(r, 'dense'))} | {_cell(_err(r, 'dense', 'top5_err'))} | {n} |")
+    def scale_table(tag: str, title: str, with_center: bool) -> list[str]:
+        """Tables 3 and 4: one row per net, dense errors (and the centre crop for reference)."""
+        extra = " centre-crop top-1 |" if with_center else ""
+        rows = [title, "", f"| Config | train S | test Q | dense top-1 | dense top-5 |{extra} Run |",
+                "|---|---|---|---|---|" + ("---|" if with_center else "") + "---|"]
+        for n in names:
+            r = _load(out, f"{n}-{tag}")
+            if r:
+                center = f" {_cell(_err(r, 'center'))} |" if with_center else ""
+                rows.append(f"| {r['arch']} | {_fmt_s(r['train_scale'])} | {','.join(map(str, r['scales']))} | "
+                            f"{_cell(_err(r, 'dense'))} | {_cell(_err(r, 'dense', 'top5_err'))} |{center} {n} |")
+        return rows
+
+    L += scale_table("single", "## Table 3 analogue: single test scale (§4.1)", True)
+    L += [""] + scale_table("multi", "## Table 4 analogue: three test scales (§4.2)", False)
     L += ["", f"## Table 5 analogue: dense vs multi-crop, S in [{jl};{jh}], three test scales (§4.3)", "",
           "| Config | protocol | top-1 | top-5 | Run |", "|---|---|---|---|---|"]
     for c in "DE":
