@@ -135,7 +135,11 @@ def _resolve_device_flags(cfg, d):
 def train(cfg: TrainConfig) -> dict:
     d = distributed.setup(cfg.device)
     try:
-        return _train(cfg, d)
+        result = _train(cfg, d)
+        # Rank 0 is still writing the final weights when the others finish: tearing the group
+        # down under it aborts gloo, so everyone leaves together.
+        d.barrier()
+        return result
     finally:
         distributed.teardown(d)
 
