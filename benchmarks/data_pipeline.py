@@ -4,7 +4,7 @@ real ImageNet-size JPEGs, per worker process, side by side with a naive baseline
 
     python benchmarks/data_pipeline.py ../shared/data/imagenet-sample [--workers 1 2] [--passes 2]
 
-Target (issue: data pipeline): >= 400 images/s per core, decode included.
+Target: >= 400 images/s per core, decode included.
 """
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ from vggnet.errors import VGGError
 from vggnet.eval import Evaluator, topk_errors
 from vggnet.eval.fusion import fuse, load_posteriors
 from vggnet.eval.report import collect_rows, markdown
-from vggnet.eval.runner import default_scales, evaluate, parse_scales
+from vggnet.data.transforms import Scale, default_scales
+from vggnet.eval.runner import evaluate, parse_scales
 from vggnet.models import init_weights, save_weights
 from conftest import tiny
 from helpers import make_folder, write_image
@@ -66,14 +67,14 @@ def test_multicrop_is_the_mean_over_50_grid_crops():
 
 
 def test_default_scales_follow_section_4():
-    fixed = dict(train=dict(scale=[256, 256]))
-    jitter = dict(train=dict(scale=[256, 512]))
+    fixed = Scale(256, 256)
+    jitter = Scale(256, 512)
     assert default_scales(fixed, 224, False) == [256]
     assert default_scales(fixed, 224, True) == [224, 256, 288]
     assert default_scales(jitter, 224, False) == [384]
     assert default_scales(jitter, 224, True) == [256, 384, 512]
-    assert default_scales(dict(train=dict(scale=[146, 146])), 128, True) == [128, 146, 164]  # 32 * 128/224
-    assert default_scales({}, 224, False) == [256]
+    assert default_scales(Scale(146, 146), 128, True) == [128, 146, 164]  # 32 * 128/224
+    assert default_scales(None, 224, False) == [256]
     with pytest.raises(VGGError, match="comma-separated"):
         parse_scales("256;384")
 

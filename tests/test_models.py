@@ -189,9 +189,9 @@ def test_torchvision_round_trip_exact(tmp_path, name, bn):
     state = torch.load(tmp_path / "tv.pth", weights_only=True)
     assert set(state) == set(model.state_dict())
     back, meta = import_torchvision(tmp_path / "tv.pth")
-    assert back.config == name and back.arch["batch_norm"] == bn and back.crop_size == 64
+    assert back.arch == name and back.spec.batch_norm == bn and back.crop_size == 64
     assert all(torch.equal(v, back.state_dict()[k]) for k, v in model.state_dict().items())
-    assert meta["preprocessing"]["value_range"] == 1.0
+    assert meta.preprocessing.value_range == 1.0
     export_torchvision(back, tmp_path / "tv2.pth")
     again = torch.load(tmp_path / "tv2.pth", weights_only=True)
     assert all(torch.equal(v, again[k]) for k, v in state.items())
@@ -214,7 +214,7 @@ def test_vggnet_weights_round_trip_and_metadata(tmp_path):
     meta = {"classes": ["a", "b", "c", "d", "e"], "preprocessing": {"mean": [1.0, 2.0, 3.0]}}
     save_weights(tmp_path / "w.safetensors", model, meta)
     back, meta2 = load_model(tmp_path / "w.safetensors")
-    assert meta2["classes"] == meta["classes"] and meta2["arch"] == model.arch
+    assert meta2.classes == meta["classes"] and meta2.model == model.spec
     assert all(torch.equal(v, back.state_dict()[k]) for k, v in model.state_dict().items())
     from safetensors.torch import save_file
     save_file({"x": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
@@ -250,7 +250,7 @@ def test_cli_convert_both_ways_and_no_overwrite(tmp_path):
     out = run_cli("convert", str(tmp_path / "tv.pth"), str(tmp_path / "ours.safetensors"))
     assert out.returncode == 0, out.stderr
     model, _ = load_model(tmp_path / "ours.safetensors")
-    assert model.config == "B"
+    assert model.arch == "B"
     out = run_cli("convert", str(tmp_path / "ours.safetensors"), str(tmp_path / "back.pth"))
     assert out.returncode == 0, out.stderr
     assert torch.equal(torch.load(tmp_path / "back.pth", weights_only=True)["features.0.weight"],

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from vggnet.data.synth import make_synthetic
+from vggnet.data.transforms import Scale
 from vggnet.engine import PlateauSchedule, load_config, train
 from vggnet.errors import VGGError
 from vggnet.models import WARM_START_LAYERS, load_model
@@ -60,8 +61,8 @@ def test_loss_falls_and_run_folder_contents(synth, tmp_path):
     for name in ("config.yaml", "stats.json", "last.safetensors", "best.safetensors", "final.safetensors"):
         assert (out / name).is_file(), name
     _, meta = load_model(out / "final.safetensors")
-    assert meta["classes"] == sorted(meta["classes"]) and len(meta["classes"]) == 4
-    assert meta["train"]["scale"] == [32, 40] and len(meta["preprocessing"]["pca_eigval"]) == 3
+    assert meta.classes == sorted(meta.classes) and len(meta.classes) == 4
+    assert tuple(meta.train.scale) == (32, 40) and len(meta.preprocessing.pca_eigval) == 3
     assert {"lr", "val_top1_err", "val_top5_err", "images_per_s"} <= set(log[0])
 
 
@@ -78,7 +79,7 @@ def test_warm_start_from_a(synth, tmp_path):
     train(tiny_cfg(synth, tmp_path / "d", arch="D", epochs=1, lr=1e-9, weight_decay=0.0,
                    init_from=str(tmp_path / "a" / "final.safetensors")))
     d, meta = load_model(tmp_path / "d" / "final.safetensors")
-    assert meta["train"]["warm_start"]["layers"] == list(WARM_START_LAYERS)
+    assert meta.train.warm_start["layers"] == list(WARM_START_LAYERS)
     layers = d.weight_layers()
     a_model, _ = load_model(tmp_path / "a" / "final.safetensors")
     src = a_model.weight_layers()
@@ -112,7 +113,7 @@ def test_bad_configs_refused_before_work(synth, tmp_path):
 def test_yaml_recipe_and_overrides(tmp_path):
     (tmp_path / "r.yaml").write_text("arch: D\nscale: '256:512'\nlr: 0.001\nbatch-size: 128\n")
     cfg = load_config(str(tmp_path / "r.yaml"), dict(lr=0.005))
-    assert (cfg.arch, cfg.scale, cfg.lr, cfg.batch_size) == ("D", "256:512", 0.005, 128)
+    assert (cfg.arch, cfg.scale, cfg.lr, cfg.batch_size) == ("D", Scale(256, 512), 0.005, 128)
     (tmp_path / "bad.yaml").write_text("arch: D\nlearning_rate: 1\n")
     with pytest.raises(VGGError, match="unknown config key 'learning_rate'"):
         load_config(str(tmp_path / "bad.yaml"))
@@ -182,7 +183,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(synth, tmp_path):
         if last.is_file():
             try:
                 from vggnet.models import read_weights
-                state = read_weights(last)[1]["train_state"]
+                state = read_weights(last)[1].train_state
                 if state["epoch"] == 1 and state["step"] >= 2:
                     break
             except VGGError:

@@ -13,53 +13,44 @@ from .errors import VGGError
 def cmd_info(args) -> None:
     from .models import complexity, list_models
     from .models.configs import TABLE1, TORCHVISION_NAMES
+    from .tables import columns, render
 
-    print(f"{'config':<7} {'weight layers':>13} {'parameters':>13} {'(M)':>5} {'GMACs@224':>9}  "
-          f"{'torchvision':<11} conv stages (Table 1)")
-    for name in list_models():
-        c = complexity(name)
-        stages = " | ".join(TABLE1[name])
-        print(f"{name:<7} {c['weight_layers']:>13} {c['params']:>13,} {c['params'] / 1e6:>5.0f} "
-              f"{c['macs'] / 1e9:>9.2f}  {TORCHVISION_NAMES.get(name, '-'):<11} {stages}")
+    cols = columns("config", "weight layers", ("parameters", "params", "{:,}"), ("(M)", "millions", "{:.0f}"),
+                   ("GMACs@224", "gmacs", "{:.2f}"), "torchvision", "conv stages (Table 1)")
+    rows = []
+    for arch in list_models():
+        c = complexity(arch)
+        rows.append({"config": arch, "weight layers": c["weight_layers"], "params": c["params"],
+                     "millions": c["params"] / 1e6, "gmacs": c["macs"] / 1e9,
+                     "torchvision": TORCHVISION_NAMES.get(arch, "-"), "conv stages (Table 1)": " | ".join(TABLE1[arch])})
+    print(render(rows, cols))
     print("\nEvery net ends with FC-4096, FC-4096, FC-1000 and soft-max; all convs stride 1, "
           "5 max-pools 2x2/2 (§2.1).")
 
 
 def cmd_convert(args) -> None:
-    from .models import TORCHVISION_NAMES, export_torchvision, import_torchvision, load_model, save_weights
+    from .models import (TORCHVISION_NAMES, export_torchvision, import_torchvision, is_vggnet_file, load_model,
+                         save_weights)
 
     src, dst = Path(args.src), Path(args.dst)
     if dst.exists() and not args.force:
         raise VGGError(f"{dst} exists; refusing to overwrite it (use --force)")
     to = args.to
     if to is None:
-        to = "torchvision" if _is_vggnet_file(src) else "vggnet"
+        to = "torchvision" if is_vggnet_file(src) else "vggnet"
     if to == "torchvision":
         model, _ = load_model(src)
         export_torchvision(model, dst)
-        print(f"wrote torchvision state dict of config {model.config} "
-              f"({TORCHVISION_NAMES.get(model.config, '?')}{'_bn' if model.arch['batch_norm'] else ''}) to {dst}")
+        print(f"wrote torchvision state dict of config {model.arch} "
+              f"({TORCHVISION_NAMES.get(model.arch, '?')}{'_bn' if model.spec.batch_norm else ''}) to {dst}")
     else:
         classes = None
         if args.classes:
             classes = [line.strip() for line in Path(args.classes).read_text().splitlines() if line.strip()]
         model, meta = import_torchvision(src, arch=args.arch, classes=classes)
         save_weights(dst, model, meta)
-        print(f"wrote config {model.config} ({model.arch['num_classes']} classes, torchvision "
+        print(f"wrote config {model.arch} ({model.num_classes} classes, torchvision "
               f"preprocessing) to {dst}")
-
-
-
-
-def _is_vggnet_file(path: Path) -> bool:
-    if path.suffix != ".safetensors" or not path.is_file():
-        return False
-    from safetensors.torch import safe_open
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return "vggnet" in (f.metadata() or {})
-    except Exception:
-        return False
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -74,22 +65,10 @@ def cmd_data_synth(args) -> None:
 
 
 def cmd_data_check(args) -> None:
-    import os
-
-    from .data.datasets import file_list
-    from .data.images import is_image_file
+    from .data.datasets import image_files
     from .data.loaders import check_files
 
-    target = Path(args.data)
-    if target.is_dir():
-        paths = sorted(os.path.join(d, f) for d, _, files in os.walk(target, followlinks=True)
-                       for f in files if is_image_file(f))
-    elif target.is_file():
-        paths = [p for p, _ in file_list(target, args.root).samples]
-    else:
-        raise VGGError(f"data not found: {target}")
-    if not paths:
-        raise VGGError(f"{target}: no image files found")
+    paths = image_files(args.data, args.root)
     bad = check_files(paths, workers=args.workers, progress=sys.stderr.isatty())
     for path, reason in bad:
         print(f"UNREADABLE {path}: {reason}")
@@ -163,26 +142,21 @@ def cmd_plot(args) -> None:
 def cmd_evaluate(args) -> None:
     from .eval.runner import evaluate, format_table, parse_scales
 
-    result = evaluate(args.checkpoint, args.data, protocols=args.protocol,
+    result = evaluate(args.checkpoint, args.data, args.protocol, out=args.out, force=args.force,
                       scales=parse_scales(args.scales) if args.scales else None, multi_scale=args.multi_scale,
-                      out=args.out, device=args.device, workers=args.workers, batch_size=args.batch_size,
-                      half=args.half, skip_unreadable=args.skip_unreadable, data_root=args.root,
-                      progress=sys.stderr.isatty(), force=args.force)
+                      device=args.device, amp="off" if args.no_amp else "auto", workers=args.workers,
+                      batch_size=args.batch_size, half=args.half, skip_unreadable=args.skip_unreadable,
+                      data_root=args.root, progress=sys.stderr.isatty())
     print(format_table(result))
     if args.out:
         print(f"posteriors and results saved in {args.out}")
 
 
 def cmd_fuse(args) -> None:
-    from .eval.fusion import fuse, save_fusion
+    from .eval.fusion import format_fusion, fuse, save_fusion
 
     result = fuse(args.dirs, args.protocol)
-    print(f"fusion of {len(result['runs'])} nets ({' + '.join(a or '?' for a in result['archs'])}), "
-          f"{result['images']} images")
-    print(f"{'protocol':<16} {'top-1 err':>9} {'top-5 err':>9}   members' top-1")
-    for p, r in result["protocols"].items():
-        members = ", ".join(f"{m['top1_err']:.2f}%" for m in r["members"])
-        print(f"{p:<16} {r['top1_err']:>8.2f}% {r['top5_err']:>8.2f}%   {members}")
+    print(format_fusion(result))
     if args.out:
         save_fusion(args.out, result)
         print(f"fused posteriors saved in {args.out}")
@@ -209,19 +183,15 @@ def cmd_demo(args) -> None:
     from .demo import run_demo, summary_table
 
     t = time.perf_counter()
-    result = run_demo(out=args.out, data=args.data, epochs=args.epochs, workers=args.workers,
-                      crop=args.crop, scale=args.scale, arch=args.arch)
+    overrides = {k: getattr(args, k) for k in ("epochs", "crop", "scale", "arch") if getattr(args, k) is not None}
+    result = run_demo(out=args.out, data=args.data, workers=args.workers, **overrides)
     print()
     print(summary_table(result))
     print(f"\nreport: {result['report']}   ({time.perf_counter() - t:.0f} s)")
 
 
 # -- parser ------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vggnet", description="Very Deep ConvNets (Simonyan & Zisserman 2015)")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
+def _commands_demo(sub) -> None:
     s = sub.add_parser("demo", help="the whole system on built-in data: synth, stats, train, evaluate, report")
     s.add_argument("--out", help="new report folder (default: ./vggnet-demo-<time>)")
     s.add_argument("--data", help="your image folder (class sub-folders, or train/ and val/) instead of the synthetic set")
@@ -232,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int)
     s.set_defaults(func=cmd_demo)
 
+
+def _commands_weights(sub) -> None:
     s = sub.add_parser("info", help="the model zoo: Tables 1 and 2")
     s.set_defaults(func=cmd_info)
 
@@ -245,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="overwrite DST if it exists")
     s.set_defaults(func=cmd_convert)
 
+
+def _commands_data(sub) -> None:
     s = sub.add_parser("data", help="data sets: make the synthetic one, check one for unreadable files")
     dsub = s.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     dsub.required = True
@@ -272,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=_default_workers())
     s.set_defaults(func=cmd_stats)
 
+
+def _commands_train(sub) -> None:
     s = sub.add_parser("train", help="train a net with the paper's recipe (YAML recipe + flag overrides)")
     add_train_arguments(s)
     s.set_defaults(func=cmd_train)
@@ -281,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="PNG file (default RUN_DIR/curves.png)")
     s.set_defaults(func=cmd_plot)
 
-    from .eval.protocols import PROTOCOLS
+
+def _commands_evaluation(sub) -> None:
+    from .eval.protocols import ALL_PROTOCOLS as PROTOCOLS
 
     s = sub.add_parser("evaluate", help="evaluate a checkpoint with the paper's protocols (§3.2, §4)")
     s.add_argument("--checkpoint", required=True)
@@ -293,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--multi-scale", action="store_true", help="default scales per §4.2 ({S-32,S,S+32} or {Smin,mid,Smax})")
     s.add_argument("--out", help="folder for posteriors.safetensors and results.json")
     s.add_argument("--device", default="auto")
+    s.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA (fp32 throughout)")
     s.add_argument("--workers", type=int, default=_default_workers())
     s.add_argument("--batch-size", type=int, default=32, help="equal-sized images per batch")
     s.add_argument("--half", action="store_true", help="store posteriors as float16")
@@ -313,12 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-scale", action="store_true", help="also one row per single test scale")
     s.set_defaults(func=cmd_report)
 
-    for register in _REGISTRY:
-        register(sub)
+
+COMMAND_GROUPS = [_commands_demo, _commands_weights, _commands_data, _commands_train, _commands_evaluation]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vggnet", description="Very Deep ConvNets (Simonyan & Zisserman 2015)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in COMMAND_GROUPS:
+        add(sub)
     return p
-
-
-_REGISTRY: list = []
 
 
 def _default_workers() -> int:

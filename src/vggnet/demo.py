@@ -6,10 +6,10 @@ three test scales (§4.1-4.3), and writes a report folder: ``report.md`` with th
 ``curves.png``, the checkpoint and every intermediate artefact. Every number in the report is
 measured in this run.
 
-The demo net is narrow (a quarter of the paper's widths, FC layers of 256) and small-input
-(crop 32, S in [32, 48]: the paper's 224 and [256, 512] scaled down) so that it trains on two CPU
-cores. Such narrow nets barely learn with dropout 0.5 on 256-wide FC layers, so the demo uses
-batch normalisation and no dropout; everything else is the paper's recipe.
+The demo's recipe is ``configs/demo.yaml``: the paper's recipe shrunk to train in minutes on two
+CPU cores (narrow net A, crop 32, S in [32, 48]; batch norm and no dropout, for the reason given
+there). Given a folder without ``train/`` and ``val/``, the demo holds out part of it for
+validation and evaluates on exactly those held-out images.
 """
 from __future__ import annotations
 
@@ -21,9 +21,8 @@ from pathlib import Path
 
 from .errors import VGGError
 from .fileio import write_text
+from .tables import columns, render
 
-DEMO_RECIPE = dict(arch="A", width=0.25, fc_dim=256, crop=32, scale="32:48", batch_norm=True, dropout=0.0,
-                   batch_size=64, lr=0.05, lr_patience=2, init="glorot", epochs=25)
 SYNTH = dict(classes=10, per_class=500, val_per_class=50, size=40, seed=0)
 
 
@@ -35,9 +34,24 @@ def _split_user_data(data: Path):
     return str(data), None
 
 
-def run_demo(out=None, data=None, epochs=None, workers=None, progress=True, **overrides) -> dict:
+def _heldout_list(cfg, out: Path) -> str:
+    """The images training held out for validation (same split, same seed), as a label file that
+    evaluation reads: a demo never reports training images as validation images."""
+    from .data.datasets import open_source, split_holdout
+    from .fileio import write_text
+
+    source = open_source(cfg.data)
+    _, held = split_holdout(source, cfg.val_fraction, cfg.seed)
+    rows = "".join(f"{i},{source.classes[label]}\n" for i, (_, label) in zip(held.ids, held.samples))
+    write_text(out / "val-heldout.csv", "path,label\n" + rows)
+    return str(out / "val-heldout.csv")
+
+
+def run_demo(out=None, data=None, workers=None, progress=True, **overrides) -> dict:
+    """The whole pipeline; `overrides` are settings of ``configs/demo.yaml`` (epochs, arch, ...)."""
     from .data.synth import make_synthetic
     from .engine import load_config, train
+    from .engine.config import RECIPES, check_settings
     from .engine.plot import plot_run
     from .eval.runner import evaluate, format_table
 
@@ -48,6 +62,13 @@ def run_demo(out=None, data=None, epochs=None, workers=None, progress=True, **ov
     if data is not None and not Path(data).is_dir():
         raise VGGError(f"--data {data}: not a folder (expected class sub-folders, or train/ and val/)")
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    if data is None:
+        train_dir, val_dir = str(out / "data" / "train"), str(out / "data" / "val")
+    else:
+        train_dir, val_dir = _split_user_data(Path(data))
+    cfg = load_config(str(RECIPES / "demo.yaml"), dict(overrides, data=train_dir, val_data=val_dir,
+                                                       out=str(out / "run"), workers=workers, progress=progress))
+    check_settings(cfg)  # a bad setting is refused before the data set is written
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
 
@@ -60,24 +81,18 @@ def run_demo(out=None, data=None, epochs=None, workers=None, progress=True, **ov
     if data is None:
         say(f"[1/5] generating the synthetic data set ({SYNTH['classes']} classes, {SYNTH['size']}px) ...")
         make_synthetic(out / "data", workers=max(1, workers), **SYNTH)
-        train_dir, val_dir = str(out / "data" / "train"), str(out / "data" / "val")
         data_desc = (f"built-in synthetic set: {SYNTH['classes']} classes, {SYNTH['per_class']} training and "
                      f"{SYNTH['val_per_class']} validation images per class, {SYNTH['size']}x{SYNTH['size']} JPEG")
     else:
-        train_dir, val_dir = _split_user_data(Path(data))
-        data_desc = f"{data}" + (" (train/ and val/)" if val_dir else " (5% held out for validation)")
+        data_desc = f"{data}" + (" (train/ and val/)" if val_dir else
+                                 f" ({cfg.val_fraction:.0%} held out for validation)")
         say(f"[1/5] using {data_desc}")
     timings["data"] = time.perf_counter() - t
 
     # 2-3. statistics and training
-    recipe = dict(DEMO_RECIPE, **{k: v for k, v in overrides.items() if v is not None})
-    if epochs is not None:
-        recipe["epochs"] = epochs
-    say(f"[2/5] colour statistics, then [3/5] training a narrow net {recipe['arch']} "
-        f"(width x{recipe['width']}, crop {recipe['crop']}, S in [{recipe['scale'].replace(':', ', ')}]) "
-        f"for up to {recipe['epochs']} epochs ...")
-    cfg = load_config(None, dict(recipe, data=train_dir, val_data=val_dir, out=str(out / "run"), workers=workers,
-                                 progress=progress, recipe="vggnet demo"))
+    say(f"[2/5] colour statistics, then [3/5] training a narrow net {cfg.arch} "
+        f"(width x{cfg.width}, crop {cfg.crop}, S in [{cfg.scale.lo}, {cfg.scale.hi}]) "
+        f"for up to {cfg.epochs} epochs ...")
     t = time.perf_counter()
     result = train(cfg)
     timings["train"] = time.perf_counter() - t
@@ -89,11 +104,12 @@ def run_demo(out=None, data=None, epochs=None, workers=None, progress=True, **ov
     say("[4/5] evaluating with every protocol at one and three test scales ...")
     ckpt = out / "run" / "best.safetensors"
     protocols = ["center", "dense", "multicrop", "dense+multicrop"]
-    eval_data = val_dir or train_dir
+    eval_data, root = (val_dir, None) if val_dir else (_heldout_list(cfg, out), train_dir)
     t = time.perf_counter()
-    single = evaluate(ckpt, eval_data, protocols, out=out / "eval-single", workers=workers, progress=progress)
+    single = evaluate(ckpt, eval_data, protocols, out=out / "eval-single", workers=workers, progress=progress,
+                      data_root=root)
     multi = evaluate(ckpt, eval_data, protocols, multi_scale=True, out=out / "eval-multi", workers=workers,
-                     progress=progress)
+                     progress=progress, data_root=root)
     timings["evaluate"] = time.perf_counter() - t
     if progress:
         print(format_table(single))
@@ -102,16 +118,31 @@ def run_demo(out=None, data=None, epochs=None, workers=None, progress=True, **ov
     # 5. report
     say("[5/5] writing the report ...")
     timings["total"] = time.perf_counter() - t_start
-    report = _report(out, data_desc, recipe, result, single, multi, timings, curves)
+    report = _report(out, data_desc, cfg, result, single, multi, timings, curves)
     write_text(out / "report.md", report)
     return dict(out=str(out), report=str(out / "report.md"), train=result, single=single, multi=multi,
                 timings=timings, classes=single["classes"])
 
 
-def _report(out, data_desc, recipe, result, single, multi, timings, curves) -> str:
+EPOCH_COLUMNS = columns("epoch", ("lr", "lr", "{:.0e}"), ("train loss", "train_loss", "{:.3f}"),
+                        ("train top-1 err", "train_top1_err", "{:.1f}"), ("val top-1 err", "val_top1_err", "{:.1f}"),
+                        ("val top-5 err", "val_top5_err", "{:.1f}"))
+EVAL_COLUMNS = columns("protocol", "test Q", ("top-1 err (%)", "top1_err", "{:.1f}"),
+                       ("top-5 err (%)", "top5_err", "{:.1f}"), ("images/s", "images_per_s", "{:.0f}"))
+
+
+def _eval_rows(*results) -> list[dict]:
+    return [dict(r, protocol=p, **{"test Q": ",".join(map(str, res["scales"]))})
+            for res in results for p, r in res["protocols"].items()]
+
+
+def _report(out, data_desc, cfg, result, single, multi, timings, curves) -> str:
     hist = result["history"]
     chance = 100 * (1 - 1 / single["classes"])
     best = result["best"] or {}
+    eval_cmd = (f"vggnet evaluate --checkpoint {out}/run/best.safetensors --data {single['data']} "
+                + (f"--root {cfg.data} " if single["data"].endswith(".csv") else "")
+                + "--protocol center dense multicrop dense+multicrop --multi-scale --out NEW_DIR")
     lines = ["# vggnet demo report", "",
              f"Made {datetime.now():%Y-%m-%d %H:%M} on {platform.machine()} with {os.cpu_count()} cores "
              f"(total {timings['total']:.0f} s: data {timings['data']:.0f} s, training {timings['train']:.0f} s, "
@@ -119,42 +150,27 @@ def _report(out, data_desc, recipe, result, single, multi, timings, curves) -> s
              "## Data", "", f"- {data_desc}", f"- {single['images']} validation images, {single['classes']} classes "
              f"(chance top-1 error {chance:.1f}%)", "",
              "## Training (§3.1)", "",
-             f"- net {recipe['arch']}, widths x{recipe['width']}, FC {recipe['fc_dim']}, crop {recipe['crop']}, "
-             f"scale jittering S in [{recipe['scale'].replace(':', ';')}], batch {recipe['batch_size']}, SGD momentum 0.9, "
-             f"weight decay 5e-4, lr {recipe['lr']} divided by 10 on plateau"
-             + (", batch norm, no dropout (narrow-net demo deviation, see `vggnet.demo`)" if recipe.get("batch_norm") else ""),
+             f"- net {cfg.arch}, widths x{cfg.width}, FC {cfg.fc_dim}, crop {cfg.crop}, "
+             f"scale jittering S in {cfg.scale.paper()}, batch {cfg.batch_size}, SGD momentum {cfg.momentum}, "
+             f"weight decay {cfg.weight_decay:g}, lr {cfg.lr} divided by 10 on plateau"
+             + (", batch norm, no dropout (narrow-net demo deviation, see `configs/demo.yaml`)" if cfg.batch_norm else ""),
              f"- {len(hist)} epochs ({result.get('stop_reason', '')}); best validation centre-crop error "
              f"top-1 {best.get('top1_err', float('nan')):.1f}%, top-5 {best.get('top5_err', float('nan')):.1f}% "
              f"at epoch {best.get('epoch', '-')}; {hist[-1]['images_per_s']:.0f} training images/s",
-             "", "![training curves](curves.png)", "",
-             "| epoch | lr | train loss | train top-1 err | val top-1 err | val top-5 err |", "|---|---|---|---|---|---|"]
-    for r in hist:
-        lines.append(f"| {r['epoch']} | {r['lr']:.0e} | {r['train_loss']:.3f} | {r['train_top1_err']:.1f} | "
-                     f"{r['val_top1_err']:.1f} | {r['val_top5_err']:.1f} |")
-    lines += ["", "## Evaluation (§3.2, §4)", "",
-              "| protocol | test Q | top-1 err (%) | top-5 err (%) | images/s |", "|---|---|---|---|---|"]
-    for res in (single, multi):
-        qs = ",".join(map(str, res["scales"]))
-        for p, r in res["protocols"].items():
-            lines.append(f"| {p} | {qs} | {r['top1_err']:.1f} | {r['top5_err']:.1f} | {r['images_per_s']:.0f} |")
-    lines += ["", "Reproduce any row:", "", "```bash",
-              f"vggnet evaluate --checkpoint {out}/run/best.safetensors --data {single['data']} "
-              f"--protocol center dense multicrop dense+multicrop --multi-scale --out NEW_DIR", "```", "",
-              "## Files", "", "- `run/`: config.yaml, stats.json, log.jsonl, best/final/last checkpoints",
-              "- `eval-single/`, `eval-multi/`: results.json and per-image posteriors (for `vggnet fuse`)",
-              "- `curves.png`: loss, error and learning-rate curves", ""]
+             "", "![training curves](curves.png)", "", render(hist, EPOCH_COLUMNS, "markdown"),
+             "## Evaluation (§3.2, §4)", "", render(_eval_rows(single, multi), EVAL_COLUMNS, "markdown"),
+             "Reproduce any row:", "", "```bash", eval_cmd, "```", "",
+             "## Files", "", "- `run/`: config.yaml, stats.json, log.jsonl, best/final/last checkpoints",
+             "- `eval-single/`, `eval-multi/`: results.json and per-image posteriors (for `vggnet fuse`)",
+             "- `curves.png`: loss, error and learning-rate curves", ""]
     return "\n".join(lines)
 
 
 def summary_table(result: dict) -> str:
     single, multi = result["single"], result["multi"]
     best = result["train"]["best"] or {}
-    rows = [f"trained {len(result['train']['history'])} epochs in {result['timings']['train']:.0f} s; "
-            f"chance top-1 error {100 * (1 - 1 / single['classes']):.0f}%",
-            f"{'protocol':<16} {'Q':<10} {'top-1 err':>9} {'top-5 err':>9}"]
-    for res in (single, multi):
-        qs = ",".join(map(str, res["scales"]))
-        for p, r in res["protocols"].items():
-            rows.append(f"{p:<16} {qs:<10} {r['top1_err']:>8.1f}% {r['top5_err']:>8.1f}%")
-    rows.append(f"best validation centre crop during training: top-1 {best.get('top1_err', float('nan')):.1f}%")
-    return "\n".join(rows)
+    head = (f"trained {len(result['train']['history'])} epochs in {result['timings']['train']:.0f} s; "
+            f"chance top-1 error {100 * (1 - 1 / single['classes']):.0f}%")
+    cols = columns("protocol", ("Q", "test Q"), ("top-1 err", "top1_err", "{:.1f}%"), ("top-5 err", "top5_err", "{:.1f}%"))
+    return (render(_eval_rows(single, multi), cols, title=head)
+            + f"\nbest validation centre crop during training: top-1 {best.get('top1_err', float('nan')):.1f}%")

@@ -3,10 +3,11 @@ dataset statistics and multi-process loaders."""
 from .datasets import Source, file_list, image_folder, open_source, split_holdout
 from .images import ImageReadError, load_rgb
 from .loaders import TrainBatches, scaled_loader, train_loader
-from .stats import compute_stats, load_stats, preprocessing_from_stats, save_stats
-from .transforms import Normalizer, TrainTransform, check_scale, grid_positions, multicrop, parse_scale, rescale
+from .stats import compute_stats, load_stats, save_stats
+from .transforms import (Normalizer, Scale, TrainTransform, center_crop, check_scale, default_scales, grid_positions,
+                         multicrop, rescale)
 
 __all__ = ["Source", "file_list", "image_folder", "open_source", "split_holdout", "ImageReadError", "load_rgb",
            "TrainBatches", "scaled_loader", "train_loader", "compute_stats", "load_stats",
-           "preprocessing_from_stats", "save_stats", "Normalizer", "TrainTransform", "check_scale",
-           "grid_positions", "multicrop", "parse_scale", "rescale"]
+           "save_stats", "Normalizer", "Scale", "TrainTransform", "center_crop",
+           "check_scale", "default_scales", "grid_positions", "multicrop", "rescale"]

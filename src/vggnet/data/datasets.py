@@ -136,3 +136,18 @@ def split_holdout(source: Source, fraction: float, seed: int = 0) -> tuple[Sourc
     if not held or not train:
         raise VGGError(f"cannot hold out {fraction:.0%} of {len(source)} images")
     return source.subset(train), source.subset(sorted(held))
+
+
+def image_files(target, root=None) -> list[str]:
+    """Every image file of a folder (any layout, sub-folders included) or a label file's list."""
+    target = Path(target)
+    if target.is_dir():
+        paths = sorted(os.path.join(d, f) for d, _, files in os.walk(target, followlinks=True)
+                       for f in files if is_image_file(f))
+    elif target.is_file():
+        paths = [p for p, _ in file_list(target, root).samples]
+    else:
+        raise VGGError(f"data not found: {target}")
+    if not paths:
+        raise VGGError(f"{target}: no image files found")
+    return paths

@@ -12,6 +12,10 @@ of workers or ranks, nor on where a run was resumed.
 
 An unreadable file does not stop an epoch: the worker returns its path and reason, the batch is
 made of the readable images, and the trainer counts and reports it (or fails, if asked to).
+
+What an item carries besides the image and its class is the objective's business (a box target
+for Appendix A's regressor): a ``targets(index, drawn)`` function given to the dataset adds its
+fields to the item, where ``drawn`` says how the image was transformed; tensors are batched.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..errors import VGGError
 from .datasets import Source
 from .images import ImageReadError, load_rgb
-from .transforms import TrainTransform, rescale
+from .transforms import TrainTransform, center_crop, rescale
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -61,10 +65,11 @@ class TrainBatches(Sampler):
 
 
 class TrainImages(Dataset):
-    """Item (index, seed) -> dict(image=uint8 (3, crop, crop), label, index) or dict(error=...)."""
+    """Item (index, seed) -> dict(image=uint8 (3, crop, crop), label, index, alpha, and the fields
+    of ``targets(index, drawn)``) or dict(error=...)."""
 
-    def __init__(self, source: Source, transform: TrainTransform):
-        self.source, self.transform = source, transform
+    def __init__(self, source: Source, transform: TrainTransform, targets=None):
+        self.source, self.transform, self.targets = source, transform, targets
 
     def __len__(self):
         return len(self.source)
@@ -76,19 +81,29 @@ class TrainImages(Dataset):
             arr, drawn = self.transform(path, np.random.default_rng(seed))
         except ImageReadError as e:
             return dict(error=(e.path, e.reason), index=index)
-        return dict(image=torch.from_numpy(arr).permute(2, 0, 1), label=label, index=index,
-                    alpha=torch.from_numpy(drawn["alpha"]))
+        out = dict(image=torch.from_numpy(arr).permute(2, 0, 1), label=label, index=index,
+                   alpha=torch.from_numpy(drawn["alpha"]))
+        return out if self.targets is None else dict(out, **self.targets(index, drawn))
+
+
+BATCH_NAMES = {"image": "images", "label": "labels", "index": "indices"}
 
 
 def collate_images(items: list[dict]) -> dict:
+    """Readable items -> one batch (tensors stacked, the rest as lists); unreadable ones -> ``bad``."""
     good = [it for it in items if "error" not in it]
-    return dict(
-        images=torch.stack([it["image"] for it in good]) if good else None,
-        labels=torch.tensor([it["label"] for it in good], dtype=torch.long),
-        indices=torch.tensor([it["index"] for it in good], dtype=torch.long),
-        alpha=torch.stack([it["alpha"] for it in good]) if good and "alpha" in good[0] else None,
-        bad=[it["error"] for it in items if "error" in it],
-    )
+    batch = dict(images=None, labels=torch.zeros(0, dtype=torch.long), indices=torch.zeros(0, dtype=torch.long),
+                 alpha=None, bad=[it["error"] for it in items if "error" in it])
+    for key in (good[0] if good else {}):
+        values = [it[key] for it in good]
+        if isinstance(values[0], torch.Tensor):
+            value = torch.stack(values)
+        elif isinstance(values[0], int):
+            value = torch.tensor(values, dtype=torch.long)
+        else:
+            value = values
+        batch[BATCH_NAMES.get(key, key)] = value
+    return batch
 
 
 def _worker_init(_):
@@ -96,8 +111,8 @@ def _worker_init(_):
 
 
 def train_loader(source: Source, transform: TrainTransform, sampler: TrainBatches, workers: int = 0,
-                 pin_memory: bool = False) -> DataLoader:
-    return DataLoader(TrainImages(source, transform), batch_sampler=sampler, num_workers=workers,
+                 pin_memory: bool = False, targets=None) -> DataLoader:
+    return DataLoader(TrainImages(source, transform, targets), batch_sampler=sampler, num_workers=workers,
                       collate_fn=collate_images, pin_memory=pin_memory, worker_init_fn=_worker_init,
                       persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
 
@@ -122,7 +137,7 @@ class _TestImages(Dataset):
             img = load_rgb(path, min_side=self.min_side)
         except ImageReadError as e:
             return dict(error=(e.path, e.reason), index=index, label=label)
-        return dict(self._make(img), label=label, index=index)
+        return dict(self._make(img, index), label=label, index=index)
 
 
 def _chw(img) -> torch.Tensor:
@@ -130,20 +145,28 @@ def _chw(img) -> torch.Tensor:
 
 
 class CenterCrops(_TestImages):
-    """Item i -> the centre crop of the image rescaled to Q (per-epoch validation, §4.1)."""
+    """Item i -> the centre crop of the image rescaled to Q (per-epoch validation, §4.1), plus the
+    fields of ``targets(index, drawn)`` where ``drawn`` gives the source size, the rescaled size
+    and the crop's top-left corner in the rescaled image."""
 
-    def __init__(self, source: Source, q: int, crop: int, indices=None):
+    def __init__(self, source: Source, q: int, crop: int, indices=None, targets=None):
         super().__init__(source, indices)
-        self.min_side, self.crop = q, crop
+        self.min_side, self.crop, self.targets = q, crop, targets
 
-    def _make(self, img):
-        img = rescale(img, self.min_side)
-        x, y = (img.width - self.crop) // 2, (img.height - self.crop) // 2
-        return dict(image=_chw(img.crop((x, y, x + self.crop, y + self.crop))))
+    def _make(self, img, index):
+        scaled = _chw(rescale(img, self.min_side))
+        out = dict(image=center_crop(scaled, self.crop))
+        if self.targets is not None:
+            h, w = scaled.shape[-2:]
+            drawn = dict(src_size=img.size, size=(w, h), x=(w - self.crop) // 2, y=(h - self.crop) // 2,
+                         flipped=False)
+            out.update(self.targets(index, drawn))
+        return out
 
 
-def center_loader(source: Source, q: int, crop: int, batch_size: int, workers: int = 0, indices=None):
-    return DataLoader(CenterCrops(source, q, crop, indices), batch_size=batch_size, num_workers=workers,
+def center_loader(source: Source, q: int, crop: int, batch_size: int, workers: int = 0, indices=None,
+                  targets=None):
+    return DataLoader(CenterCrops(source, q, crop, indices, targets), batch_size=batch_size, num_workers=workers,
                       collate_fn=collate_images, worker_init_fn=_worker_init)
 
 
@@ -156,8 +179,8 @@ class ScaledImages(_TestImages):
         self.scales = sorted(int(q) for q in scales)
         self.min_side = self.scales[-1]
 
-    def _make(self, img):
-        return dict(images={q: _chw(rescale(img, q)) for q in self.scales})
+    def _make(self, img, index):
+        return dict(images={q: _chw(rescale(img, q)) for q in self.scales}, src_size=img.size)
 
 
 def scaled_loader(source: Source, scales, workers: int = 0, indices=None) -> DataLoader:

@@ -78,9 +78,3 @@ def load_stats(path) -> dict:
         if key not in stats:
             raise VGGError(f"{path}: not a statistics file (no {key!r}); make one with `vggnet stats`")
     return stats
-
-
-def preprocessing_from_stats(stats: dict) -> dict:
-    """The preprocessing block of our checkpoints: RGB, 0-255, mean subtraction only (§2.1)."""
-    return dict(channel_order="RGB", value_range=255.0, mean=list(stats["mean_rgb"]), std=[1.0, 1.0, 1.0],
-                pca_eigval=list(stats["pca_eigval"]), pca_eigvec=[list(r) for r in stats["pca_eigvec"]])

@@ -15,6 +15,8 @@ corner to corner, each also flipped (multi-crop evaluation).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from PIL import Image
@@ -25,30 +27,69 @@ from .images import load_rgb
 
 RESAMPLE = Image.BILINEAR  # antialiased when shrinking (Pillow uses the full filter support)
 COLOUR_ALPHA_STD = 0.1  # §3.1 / Krizhevsky et al. 2012: alpha_i ~ N(0, 0.1)
+MAX_SIDE = 4096  # the largest S or Q accepted: a 4096-pixel side already costs ~0.5 GB per image in the net
 
 
-def parse_scale(value) -> tuple[int, int]:
-    """``256`` or ``"256"`` -> (256, 256); ``"256:512"`` or (256, 512) -> (256, 512)."""
-    if isinstance(value, (tuple, list)):
-        lo, hi = value
-    elif isinstance(value, int):
-        lo = hi = value
+class Scale(NamedTuple):
+    """The training scale S of §3.1: (Smin, Smax), equal for single-scale training, a range for
+    scale jittering. Written ``256`` or ``256:512`` in recipes and on the command line."""
+
+    lo: int
+    hi: int
+
+    @property
+    def jittered(self) -> bool:
+        return self.lo != self.hi
+
+    def __str__(self) -> str:
+        return str(self.lo) if self.lo == self.hi else f"{self.lo}:{self.hi}"
+
+    def paper(self) -> str:
+        """The paper's notation: ``256`` or ``[256;512]``."""
+        return str(self.lo) if self.lo == self.hi else f"[{self.lo};{self.hi}]"
+
+    @classmethod
+    def parse(cls, value) -> "Scale":
+        """``256``, ``"256"`` -> (256, 256); ``"256:512"``, ``[256, 512]`` -> (256, 512)."""
+        if isinstance(value, (tuple, list)) and len(value) == 2:
+            lo, hi = value
+        elif isinstance(value, int) and not isinstance(value, bool):
+            lo = hi = value
+        else:
+            text = str(value).strip()
+            try:
+                lo, hi = (int(v) for v in text.split(":")) if ":" in text else (int(text),) * 2
+            except ValueError:
+                raise VGGError(f"scale must be S or Smin:Smax (integers), got {value!r}") from None
+        if isinstance(lo, bool) or isinstance(hi, bool) or not all(isinstance(v, int) for v in (lo, hi)):
+            raise VGGError(f"scale must be S or Smin:Smax (integers), got {value!r}")
+        return cls(int(lo), int(hi))
+
+
+def check_scale(scale, crop_size: int) -> Scale:
+    s = Scale.parse(scale)
+    if s.lo > s.hi:
+        raise VGGError(f"Smin must be <= Smax, got {s.lo}:{s.hi}")
+    if s.lo < crop_size:
+        raise VGGError(f"training scale S={s.lo} is smaller than the crop size {crop_size} (§3.1: S >= crop)")
+    if s.hi > MAX_SIDE:
+        raise VGGError(f"training scale S={s.hi} is larger than {MAX_SIDE} pixels")
+    return s
+
+
+def default_scales(train_scale, crop: int, multi: bool = False) -> list[int]:
+    """The test scales Q of §4.1 (one) and §4.2 (three) for a net trained at `train_scale`, both
+    scaled by crop/224 so that small-crop nets follow the same rule. Fixed S: {S} or {S-32, S,
+    S+32}; jittered S: {(Smin+Smax)/2} or {Smin, (Smin+Smax)/2, Smax}; unknown S: the paper's
+    S = 256. No Q is smaller than the crop."""
+    lo, hi = Scale.parse(train_scale) if train_scale is not None else (round(256 * crop / 224),) * 2
+    step = round(32 * crop / 224)
+    if lo == hi:
+        qs = [lo - step, lo, lo + step] if multi else [lo]
     else:
-        text = str(value).strip()
-        try:
-            lo, hi = (int(v) for v in text.split(":")) if ":" in text else (int(text),) * 2
-        except ValueError:
-            raise VGGError(f"scale must be S or Smin:Smax (integers), got {value!r}") from None
-    return int(lo), int(hi)
+        qs = [lo, (lo + hi) // 2, hi] if multi else [(lo + hi) // 2]
+    return sorted({max(crop, q) for q in qs})
 
-
-def check_scale(scale, crop_size: int) -> tuple[int, int]:
-    lo, hi = parse_scale(scale)
-    if lo > hi:
-        raise VGGError(f"Smin must be <= Smax, got {lo}:{hi}")
-    if lo < crop_size:
-        raise VGGError(f"training scale S={lo} is smaller than the crop size {crop_size} (§3.1: S >= crop)")
-    return lo, hi
 
 
 def scaled_size(width: int, height: int, side: int) -> tuple[int, int]:
@@ -82,7 +123,8 @@ class TrainTransform:
         if flipped:
             arr = arr[:, ::-1]
         alpha = rng.normal(0.0, COLOUR_ALPHA_STD, 3).astype(np.float32)  # §3.1 colour shift, per image
-        return np.ascontiguousarray(arr), dict(S=s, x=x, y=y, size=(w, h), flipped=flipped, alpha=alpha)
+        return np.ascontiguousarray(arr), dict(S=s, x=x, y=y, size=(w, h), src_size=img.size, flipped=flipped,
+                                               alpha=alpha)
 
 
 def rescale(img: Image.Image, side: int) -> Image.Image:
@@ -91,9 +133,16 @@ def rescale(img: Image.Image, side: int) -> Image.Image:
     return img if (w, h) == img.size else img.resize((w, h), RESAMPLE)
 
 
+def center_crop(image: torch.Tensor, crop: int) -> torch.Tensor:
+    """The crop x crop centre of a (..., H, W) image (§4.1's single-crop baseline)."""
+    h, w = image.shape[-2:]
+    y, x = (h - crop) // 2, (w - crop) // 2
+    return image[..., y:y + crop, x:x + crop]
+
+
 def grid_positions(width: int, height: int, crop_size: int, n: int = 5) -> list[tuple[int, int]]:
     """Top-left corners of the n x n crop grid, evenly spaced from the top-left to the
-    bottom-right corner inclusive (SPEC §3 Decision)."""
+    bottom-right corner inclusive (decision: §3.2 does not place the grid)."""
     if min(width, height) < crop_size:
         raise VGGError(f"image {width}x{height} is smaller than the crop {crop_size}")
     xs = np.linspace(0, width - crop_size, n).round().astype(int)
@@ -112,7 +161,7 @@ def multicrop(image: torch.Tensor, crop_size: int, n: int = 5) -> torch.Tensor:
 class Normalizer(nn.Module):
     """uint8 NCHW RGB batch -> the network's float input, on the batch's device.
 
-    The preprocessing (SPEC §6) says how the weights expect their input: channel order, value
+    The preprocessing says how the weights expect their input: channel order, value
     range (255 for ours and Caffe's, 1 for torchvision's) and mean/std in those units. In training
     the PCA colour shift of Krizhevsky et al. is added first: ``P @ (alpha * lambda)`` with alpha ~
     N(0, 0.1) per image. Decision: lambda are the eigenvalues of the RGB covariance with pixel
@@ -120,22 +169,21 @@ class Normalizer(nn.Module):
     0-255 units the shift is ``P @ (alpha * lambda_255 / 255)``.
     """
 
-    def __init__(self, preprocessing: dict):
+    def __init__(self, preprocessing):
         super().__init__()
-        p = preprocessing
-        scale = float(p.get("value_range", 255.0)) / 255.0
-        mean = torch.tensor(p.get("mean", [0.0, 0.0, 0.0]), dtype=torch.float32)
-        std = torch.tensor(p.get("std", [1.0, 1.0, 1.0]), dtype=torch.float32)
-        self.bgr = p.get("channel_order", "RGB").upper() == "BGR"
+        from ..models.meta import Preprocessing
+        p = preprocessing if isinstance(preprocessing, Preprocessing) else Preprocessing.from_dict(preprocessing)
+        scale = p.value_range / 255.0
+        mean = torch.tensor(p.mean, dtype=torch.float32)
+        std = torch.tensor(p.std, dtype=torch.float32)
+        self.bgr = p.channel_order == "BGR"
         # y = x * scale / std - mean / std, folded into one multiply-add per pixel.
         self.register_buffer("mul", (scale / std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("add", (-mean / std).view(1, 3, 1, 1), persistent=False)
-        eigval = p.get("pca_eigval")
-        eigvec = p.get("pca_eigvec")
-        self.has_pca = eigval is not None and eigvec is not None
+        self.has_pca = p.has_pca
         if self.has_pca:
-            self.register_buffer("eigval", torch.tensor(eigval, dtype=torch.float32) / 255.0, persistent=False)
-            self.register_buffer("eigvec", torch.tensor(eigvec, dtype=torch.float32), persistent=False)
+            self.register_buffer("eigval", torch.tensor(p.pca_eigval, dtype=torch.float32) / 255.0, persistent=False)
+            self.register_buffer("eigvec", torch.tensor(p.pca_eigvec, dtype=torch.float32), persistent=False)
 
     def colour_shift(self, alpha: torch.Tensor) -> torch.Tensor:
         """(n, 3) alphas ~ N(0, 0.1) -> (n, 3) RGB shifts in 0-255 units (columns of eigvec are

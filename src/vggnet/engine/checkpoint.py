@@ -1,21 +1,50 @@
 """Training checkpoints that never lose work.
 
-``last.safetensors`` holds everything a resumed run needs: the weights, the optimizer's momentum
-buffers (as tensors), and in its JSON metadata the position (epoch, next step), the schedule, the
-history and the resolved config. ``best.safetensors`` and ``final.safetensors`` hold weights and
-metadata only. Every file is written atomically (temp file, fsync, rename): a crash while writing
-leaves the previous file intact.
+A run folder holds three weight files, each written atomically (temp file, fsync, rename: a crash
+while writing leaves the previous file intact) and only ever with finite weights:
+
+- ``last.safetensors``: everything a resumed run needs: the weights, the optimizer's momentum
+  buffers (as tensors), and in its metadata the :class:`TrainState` (position, schedule, history);
+- ``best.safetensors``: the weights of the epoch with the best validation figure;
+- ``final.safetensors``: the weights when training ended.
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..errors import VGGError
+from ..models.meta import WeightsMeta
 from ..models.weights import read_weights, save_weights
 
 LAST, BEST, FINAL = "last.safetensors", "best.safetensors", "final.safetensors"
+
+
+@dataclass
+class TrainState:
+    """Where a run stands: the next (epoch, step), the schedule, one record per finished epoch, the
+    best validation result, and the running sums of an epoch interrupted by a checkpoint."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list = field(default_factory=list)
+    schedule: dict = field(default_factory=dict)
+    best_val: dict | None = None
+    partial: dict | None = None
+    bad_images: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where="") -> "TrainState":
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(d, dict) or not isinstance(d.get("epoch"), int) or not isinstance(d.get("step"), int):
+            raise VGGError(f"{where}: the training state is damaged (no epoch/step)")
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -39,16 +68,33 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict) -> N
             optimizer.state[p]["momentum_buffer"] = tensors[key].to(p.device, p.dtype).clone()
 
 
-def save_training_state(run_dir, model, optimizer, meta: dict, state: dict) -> Path:
-    return save_weights(Path(run_dir) / LAST, model, dict(meta, train_state=state),
-                        extra_tensors=optimizer_tensors(optimizer))
+def save_last(run_dir, model, optimizer, meta: WeightsMeta, state: TrainState) -> Path:
+    """The resumable checkpoint. Momentum buffers are checked finite too: resuming from a file
+    whose weights are fine but whose momentum is not would diverge at once."""
+    extra = optimizer_tensors(optimizer)
+    for key, value in extra.items():
+        if not torch.isfinite(value).all():
+            raise VGGError(f"refusing to write {Path(run_dir) / LAST}: optimizer state {key} is not finite")
+    return save_weights(Path(run_dir) / LAST, model, meta.replace(train_state=state.to_dict()), extra_tensors=extra)
 
 
-def load_training_state(run_dir) -> tuple[dict, dict]:
+def save_best(run_dir, model, meta: WeightsMeta, val: dict | None) -> Path:
+    return save_weights(Path(run_dir) / BEST, model, meta.replace(val=val))
+
+
+def save_final(run_dir, model, meta: WeightsMeta, val: dict | None) -> Path:
+    """The final weights; also the best ones when no epoch ever improved on validation."""
+    path = save_weights(Path(run_dir) / FINAL, model, meta.replace(val=val))
+    if not (Path(run_dir) / BEST).exists():
+        save_weights(Path(run_dir) / BEST, model, meta)
+    return path
+
+
+def load_last(run_dir) -> tuple[dict, WeightsMeta, TrainState]:
     path = Path(run_dir) / LAST
     if not path.is_file():
         raise VGGError(f"nothing to resume: {path} does not exist")
     tensors, meta = read_weights(path)
-    if "train_state" not in meta:
+    if meta.train_state is None:
         raise VGGError(f"{path} has no training state")
-    return tensors, meta
+    return tensors, meta, TrainState.from_dict(meta.train_state, str(path))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from ..data.transforms import Scale
 from ..errors import VGGError, unknown
 
 
@@ -29,7 +30,7 @@ class TrainConfig:
     data_root: str | None = None  # root of a label file's paths
     val_data: str | None = None
     val_fraction: float = 0.05  # held out of `data` when no val_data is given
-    scale: str = "256"  # training scale S ("256") or jittering range Smin:Smax ("256:512")
+    scale: Scale = Scale(256, 256)  # training scale S (256) or jittering range Smin:Smax (256:512), §3.1
     val_scale: int | None = None  # Q for per-epoch validation; default per §4.1 (S, or (Smin+Smax)/2)
     stats: str | None = None  # stats.json of `vggnet stats`; computed into the run folder if absent
     stats_max_images: int = 10_000
@@ -42,7 +43,7 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    decay_biases: bool = False  # SPEC §2 Decision: L2 on weights only
+    decay_biases: bool = False  # decision: L2 on weights only, as the released solvers did
     epochs: int = 74  # cap; the schedule usually stops earlier
     lr_factor: float = 0.1
     lr_patience: int = 2  # epochs without validation improvement before a drop
@@ -93,6 +94,8 @@ def coerce(name: str, value):
     t = types_[name]
     if value is None:
         return None
+    if t is Scale:
+        return Scale.parse(value)
     try:
         if t is bool:
             if isinstance(value, str):
@@ -117,12 +120,25 @@ def coerce(name: str, value):
         raise VGGError(f"config {name}: expected {t.__name__}, got {value!r}") from None
 
 
+RECIPES = Path(__file__).resolve().parents[1] / "configs"  # the recipes shipped with the package
+
+
+def find_recipe(recipe: str) -> Path:
+    """A recipe file, or the name of a shipped one (``table3-D-S256``)."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    shipped = RECIPES / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if shipped.is_file() and len(path.parts) <= 2:
+        return shipped
+    names = sorted(p.stem for p in RECIPES.glob("*.yaml"))
+    raise VGGError(f"recipe not found: {recipe} (a YAML file, or one of the shipped recipes: {', '.join(names)})")
+
+
 def load_config(recipe: str | None = None, overrides: dict | None = None) -> TrainConfig:
     values = {}
     if recipe:
-        path = Path(recipe)
-        if not path.is_file():
-            raise VGGError(f"recipe not found: {path}")
+        path = find_recipe(recipe)
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
@@ -144,7 +160,9 @@ def load_config(recipe: str | None = None, overrides: dict | None = None) -> Tra
 
 
 def to_dict(cfg: TrainConfig) -> dict:
-    return dataclasses.asdict(cfg)
+    """Plain values, as written to config.yaml (the scale in its written form, ``256:512``)."""
+    return {f.name: str(v) if isinstance(v, Scale) else v
+            for f in dataclasses.fields(cfg) for v in [getattr(cfg, f.name)]}
 
 
 def save_config(path, cfg: TrainConfig) -> None:
@@ -152,51 +170,71 @@ def save_config(path, cfg: TrainConfig) -> None:
     write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def validate(cfg: TrainConfig, world_size: int = 1) -> None:
-    """Refuse impossible settings before any work starts."""
-    from ..data.transforms import check_scale
+# Bounds of the numeric settings: (low, high, low excluded, high excluded). NaN fails every
+# comparison, so it is refused too.
+RANGES = {
+    "width": (0, 16, True, False), "fc_dim": (1, 65_536, False, False), "dropout": (0, 1, False, True),
+    "val_fraction": (0, 1, True, True), "stats_max_images": (1, 10_000_000, False, False),
+    "workers": (0, 256, False, False), "batch_size": (1, 1_000_000, False, False),
+    "micro_batch": (0, 1_000_000, False, False), "lr": (0, 10, True, False), "momentum": (0, 1, False, True),
+    "weight_decay": (0, 1, False, True), "epochs": (1, 100_000, False, False), "lr_factor": (0, 1, True, True),
+    "lr_patience": (0, 100_000, False, False), "lr_drops": (0, 100, False, False),
+    "min_delta": (0, 100, False, False), "init_std": (0, 10, True, False), "seed": (0, 2**32 - 1, False, False),
+    "checkpoint_minutes": (0, 1e6, True, False), "checkpoint_steps": (0, 10**9, False, False),
+    "max_steps_per_epoch": (0, 10**9, False, False),
+}
+
+
+def _check_range(name: str, value) -> None:
+    lo, hi, lo_open, hi_open = RANGES[name]
+    ok = (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise VGGError(f"{name.replace('_', '-')} must be in {interval}, got {value!r}")
+
+
+def check_settings(cfg: TrainConfig, world_size: int = 1) -> None:
+    """Refuse impossible settings (no file is looked at): the recipe on its own."""
+    from ..data.transforms import MAX_SIDE, check_scale
     from ..models.zoo import check_model_args
+    from .device import resolve_device
 
     for name, choices in CHOICES.items():
         if getattr(cfg, name) not in choices:
             raise unknown(name.replace("_", "-"), getattr(cfg, name), choices)
+    for name in RANGES:
+        _check_range(name, getattr(cfg, name))
     check_model_args(cfg.arch, 1, cfg.width, cfg.fc_dim, cfg.crop, cfg.dropout)
-    check_scale(cfg.scale, cfg.crop)
-    if cfg.val_scale is not None and cfg.val_scale < cfg.crop:
-        raise VGGError(f"validation scale Q={cfg.val_scale} is smaller than the crop size {cfg.crop}")
+    cfg.scale = check_scale(cfg.scale, cfg.crop)
+    if cfg.val_scale is not None and not cfg.crop <= cfg.val_scale <= MAX_SIDE:
+        raise VGGError(f"validation scale Q={cfg.val_scale} must be between the crop size {cfg.crop} and {MAX_SIDE}")
+    if cfg.batch_size % world_size:
+        raise VGGError(f"global batch {cfg.batch_size} must be a multiple of the {world_size} processes")
+    local = cfg.batch_size // world_size
+    if cfg.micro_batch and local % cfg.micro_batch:
+        raise VGGError(f"micro-batch {cfg.micro_batch} must divide the per-process batch {local}")
+    resolve_device(cfg.device)
+    if cfg.tensorboard:
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            raise VGGError("--tensorboard needs the tensorboard package: pip install 'vggnet[tensorboard]'") from None
+
+
+def check_paths(cfg: TrainConfig) -> None:
+    """Refuse missing inputs and a missing run folder name (the files' contents are checked when
+    the run is built, still before anything is written)."""
     if not cfg.data:
         raise VGGError("no training data: give --data (an image folder or a label file)")
-    if not Path(cfg.data).exists():
-        raise VGGError(f"training data not found: {cfg.data}")
-    if cfg.val_data and not Path(cfg.val_data).exists():
-        raise VGGError(f"validation data not found: {cfg.val_data}")
-    if cfg.batch_size < 1 or cfg.batch_size % world_size:
-        raise VGGError(f"global batch {cfg.batch_size} must be a positive multiple of the {world_size} processes")
-    local = cfg.batch_size // world_size
-    if cfg.micro_batch < 0 or (cfg.micro_batch and local % cfg.micro_batch):
-        raise VGGError(f"micro-batch {cfg.micro_batch} must divide the per-process batch {local}")
-    for name in ("lr", "lr_factor"):
-        if not getattr(cfg, name) > 0:
-            raise VGGError(f"{name} must be > 0, got {getattr(cfg, name)}")
-    if not 0 <= cfg.momentum < 1:
-        raise VGGError(f"momentum must be in [0, 1), got {cfg.momentum}")
-    if cfg.weight_decay < 0:
-        raise VGGError(f"weight decay must be >= 0, got {cfg.weight_decay}")
-    if cfg.epochs < 1 or cfg.lr_patience < 0 or cfg.lr_drops < 0:
-        raise VGGError("epochs must be >= 1, lr-patience and lr-drops >= 0")
-    if not cfg.val_data and not 0 < cfg.val_fraction < 1:
-        raise VGGError(f"val-fraction must be in (0, 1) when no --val-data is given, got {cfg.val_fraction}")
-    if cfg.stats and not Path(cfg.stats).is_file():
-        raise VGGError(f"statistics file not found: {cfg.stats}")
-    if cfg.init_from and not Path(cfg.init_from).is_file():
-        raise VGGError(f"--init-from checkpoint not found: {cfg.init_from}")
+    for name, path, kind in (("training data", cfg.data, "exists"), ("validation data", cfg.val_data, "exists"),
+                             ("statistics file", cfg.stats, "is_file"), ("--init-from checkpoint", cfg.init_from, "is_file")):
+        if path and not getattr(Path(path), kind)():
+            raise VGGError(f"{name} not found: {path}")
     if not cfg.out:
         raise VGGError("no run folder: give --out RUN_DIR")
-    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
-        raise VGGError(f"unknown device {cfg.device!r}; valid: auto, cpu, cuda, cuda:N")
-    if cfg.device.startswith("cuda"):
-        import torch
-        if not torch.cuda.is_available():
-            raise VGGError("--device cuda asked for, but no CUDA device is available")
-    if cfg.workers < 0:
-        raise VGGError("workers must be >= 0")
+
+
+def validate(cfg: TrainConfig, world_size: int = 1) -> None:
+    """Refuse impossible settings and missing inputs before any work starts."""
+    check_settings(cfg, world_size)
+    check_paths(cfg)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import VGGError
+from .device import resolve_device
 
 
 @dataclass
@@ -44,22 +44,17 @@ class Dist:
 
 
 def setup(device: str = "auto") -> Dist:
+    """This process's place in the group (from torchrun's environment) and its device: with
+    several processes on CUDA, process ``LOCAL_RANK`` takes GPU ``LOCAL_RANK``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    if use_cuda:
-        if device.startswith("cuda:") and world == 1:
-            dev = torch.device(device)
-        else:
-            if local >= torch.cuda.device_count():
-                raise VGGError(f"local rank {local} but only {torch.cuda.device_count()} CUDA devices")
-            dev = torch.device("cuda", local)
+    dev = resolve_device(device if world == 1 else device.split(":")[0], local)
+    if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    else:
-        dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None)
+        cuda = dev.type == "cuda"
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=dev if cuda else None)
     return Dist(rank, world, local, dev)
 
 

@@ -1,77 +1,41 @@
-"""``vggnet train``: the paper's training procedure (§3.1) as one function returning a dict.
+"""``vggnet train``: the paper's training procedure (§3.1) as small functions returning dicts;
+:func:`train` only wires them: config -> run -> epochs -> steps.
 
-Mini-batch SGD with momentum on soft-max cross-entropy, weight decay on weights, dropout on fc6 and
-fc7, the plateau learning-rate rule, initialisation from Gaussian/Glorot or a warm start, training
-crops at a fixed or jittered scale S, synchronous data parallelism under torchrun (§3.3).
+Mini-batch SGD with momentum, weight decay on weights, dropout on fc6 and fc7, the plateau
+learning-rate rule, training crops at a fixed or jittered scale S, synchronous data parallelism
+under torchrun (§3.3). The objective (soft-max cross-entropy for classification; Appendix A's L2
+box regression) is a plug-in: see ``engine/objectives.py``.
 
-The loss of a micro-batch is its summed cross-entropy divided by the per-process batch B/W; DDP
-averages gradients over the W processes, so every update is the gradient of the mean loss over
-the whole global batch B, whatever W and the micro-batch size (gradient accumulation).
+Each update is the gradient of the mean loss over the readable images of the global batch: a
+process divides its summed loss by N/W (N readable images in the global batch, W processes) and
+DDP averages the W gradients, whatever W and the micro-batch size (gradient accumulation), and
+an unreadable image is left out rather than counted as a zero.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..data.datasets import open_source, split_holdout
-from ..data.loaders import TrainBatches, center_loader, train_loader
-from ..data.stats import compute_stats, load_stats, preprocessing_from_stats, save_stats
-from ..data.transforms import Normalizer, TrainTransform, parse_scale
+from ..data.loaders import center_loader
 from ..errors import VGGError
-from ..eval.metrics import topk_wrong
-from ..models import create_model, init_weights, load_model, warm_start
+from ..eval.protocols import forward
 from . import distributed
-from .checkpoint import BEST, FINAL, LAST, load_optimizer_tensors, load_training_state, save_training_state
-from .config import RESUME_MAY_CHANGE, TrainConfig, save_config, to_dict, validate
-from .schedule import PlateauSchedule
+from .checkpoint import LAST, save_best, save_final, save_last
+from .config import TrainConfig, validate as validate_config
+from .objectives import Classification
+from .run import Run, build_run
+from .runlog import RunLog, progress_bar
 
-LOG = "log.jsonl"
-
-
-def default_val_scale(scale, crop: int) -> int:
-    """§4.1: Q = S for fixed S, Q = (Smin + Smax) / 2 for jittered S."""
-    lo, hi = parse_scale(scale)
-    return max(crop, (lo + hi) // 2)
-
-
-def prepare_run_dir(cfg: TrainConfig, d) -> TrainConfig:
-    run = Path(cfg.out)
-    if cfg.resume:
-        saved = run / "config.yaml"
-        if not (run / LAST).is_file():
-            raise VGGError(f"nothing to resume in {run}: no {LAST}")
-        import yaml
-        old = yaml.safe_load(saved.read_text()) if saved.is_file() else {}
-        new = to_dict(cfg)
-        diff = [k for k in new if k not in RESUME_MAY_CHANGE and k in old and old[k] != new[k]]
-        if diff:
-            raise VGGError("--resume with settings that differ from the run's config.yaml: "
-                           + ", ".join(f"{k} ({old[k]!r} -> {new[k]!r})" for k in diff))
-        return cfg
-    if run.exists() and (not run.is_dir() or any(run.iterdir())):
-        raise VGGError(f"run folder {run} is not empty; refusing to overwrite it (use --resume to continue "
-                       f"that run, or choose a new --out)")
-    return cfg
-
-
-def param_groups(model, weight_decay: float, decay_biases: bool):
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (decay if p.dim() > 1 or decay_biases else no_decay).append(p)
-    return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+SYNC_EVERY = 10  # steps between host synchronisations (finiteness check, progress, stop flag)
 
 
 class StopFlag:
-    """SIGTERM / SIGINT ask the loop to checkpoint and exit after the current step."""
+    """SIGTERM / SIGINT ask the loop to checkpoint and exit at the next agreed step."""
 
     def __init__(self):
         self.raised = None
@@ -97,300 +61,246 @@ def _step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, step, rank, 0xD80]).generate_state(1)[0])
 
 
+def micro_batches(batch: dict, size: int, device) -> list[dict]:
+    """The batch's tensors split into chunks of `size` along the batch dimension; targets moved to
+    the device (images and colour-shift alphas go through the normaliser, which moves them)."""
+    n = len(batch["labels"])
+    fields = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor) and v.dim() >= 1 and len(v) == n}
+    for k, v in fields.items():
+        if k not in ("images", "alpha"):
+            fields[k] = v.to(device, non_blocking=True)
+    return [{k: v[i:i + size] for k, v in fields.items()} for i in range(0, n, size)]
+
+
+def readable_share(run: Run, n_local: int):
+    """N/W: this process's share of the readable images of the global batch (see module doc)."""
+    if not run.dist.enabled:
+        return n_local
+    n = torch.tensor([float(n_local)], device=run.dist.device)
+    run.dist.all_reduce_sum(n)  # no host synchronisation: the division stays on the device
+    return n / run.dist.world_size
+
+
+def train_step(run: Run, batch: dict, epoch: int, step: int, sums: torch.Tensor) -> int:
+    """One SGD update on this process's share of one global batch. Adds the summed loss and the
+    objective's counts to `sums`; returns the number of images used."""
+    cfg, d = run.cfg, run.dist
+    torch.manual_seed(_step_seed(cfg.seed, epoch, step, d.rank))  # dropout masks: resumable
+    share = readable_share(run, len(batch["labels"]))
+    chunks = micro_batches(batch, cfg.micro_batch or run.local_batch, run.policy.device)
+    for i, chunk in enumerate(chunks):
+        sync = not d.enabled or i == len(chunks) - 1
+        with contextlib.nullcontext() if sync else run.model.no_sync():
+            x = run.normalizer(chunk["images"], alpha=chunk.get("alpha") if cfg.colour_shift else None,
+                               channels_last=run.policy.channels_last)
+            with run.policy.autocast():
+                outputs = run.model(x)
+            loss = run.objective.loss(outputs, chunk)
+            (loss / share).backward()
+        sums[0] += loss.detach()
+        sums[1:] += run.objective.train_counts(outputs, chunk)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return len(batch["labels"])
+
+
+def check_batch(run: Run, batch: dict) -> list[str]:
+    """The batch's unreadable files, as "path: reason"; refused with --on-bad-image fail."""
+    bad = [f"{p}: {r}" for p, r in batch["bad"]]
+    if bad and run.cfg.on_bad_image == "fail":
+        p, r = batch["bad"][0]
+        raise VGGError(f"unreadable training image {p}: {r} (--on-bad-image skip would skip it)")
+    if batch["images"] is None:
+        raise VGGError(f"every image of a batch is unreadable (e.g. {batch['bad'][0][0]}); "
+                       f"run `vggnet data check {run.cfg.data}`")
+    return bad
+
+
+def _agree(run: Run, stop: StopFlag, done: int, last_checkpoint: float) -> tuple[bool, bool]:
+    """(checkpoint now?, stop now?), the same answer on every process: under DDP the local flags
+    are combined only every SYNC_EVERY steps, so no process leaves the loop while another waits
+    in a collective."""
+    cfg = run.cfg
+    timed = time.monotonic() - last_checkpoint > 60 * cfg.checkpoint_minutes
+    stopping = stop.raised is not None
+    if run.dist.enabled:
+        if done % SYNC_EVERY:
+            timed = stopping = False
+        else:
+            flags = run.dist.all_reduce_sum(torch.tensor([float(timed), float(stopping)], device=run.dist.device))
+            timed, stopping = bool(flags[0] > 0), bool(flags[1] > 0)
+    periodic = bool(cfg.checkpoint_steps and done % cfg.checkpoint_steps == 0) or timed
+    return periodic or stopping, stopping
+
+
+def _carried(run: Run, epoch: int) -> dict:
+    """The sums of an epoch that a mid-epoch checkpoint interrupted (global figures, kept by
+    rank 0 alone so that the end-of-epoch reduction counts them once)."""
+    state = run.state
+    fresh = dict(sums=[0.0] * (1 + len(run.objective.train_fields)), seen=0, seconds=0.0, bad=[])
+    if state.epoch != epoch or not state.partial or not run.dist.is_main:
+        return fresh
+    return dict(fresh, **state.partial)
+
+
+def _reduce(run: Run, carried: dict, sums: torch.Tensor, seen: int) -> list[float]:
+    values = [c + s for c, s in zip(carried["sums"], sums.tolist())] + [carried["seen"] + seen]
+    totals = torch.tensor(values, dtype=torch.float64, device=run.dist.device)
+    return run.dist.all_reduce_sum(totals).tolist()
+
+
+def _gather_bad(run: Run, bad: list[str]) -> list[str]:
+    if not run.dist.enabled:
+        return bad
+    parts = [None] * run.dist.world_size
+    torch.distributed.all_gather_object(parts, bad)
+    return [b for part in parts for b in part]
+
+
+def _check_finite(run: Run, value: float, epoch: int, step: int) -> None:
+    if not math.isfinite(value):
+        raise VGGError(f"loss is not finite at epoch {epoch + 1}, step {step}; stopping. The last checkpoint "
+                       f"({run.run_dir / LAST}) holds the weights of the last good step it saved; "
+                       f"try a lower --lr or --init glorot")
+
+
+def train_one_epoch(run: Run, epoch: int, stop: StopFlag) -> dict:
+    """Steps through one epoch (from where a resumed run stopped). Returns the epoch's training
+    figures, or ``stopped`` with the signal's name when asked to stop (after a checkpoint)."""
+    start = run.state.step if run.state.epoch == epoch else 0
+    run.sampler.set_epoch(epoch, start)
+    run.model.train()
+    carried, steps, batch_size = _carried(run, epoch), run.steps_per_epoch, run.cfg.batch_size
+    sums = torch.zeros(1 + len(run.objective.train_fields), dtype=torch.float64, device=run.policy.device)
+    seen, bad, t0, last_checkpoint = 0, [], time.perf_counter(), time.monotonic()
+    bar = progress_bar(steps * batch_size, start * batch_size, f"epoch {epoch + 1}/{run.cfg.epochs}",
+                       run.cfg.progress and run.dist.is_main)
+    for step, batch in enumerate(run.loader, start=start):
+        if step >= steps:
+            break
+        bad += check_batch(run, batch)
+        seen += train_step(run, batch, epoch, step, sums)
+        done = step + 1
+        if done % SYNC_EVERY == 0 or done == steps:
+            _check_finite(run, sums[0].item(), epoch, done)
+            if bar is not None:
+                bar.update((done - bar.n // batch_size) * batch_size)
+                bar.set_postfix(lr=f"{run.schedule.lr:.0e}")
+        save, stopping = _agree(run, stop, done, last_checkpoint)
+        if save and done < steps:
+            totals = _reduce(run, carried, sums, seen)
+            part = dict(sums=totals[:-1], seen=int(totals[-1]), bad=carried["bad"] + _gather_bad(run, bad),
+                        seconds=carried["seconds"] + time.perf_counter() - t0)
+            checkpoint(run, epoch, done, part)
+            last_checkpoint = time.monotonic()
+            if stopping:
+                if bar is not None:
+                    bar.close()
+                return dict(stopped=stop.raised or "signal")
+    if bar is not None:
+        bar.close()
+    totals = _reduce(run, carried, sums, seen)
+    _check_finite(run, totals[0], epoch, steps)
+    n, seconds = totals[-1], carried["seconds"] + time.perf_counter() - t0
+    counts = dict(zip(run.objective.train_fields, totals[1:-1]))
+    return dict(train_loss=totals[0] / max(n, 1), **run.objective.summary(counts, n, "train"),
+                images=int(n), images_per_s=n / max(seconds, 1e-9), epoch_seconds=seconds,
+                bad=carried["bad"] + _gather_bad(run, bad))
+
+
 @torch.no_grad()
-def validate_center(model, normalizer, source, q, crop, d, batch_size=64, workers=0, amp=False,
-                    channels_last=False) -> dict:
-    """Top-1/top-5 error of centre crops at scale Q (§4.1), sharded over the ranks."""
-    was_training = model.training
-    model.eval()
-    indices = list(range(d.rank, len(source), d.world_size))
-    counts = torch.zeros(4, dtype=torch.float64)  # top1 wrong, top5 wrong, seen, unreadable
-    for batch in center_loader(source, q, crop, batch_size, workers, indices):
-        counts[3] += len(batch["bad"])
+def validate(run: Run) -> dict:
+    """The objective's validation figures on the centre crops at Q (§4.1), the images sharded
+    over the processes: the evaluation's centre-crop path, with the objective's targets."""
+    was_training = run.net.training
+    run.net.eval()
+    module = run.net if run.cfg.compile else run.model
+    d, objective = run.dist, run.objective
+    indices = list(range(d.rank, len(run.val_source), d.world_size))
+    counts = torch.zeros(len(objective.val_fields) + 2, dtype=torch.float64)  # ..., seen, unreadable
+    loader = center_loader(run.val_source, run.val_scale, run.cfg.crop, max(1, min(64, run.local_batch)),
+                           run.cfg.workers, indices, objective.val_targets(run.val_source, run.cfg.crop))
+    for batch in loader:
+        counts[-1] += len(batch["bad"])
         if batch["images"] is None:
             continue
-        x = normalizer(batch["images"].to(d.device, non_blocking=True), channels_last=channels_last)
-        ctx = torch.autocast(d.device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-        with ctx:
-            logits = model(x)
-        wrong = topk_wrong(logits.float(), batch["labels"], (1, 5))
-        counts += torch.tensor([wrong[1], wrong[5], len(batch["labels"]), 0], dtype=torch.float64)
+        outputs = forward(module, run.normalizer, run.policy, batch["images"])
+        chunk = micro_batches(batch, len(batch["labels"]), run.policy.device)[0]
+        counts[:-2] += objective.val_counts(outputs, chunk).cpu()
+        counts[-2] += len(batch["labels"])
     if d.enabled:
-        c = counts.to(d.device)
-        d.all_reduce_sum(c)
-        counts = c.cpu()
-    model.train(was_training)
-    n = max(counts[2].item(), 1)
-    return dict(val_top1_err=100 * counts[0].item() / n, val_top5_err=100 * counts[1].item() / n,
-                val_images=int(counts[2].item()), val_unreadable=int(counts[3].item()))
+        counts = d.all_reduce_sum(counts.to(d.device)).cpu()
+    run.net.train(was_training)
+    n = counts[-2].item()
+    figures = objective.summary(dict(zip(objective.val_fields, counts[:-2].tolist())), n, "val")
+    return dict(figures, val_images=int(n), val_unreadable=int(counts[-1].item()))
 
 
-def _resolve_device_flags(cfg, d):
-    cuda = d.device.type == "cuda"
-    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and cuda)
-    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and cuda)
-    return amp, channels_last
+def checkpoint(run: Run, epoch: int, step: int, partial: dict | None) -> None:
+    """Record the position (the next step to run) and write ``last`` (rank 0)."""
+    state = run.state
+    state.epoch, state.step, state.partial = epoch, step, partial
+    state.schedule = run.schedule.state_dict()
+    if run.dist.is_main:
+        save_last(run.run_dir, run.net, run.optimizer, run.meta, state)
 
 
-def train(cfg: TrainConfig) -> dict:
+def end_epoch(run: Run, epoch: int, figures: dict, log: RunLog) -> dict:
+    """Validation, the plateau rule (§3.1), the checkpoints and the log of one finished epoch."""
+    v = validate(run)
+    lr_used = run.schedule.lr
+    sched = run.schedule.step(v[run.objective.monitor])
+    for g in run.optimizer.param_groups:
+        g["lr"] = run.schedule.lr
+    bad = figures.pop("bad")
+    record = dict(epoch=epoch + 1, lr=lr_used, **{k: figures[k] for k in figures if k != "images"}, **v,
+                  val_scale=run.val_scale, bad_images=len(bad), lr_dropped=sched["dropped"], time=time.time())
+    state = run.state
+    state.history.append(record)
+    state.bad_images += len(bad)
+    if sched["improved"]:
+        state.best_val = dict(epoch=epoch + 1, **{k[len("val_"):]: v[k] for k in v if k.endswith("_err")})
+        if run.dist.is_main:
+            save_best(run.run_dir, run.net, run.meta, state.best_val)
+    checkpoint(run, epoch + 1, 0, None)
+    log.epoch(record, bad)
+    return sched
+
+
+def run_epochs(run: Run, log: RunLog) -> dict:
+    """Epochs until the plateau rule stops training, the epoch cap, or a signal."""
+    with StopFlag() as stop:
+        for epoch in range(run.state.epoch, run.cfg.epochs):
+            figures = train_one_epoch(run, epoch, stop)
+            if "stopped" in figures:
+                return dict(status="interrupted",
+                            stop_reason=f"{figures['stopped']}: checkpoint written, resume with --resume")
+            if end_epoch(run, epoch, figures, log)["stop"]:
+                return dict(status="done", stop_reason=f"validation error plateaued after "
+                                                       f"{run.schedule.drops} learning-rate drops")
+    return dict(status="done", stop_reason=f"epoch cap ({run.cfg.epochs}) reached")
+
+
+def train(cfg: TrainConfig, objective=None) -> dict:
+    """Train a net as `cfg` says; returns a summary dict (status, epochs, history, best, files)."""
     d = distributed.setup(cfg.device)
     try:
-        result = _train(cfg, d)
-        # Rank 0 is still writing the final weights when the others finish: tearing the group
-        # down under it aborts gloo, so everyone leaves together.
+        validate_config(cfg, d.world_size)
+        run = build_run(cfg, d, objective or Classification())
+        log = RunLog(run.run_dir, run.objective, d.is_main, cfg.tensorboard)
+        if cfg.resume:
+            log.resume(run.state.history)
+        try:
+            summary = run_epochs(run, log)
+        finally:
+            log.close()
+        if summary["status"] == "done" and d.is_main:
+            save_final(run.run_dir, run.net, run.meta, run.state.history[-1] if run.state.history else None)
+        # Rank 0 is still writing when the others finish: tearing the group down under it aborts
+        # gloo, so everyone leaves together.
         d.barrier()
-        return result
+        return dict(summary, run_dir=str(run.run_dir), epochs=run.state.epoch, history=run.state.history,
+                    best=run.state.best_val, final=str(run.run_dir / "final.safetensors"),
+                    best_weights=str(run.run_dir / "best.safetensors"), bad_images=run.state.bad_images)
     finally:
         distributed.teardown(d)
-
-
-def _train(cfg: TrainConfig, d) -> dict:
-    validate(cfg, d.world_size)
-    cfg = prepare_run_dir(cfg, d)
-    run = Path(cfg.out)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    if d.device.type == "cuda":
-        torch.backends.cudnn.benchmark = not cfg.deterministic
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    amp, channels_last = _resolve_device_flags(cfg, d)
-
-    # -- data: every check before anything is written --
-    source = open_source(cfg.data, cfg.data_root)
-    if cfg.val_data:
-        val = open_source(cfg.val_data, cfg.data_root, classes=source.classes)
-        train_src = source
-    else:
-        train_src, val = split_holdout(source, cfg.val_fraction, cfg.seed)
-    transform = TrainTransform(cfg.scale, cfg.crop)
-    sampler = TrainBatches(len(train_src), cfg.batch_size, cfg.seed, d.rank, d.world_size)
-    if d.is_main:
-        run.mkdir(parents=True, exist_ok=True)
-        if not cfg.resume:
-            save_config(run / "config.yaml", cfg)
-
-    # Rank 0 alone decides where the statistics come from and every rank joins the broadcast:
-    # a rank that looked for stats.json itself could find rank 0's fresh file and skip it.
-    stats = None
-    if d.is_main:
-        if cfg.stats:
-            stats = load_stats(cfg.stats)
-        elif (run / "stats.json").is_file():
-            stats = load_stats(run / "stats.json")
-        else:
-            stats = compute_stats(train_src, cfg.stats_max_images, cfg.seed, cfg.workers,
-                                  progress=cfg.progress and sys.stderr.isatty())
-            save_stats(run / "stats.json", stats)
-    stats = d.broadcast_object(stats)
-    preprocessing = preprocessing_from_stats(stats)
-    loader = train_loader(train_src, transform, sampler, cfg.workers, pin_memory=d.device.type == "cuda")
-    q = cfg.val_scale or default_val_scale(cfg.scale, cfg.crop)
-    normalizer = Normalizer(preprocessing).to(d.device)
-
-    # -- model and initialisation (§3.1) --
-    torch.manual_seed(cfg.seed)
-    net = create_model(cfg.arch, len(source.classes), width=cfg.width, fc_dim=cfg.fc_dim, crop_size=cfg.crop,
-                       dropout=cfg.dropout, batch_norm=cfg.batch_norm)
-    init_weights(net, cfg.init, cfg.init_std)
-    warm = None
-    if cfg.init_from and not cfg.resume:
-        src_model, src_meta = load_model(cfg.init_from)
-        same = src_model.arch == net.arch or (
-            {k: v for k, v in src_model.arch.items() if k != "dropout"} == {k: v for k, v in net.arch.items() if k != "dropout"})
-        layers = "all" if cfg.init_layers == "all" or (cfg.init_layers == "auto" and same) else None
-        warm = warm_start(net, src_model, layers)
-    net.to(d.device)
-    if channels_last:
-        net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(param_groups(net, cfg.weight_decay, cfg.decay_biases), lr=cfg.lr,
-                                momentum=cfg.momentum, **({"fused": True} if d.device.type == "cuda" else {}))
-    schedule = PlateauSchedule(cfg.lr, cfg.lr_factor, cfg.lr_patience, cfg.lr_drops, cfg.min_delta)
-    lo, hi = parse_scale(cfg.scale)
-    meta = dict(classes=source.classes, preprocessing=preprocessing,
-                train=dict(scale=[lo, hi], crop=cfg.crop, val_scale=q, recipe=cfg.recipe, config=to_dict(cfg),
-                           warm_start=dict(source=cfg.init_from, layers=warm) if warm else None))
-    state = dict(epoch=0, step=0, history=[], schedule=schedule.state_dict(), best_val=None, partial=None,
-                 bad_images=0)
-    if cfg.resume:
-        tensors, saved = load_training_state(run)
-        net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("optim.")})
-        load_optimizer_tensors(optimizer, tensors)
-        state = saved["train_state"]
-        meta["train"]["warm_start"] = saved.get("train", {}).get("warm_start")
-        schedule = PlateauSchedule.from_state(state["schedule"])
-        for g in optimizer.param_groups:
-            g["lr"] = schedule.lr
-    model = net
-    if d.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-    if cfg.compile:
-        model = torch.compile(model)
-    writer = None
-    if cfg.tensorboard and d.is_main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise VGGError("--tensorboard needs the tensorboard package: pip install 'vggnet[tensorboard]'") from None
-        writer = SummaryWriter(str(run / "tb"))
-
-    local_batch = cfg.batch_size // d.world_size
-    micro = cfg.micro_batch or local_batch
-    steps_per_epoch = sampler.steps_per_epoch
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-
-    def checkpoint(epoch, step, partial=None):
-        state.update(epoch=epoch, step=step, schedule=schedule.state_dict(), partial=partial)
-        if d.is_main:
-            save_training_state(run, net, optimizer, meta, state)
-
-    summary = dict(run_dir=str(run), status="running")
-    last_ckpt_time = time.monotonic()
-    stopped_by = None
-    with StopFlag() as stop:
-        epoch = state["epoch"]
-        while epoch < cfg.epochs:
-            start_step = state["step"] if state["epoch"] == epoch else 0
-            sampler.set_epoch(epoch, start_step)
-            model.train()
-            acc = state.get("partial") or dict(loss=0.0, wrong1=0.0, seen=0, seconds=0.0, bad=[])
-            loss_sum = torch.zeros((), dtype=torch.float64, device=d.device)
-            wrong_sum = torch.zeros((), dtype=torch.float64, device=d.device)
-            t0 = time.perf_counter()
-            bar = None
-            if cfg.progress and d.is_main and sys.stderr.isatty():
-                from tqdm import tqdm
-                bar = tqdm(total=steps_per_epoch * cfg.batch_size, initial=start_step * cfg.batch_size,
-                           unit="img", unit_scale=True, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                           dynamic_ncols=True, mininterval=1.0)
-            step = start_step
-            for step, batch in enumerate(loader, start=start_step):
-                if step >= steps_per_epoch:
-                    break
-                if batch["bad"]:
-                    acc["bad"] = acc["bad"] + [f"{p}: {r}" for p, r in batch["bad"]]
-                    if cfg.on_bad_image == "fail":
-                        p, r = batch["bad"][0]
-                        raise VGGError(f"unreadable training image {p}: {r} (--on-bad-image skip would skip it)")
-                if batch["images"] is None:
-                    raise VGGError(f"every image of a batch is unreadable (e.g. {batch['bad'][0][0]}); "
-                                   f"run `vggnet data check {cfg.data}`")
-                torch.manual_seed(_step_seed(cfg.seed, epoch, step, d.rank))  # dropout masks: resumable
-                images, labels = batch["images"], batch["labels"].to(d.device, non_blocking=True)
-                alpha = batch["alpha"] if cfg.colour_shift else None
-                chunks = list(zip(images.split(micro), labels.split(micro),
-                                  alpha.split(micro) if alpha is not None else [None] * math.ceil(len(labels) / micro)))
-                for i, (xb, yb, ab) in enumerate(chunks):
-                    sync = not d.enabled or i == len(chunks) - 1
-                    ctx = contextlib.nullcontext() if sync else model.no_sync()
-                    with ctx:
-                        x = normalizer(xb, alpha=ab, channels_last=channels_last)
-                        with (torch.autocast(d.device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()):
-                            logits = model(x)
-                        ce = F.cross_entropy(logits.float(), yb, reduction="sum")
-                        (ce / local_batch).backward()
-                    loss_sum += ce.detach()
-                    wrong_sum += (logits.detach().argmax(1) != yb).sum()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                acc["seen"] += len(labels)
-                done = step + 1
-                if bar is not None:
-                    bar.update(cfg.batch_size)
-                # Host synchronisation only every few steps: the finiteness check and the bar.
-                if done % 10 == 0 or done == steps_per_epoch:
-                    lv = loss_sum.item()
-                    if not math.isfinite(lv):
-                        summary.update(status="diverged")
-                        raise VGGError(f"loss is not finite at epoch {epoch + 1}, step {done}; stopping. The last "
-                                       f"good checkpoint ({run / LAST}) is intact; try a lower --lr or --init glorot")
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{(acc['loss'] + lv) / max(acc['seen'], 1):.3f}", lr=f"{schedule.lr:.0e}")
-                flag = torch.tensor([1.0 if stop.raised else 0.0])
-                if d.enabled and done % 10 == 0:
-                    flag = d.all_reduce_sum(flag.to(d.device)).cpu()
-                periodic = (cfg.checkpoint_steps and done % cfg.checkpoint_steps == 0) or \
-                    (time.monotonic() - last_ckpt_time > 60 * cfg.checkpoint_minutes)
-                if (flag.item() > 0 or periodic) and done < steps_per_epoch:
-                    part = dict(acc, loss=acc["loss"] + loss_sum.item(), wrong1=acc["wrong1"] + wrong_sum.item(),
-                                seconds=acc["seconds"] + time.perf_counter() - t0)
-                    checkpoint(epoch, done, part)
-                    last_ckpt_time = time.monotonic()
-                    if flag.item() > 0:
-                        stopped_by = stop.raised or "signal"
-                        break
-            if bar is not None:
-                bar.close()
-            if stopped_by:
-                break
-            seconds = acc["seconds"] + time.perf_counter() - t0
-            acc["loss"] += loss_sum.item()
-            acc["wrong1"] += wrong_sum.item()
-            totals = torch.tensor([acc["loss"], acc["wrong1"], acc["seen"]], dtype=torch.float64, device=d.device)
-            d.all_reduce_sum(totals)
-            if not math.isfinite(totals[0].item()):
-                raise VGGError(f"loss is not finite at the end of epoch {epoch + 1}; the last good checkpoint "
-                               f"({run / LAST}) is intact")
-            bad = acc["bad"]
-            if d.enabled:
-                gathered = [None] * d.world_size
-                torch.distributed.all_gather_object(gathered, bad)
-                bad = [b for part in gathered for b in part]
-            v = validate_center(model if not cfg.compile else net, normalizer, val, q, cfg.crop, d,
-                                batch_size=max(1, min(64, local_batch)), workers=cfg.workers, amp=amp,
-                                channels_last=channels_last)
-            lr_used = schedule.lr
-            sched = schedule.step(v["val_top1_err"])
-            for g in optimizer.param_groups:
-                g["lr"] = schedule.lr
-            n = max(totals[2].item(), 1)
-            record = dict(epoch=epoch + 1, lr=lr_used, train_loss=totals[0].item() / n,
-                          train_top1_err=100 * totals[1].item() / n, **v, val_scale=q,
-                          images_per_s=totals[2].item() / max(seconds, 1e-9), epoch_seconds=seconds,
-                          bad_images=len(bad), lr_dropped=sched["dropped"], time=time.time())
-            state["history"].append(record)
-            state["bad_images"] += len(bad)
-            improved = sched["improved"]
-            if improved:
-                state["best_val"] = dict(epoch=epoch + 1, top1_err=v["val_top1_err"], top5_err=v["val_top5_err"])
-            epoch += 1
-            checkpoint(epoch, 0, None)
-            last_ckpt_time = time.monotonic()
-            if d.is_main:
-                with open(run / LOG, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                if bad:
-                    with open(run / "bad_images.txt", "a") as f:
-                        f.write("".join(f"epoch {epoch}: {b}\n" for b in bad))
-                if improved:
-                    from ..models.weights import save_weights
-                    save_weights(run / BEST, net, dict(meta, val=state["best_val"]))
-                if writer is not None:
-                    for k in ("train_loss", "train_top1_err", "val_top1_err", "val_top5_err", "lr", "images_per_s"):
-                        writer.add_scalar(k, record[k], epoch)
-                # One line per epoch, in a terminal and in logs alike.
-                print(f"epoch {epoch:>3}  lr {lr_used:.0e}  loss {record['train_loss']:.3f}  "
-                      f"train top-1 {record['train_top1_err']:5.1f}%  val top-1 {v['val_top1_err']:5.1f}%  "
-                      f"top-5 {v['val_top5_err']:5.1f}%  {record['images_per_s']:.0f} img/s"
-                      + (f"  ({len(bad)} unreadable skipped)" if bad else "")
-                      + ("  lr/10" if sched["dropped"] else ""), flush=True)
-            if sched["stop"]:
-                summary["stop_reason"] = f"validation error plateaued after {schedule.drops} learning-rate drops"
-                break
-        else:
-            summary["stop_reason"] = f"epoch cap ({cfg.epochs}) reached"
-    if writer is not None:
-        writer.close()
-    if stopped_by:
-        summary.update(status="interrupted", stop_reason=f"{stopped_by}: checkpoint written, resume with --resume")
-        return summary
-    if d.is_main:
-        from ..models.weights import save_weights
-        save_weights(run / FINAL, net, dict(meta, val=state["history"][-1] if state["history"] else None))
-        if not (run / BEST).exists():
-            save_weights(run / BEST, net, meta)
-    summary.update(status="done", epochs=state["epoch"], history=state["history"], best=state["best_val"],
-                   final=str(run / FINAL), best_weights=str(run / BEST), bad_images=state["bad_images"])
-    return summary

@@ -3,31 +3,14 @@ evaluation runs are averaged per image, without running any network. Runs over d
 sets, labels or class lists are refused."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from ..errors import VGGError
-from ..fileio import write_json
+from ..tables import columns, render
 from .metrics import topk_errors
-from .runner import POSTERIORS, RESULTS
-
-
-def load_posteriors(run_dir) -> dict:
-    from safetensors.torch import load_file, safe_open
-
-    path = Path(run_dir) / POSTERIORS
-    if not path.is_file():
-        raise VGGError(f"no saved posteriors in {run_dir} (expected {path}; run `vggnet evaluate --out`)")
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata()
-    tensors = load_file(str(path))
-    results = json.loads((Path(run_dir) / RESULTS).read_text()) if (Path(run_dir) / RESULTS).is_file() else {}
-    return dict(dir=str(run_dir), ids=json.loads(header["ids"]), classes=json.loads(header["classes"]),
-                scales=json.loads(header["scales"]), protocols=json.loads(header["protocols"]),
-                labels=tensors["labels"], probs={k[len("probs/"):]: v.float() for k, v in tensors.items()
-                                                  if k.startswith("probs/")}, results=results)
+from .posteriors import load_posteriors, save_posteriors, save_results
 
 
 def fuse(run_dirs, protocol: str | None = None) -> dict:
@@ -60,17 +43,23 @@ def fuse(run_dirs, protocol: str | None = None) -> dict:
 
 def save_fusion(out, result: dict) -> None:
     """Write the fused posteriors like an evaluation folder, so fusions can be reported or fused again."""
-    from safetensors.torch import save_file
-
-    from ..fileio import atomic_write
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {"labels": result["labels"], **{f"probs/{p}": t.contiguous() for p, t in result["fused"].items()}}
-    header = {"ids": json.dumps(result["ids"]), "classes": json.dumps(result["classes"]), "scales": "[]",
-              "protocols": json.dumps(list(result["fused"]))}
-    atomic_write(out / POSTERIORS, lambda tmp: save_file(tensors, tmp, metadata=header))
-    write_json(out / RESULTS, dict(arch="+".join(a or "?" for a in result["archs"]), fused_from=result["runs"],
-                                   images=result["images"],
-                                   protocols={p: {k: v for k, v in r.items() if k != "members"}
-                                              for p, r in result["protocols"].items()}))
+    save_posteriors(out, result["ids"], result["classes"], result["labels"], result["fused"], [],
+                    list(result["fused"]))
+    save_results(out, dict(arch="+".join(a or "?" for a in result["archs"]), fused_from=result["runs"],
+                           images=result["images"],
+                           protocols={p: {k: v for k, v in r.items() if k != "members"}
+                                      for p, r in result["protocols"].items()}))
+
+
+FUSION_COLUMNS = columns("protocol", ("top-1 err", "top1_err", "{:.2f}%"), ("top-5 err", "top5_err", "{:.2f}%"),
+                         ("members' top-1", "members"))
+
+
+def format_fusion(result: dict) -> str:
+    rows = [dict(r, protocol=p, members=", ".join(f"{m['top1_err']:.2f}%" for m in r["members"]))
+            for p, r in result["protocols"].items()]
+    title = (f"fusion of {len(result['runs'])} nets ({' + '.join(a or '?' for a in result['archs'])}), "
+             f"{result['images']} images")
+    return render(rows, FUSION_COLUMNS, title=title)

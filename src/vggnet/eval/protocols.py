@@ -1,67 +1,60 @@
-"""The test protocols of §3.2 and §4, each mapping one image to soft-max class posteriors.
+"""The test protocols of §3.2 and §4, each a function from a batch of equal-sized images (uint8,
+already rescaled to one test scale Q) to soft-max class posteriors.
 
-- ``center``: the image rescaled to Q, one crop_size centre crop (the common baseline).
-- ``dense``: the fully-convolutional net over the whole image rescaled to Q; the class score map
-  is averaged over space, then soft-max (SPEC §3 Decision); posteriors of the image and its flip
-  are averaged.
-- ``multicrop``: per Q, the 5x5 grid of crops from corner to corner, each also flipped (50 crops),
-  posteriors averaged. The 50 crops are one batch.
-- ``dense+multicrop``: the average of the two (complementary boundary conditions, §3.2).
+- ``center``: one crop_size centre crop (the common baseline, §4.1).
+- ``dense``: the fully-convolutional net over the whole image; the class score map is averaged
+  over space, then soft-max (decision: §3.2 sum-pools the score map); posteriors of the image and its flip averaged.
+- ``multicrop``: the 5x5 grid of crops from corner to corner, each also flipped (50 crops per
+  image, one batch), posteriors averaged.
 
-Multi-scale evaluation averages these posteriors over the scales Q (§4.2).
+Two combination steps act on the posteriors after the pass, never inside it: the average over
+the test scales (multi-scale evaluation, §4.2) and the average of protocols (``dense+multicrop``:
+complementary boundary conditions, §4.3).
 """
 from __future__ import annotations
-
-import contextlib
 
 import torch
 import torch.nn.functional as F
 
-from ..data.transforms import Normalizer, multicrop
+from ..data.transforms import Normalizer, center_crop, multicrop
 
-PROTOCOLS = ("center", "dense", "multicrop", "dense+multicrop")
+COMBINED = {"dense+multicrop": ("dense", "multicrop")}  # §4.3
 
 
-def center_crop(image: torch.Tensor, crop: int) -> torch.Tensor:
-    _, h, w = image.shape
-    y, x = (h - crop) // 2, (w - crop) // 2
-    return image[:, y:y + crop, x:x + crop]
+def forward(module, normalizer: Normalizer, policy, images: torch.Tensor) -> torch.Tensor:
+    """`module`'s float32 outputs on uint8 images, under the device policy (training-time
+    validation calls this too, so there is one path from pixels to outputs)."""
+    x = normalizer(images.to(policy.device, non_blocking=True), channels_last=policy.channels_last)
+    with policy.autocast():
+        out = module(x)
+    return out.float()
 
 
 class Evaluator:
-    """Runs a model under a protocol on uint8 (3, H, W) images already rescaled to Q."""
+    """A net, its input normalisation and a device policy, applied under each protocol."""
 
-    def __init__(self, model, normalizer: Normalizer, device, amp: bool = False, channels_last: bool = False,
-                 crop_batch: int = 50):
-        self.model, self.norm, self.device = model, normalizer, torch.device(device)
-        self.amp, self.channels_last, self.crop_batch = amp, channels_last, crop_batch
+    def __init__(self, model, normalizer: Normalizer, policy, crop_batch: int = 50):
+        from ..engine.device import DevicePolicy
+        if not isinstance(policy, DevicePolicy):  # a device name: the plain fp32 policy
+            policy = DevicePolicy(torch.device(policy))
+        self.model, self.norm, self.policy, self.crop_batch = model, normalizer, policy, crop_batch
         self.crop = model.crop_size
 
-    def _autocast(self):
-        if self.amp:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _input(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.norm(batch.to(self.device, non_blocking=True), channels_last=self.channels_last)
+        return self.norm(batch.to(self.policy.device, non_blocking=True), channels_last=self.policy.channels_last)
 
     @torch.no_grad()
     def center(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) equal-sized images -> (N, C) posteriors of the centre crops."""
-        crops = torch.stack([center_crop(im, self.crop) for im in images])
-        with self._autocast():
-            logits = self.model(self._input(crops))
-        return F.softmax(logits.float(), dim=1)
+        return F.softmax(forward(self.model, self.norm, self.policy, center_crop(images, self.crop)), dim=1)
 
     @torch.no_grad()
     def dense(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) equal-sized images -> (N, C): spatially averaged scores, soft-max, and the
         average with the horizontally flipped image's posteriors."""
         n = images.shape[0]
-        both = torch.cat([images, images.flip(-1)])
-        with self._autocast():
-            score_map = self.model.dense(self._input(both))
-        probs = F.softmax(score_map.float().mean(dim=(2, 3)), dim=1)
+        score_map = forward(self.model.dense, self.norm, self.policy, torch.cat([images, images.flip(-1)]))
+        probs = F.softmax(score_map.mean(dim=(2, 3)), dim=1)
         return (probs[:n] + probs[n:]) / 2
 
     @torch.no_grad()
@@ -70,7 +63,31 @@ class Evaluator:
         crops = multicrop(image, self.crop)
         total = 0
         for chunk in crops.split(self.crop_batch):
-            with self._autocast():
-                logits = self.model(self._input(chunk))
-            total = total + F.softmax(logits.float(), dim=1).sum(0)
+            total = total + F.softmax(forward(self.model, self.norm, self.policy, chunk), dim=1).sum(0)
         return total / crops.shape[0]
+
+    def multicrops(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.multicrop(image) for image in images])
+
+
+PROTOCOLS = {"center": Evaluator.center, "dense": Evaluator.dense, "multicrop": Evaluator.multicrops}
+ALL_PROTOCOLS = tuple(PROTOCOLS) + tuple(COMBINED)
+
+
+def passes_for(protocols) -> list[str]:
+    """The protocols the network must run for the requested ones (a combination runs its parts)."""
+    needed = set()
+    for p in protocols:
+        needed.update(COMBINED.get(p, (p,)))
+    return [p for p in PROTOCOLS if p in needed]
+
+
+def average_scales(per_scale: dict) -> torch.Tensor:
+    """§4.2: the posteriors averaged over the test scales Q."""
+    return torch.stack(list(per_scale.values())).mean(0)
+
+
+def combine(name: str, probs: dict) -> torch.Tensor:
+    """§4.3: a combined protocol is the average of its parts' posteriors."""
+    parts = COMBINED[name]
+    return sum(probs[p] for p in parts) / len(parts)

@@ -2,22 +2,16 @@
 (config, train S, test Q, protocol, top-1 and top-5 error), as Markdown and CSV."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
+from ..data.transforms import Scale
 from ..errors import VGGError
-from .runner import RESULTS
+from ..tables import columns, render
+from .posteriors import RESULTS
 
-COLUMNS = ["config", "train S", "test Q", "protocol", "top-1 err (%)", "top-5 err (%)", "images"]
-
-
-def _s(scale) -> str:
-    if not scale:
-        return "-"
-    lo, hi = scale
-    return str(lo) if lo == hi else f"[{lo};{hi}]"
+COLUMNS = columns("config", "train S", "test Q", "protocol", ("top-1 err (%)", "top1_err", "{:.1f}"),
+                  ("top-5 err (%)", "top5_err", "{:.1f}"), "images")
 
 
 def collect_rows(dirs, per_scale: bool = False) -> list[dict]:
@@ -27,32 +21,21 @@ def collect_rows(dirs, per_scale: bool = False) -> list[dict]:
         if not path.is_file():
             raise VGGError(f"no evaluation results in {d} (expected {path})")
         r = json.loads(path.read_text())
-        config = r.get("arch") or "?"
+        train = Scale(*r["train_scale"]).paper() if r.get("train_scale") else "-"
         for protocol, v in r["protocols"].items():
             scales = r.get("scales") or []
-            rows.append({"config": config, "train S": _s(r.get("train_scale")),
+            rows.append({"config": r.get("arch") or "?", "train S": train,
                          "test Q": ",".join(map(str, scales)) or "-", "protocol": protocol,
-                         "top-1 err (%)": f"{v['top1_err']:.1f}", "top-5 err (%)": f"{v['top5_err']:.1f}",
-                         "images": r.get("images", "")})
+                         "top1_err": v["top1_err"], "top5_err": v["top5_err"], "images": r.get("images", "")})
             if per_scale and len(scales) > 1:
                 for q, e in v.get("per_scale", {}).items():
-                    rows.append({**rows[-1], "test Q": q, "top-1 err (%)": f"{e['top1_err']:.1f}",
-                                 "top-5 err (%)": f"{e['top5_err']:.1f}"})
+                    rows.append({**rows[-1], "test Q": q, "top1_err": e["top1_err"], "top5_err": e["top5_err"]})
     return rows
 
 
 def markdown(rows, title: str | None = None) -> str:
-    lines = [f"### {title}", ""] if title else []
-    lines.append("| " + " | ".join(COLUMNS) + " |")
-    lines.append("|" + "---|" * len(COLUMNS))
-    for r in rows:
-        lines.append("| " + " | ".join(str(r[c]) for c in COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
+    return render(rows, COLUMNS, "markdown", title)
 
 
 def to_csv(rows) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS)
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
+    return render(rows, COLUMNS, "csv")

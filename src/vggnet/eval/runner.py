@@ -1,42 +1,48 @@
 """``vggnet evaluate``: one checkpoint, one data set, several protocols and test scales in one pass.
 
-Each image is decoded once and rescaled to every Q; equal-sized inputs are batched (per protocol,
-scale and size) up to a batch size and a pixel budget, so large Q stays in bounded memory and
-small images share a batch; the 50 crops of an image at one scale are one batch. Per-image
-posteriors are saved (``posteriors.safetensors``: labels and, per protocol, the multi-scale average
-and each scale's own) so that fusion (Table 6) and tables need no network run.
+The steps: plan (weights, scales, data, device policy) -> one pass over the images -> the
+combination steps (§4.2 average over Q, §4.3 dense+multicrop) -> figures -> saved posteriors.
+
+In the pass each image is decoded once and rescaled to every Q; equal-sized inputs are batched
+(per protocol, scale and size) up to a batch size and a pixel budget, so large Q stays in bounded
+memory and small images share a batch; the 50 crops of an image at one scale are one batch.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..data.datasets import open_source
 from ..data.loaders import scaled_loader
-from ..data.transforms import Normalizer
+from ..data.transforms import MAX_SIDE, Normalizer, Scale, default_scales
+from ..engine.device import make_policy, resolve_device
 from ..errors import VGGError, unknown
-from ..fileio import atomic_write, write_json
 from ..models.weights import load_model
+from ..tables import columns, render
 from .metrics import topk_errors
-from .protocols import PROTOCOLS, Evaluator
+from .posteriors import RESULTS, save_posteriors, save_results
+from .protocols import ALL_PROTOCOLS, COMBINED, PROTOCOLS, Evaluator, average_scales, combine, passes_for
 
-POSTERIORS, RESULTS = "posteriors.safetensors", "results.json"
 
-
-def default_scales(meta: dict, crop: int, multi: bool) -> list[int]:
-    """Test scales Q from the training scale (§4.1 single, §4.2 multi), scaled by crop/224."""
-    train = meta.get("train") or {}
-    lo, hi = train.get("scale") or [round(256 * crop / 224)] * 2
-    step = round(32 * crop / 224)
-    if lo == hi:
-        qs = [lo - step, lo, lo + step] if multi else [lo]
-    else:
-        qs = [lo, (lo + hi) // 2, hi] if multi else [(lo + hi) // 2]
-    return sorted({max(crop, q) for q in qs})
+@dataclass
+class EvalOptions:
+    protocols: tuple = ("dense",)
+    scales: list | None = None  # test scales Q; default from the training scale (§4.1 / §4.2)
+    multi_scale: bool = False
+    device: str = "auto"
+    amp: str = "auto"  # bf16 autocast on CUDA unless "off"
+    channels_last: str = "auto"
+    workers: int = 0
+    batch_size: int = 32
+    pixel_budget: int = 4 * 512 * 683
+    half: bool = False  # store posteriors as float16
+    skip_unreadable: bool = False
+    data_root: str | None = None
+    progress: bool = False
 
 
 def parse_scales(text: str) -> list[int]:
@@ -70,135 +76,137 @@ class _Batcher:
                 self.run(k, [i for i, _ in items], torch.stack([t for _, t in items]))
 
 
-def evaluate(checkpoint, data, protocols=("dense",), scales=None, multi_scale=False, out=None, device="auto",
-             workers=0, batch_size=32, pixel_budget=4 * 512 * 683, half=False, skip_unreadable=False,
-             data_root=None, progress=False, force=False) -> dict:
-    for p in protocols:
-        if p not in PROTOCOLS:
-            raise unknown("protocol", p, PROTOCOLS)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
-    out = Path(out) if out else None
-    if out is not None and (out / RESULTS).exists() and not force:
-        raise VGGError(f"{out} already holds evaluation results; refusing to overwrite them (choose a new --out, or --force)")
-    model, meta = load_model(checkpoint, dev)
+def plan(checkpoint, data, opts: EvalOptions) -> dict:
+    """Everything checked and loaded before the pass: protocols, weights, scales, data, device."""
+    for p in opts.protocols:
+        if p not in ALL_PROTOCOLS:
+            raise unknown("protocol", p, ALL_PROTOCOLS)
+    if opts.batch_size < 1:
+        raise VGGError(f"--batch-size must be >= 1, got {opts.batch_size}")
+    policy = make_policy(resolve_device(opts.device), opts.amp, opts.channels_last)
+    model, meta = load_model(checkpoint, policy.device)
     model.eval()
+    policy.prepare(model)
     crop = model.crop_size
-    qs = sorted(set(scales)) if scales else default_scales(meta, crop, multi_scale)
-    small = [q for q in qs if q < crop]
-    if small:
-        raise VGGError(f"test scale Q={small[0]} is smaller than the crop size {crop}")
-    classes = meta.get("classes") or [str(i) for i in range(model.num_classes)]
-    if len(classes) != model.num_classes:
-        raise VGGError(f"checkpoint lists {len(classes)} classes but the net has {model.num_classes} outputs")
-    source = open_source(data, data_root, classes=classes)
-    cuda = dev.type == "cuda"
-    normalizer = Normalizer(meta.get("preprocessing") or {}).to(dev)
-    ev = Evaluator(model, normalizer, dev, amp=cuda, channels_last=cuda)
-    if cuda:
-        model.to(memory_format=torch.channels_last)
+    train_scale = Scale(*meta.train.scale) if meta.train else None
+    qs = sorted(set(opts.scales)) if opts.scales else default_scales(train_scale, crop, opts.multi_scale)
+    if qs[0] < crop:
+        raise VGGError(f"test scale Q={qs[0]} is smaller than the crop size {crop}")
+    if qs[-1] > MAX_SIDE:
+        raise VGGError(f"test scale Q={qs[-1]} is larger than {MAX_SIDE} pixels")
+    source = open_source(data, opts.data_root, classes=meta.classes)
+    evaluator = Evaluator(model, Normalizer(meta.preprocessing).to(policy.device), policy)
+    return dict(meta=meta, model=model, crop=crop, scales=qs, source=source, evaluator=evaluator,
+                passes=passes_for(opts.protocols), policy=policy)
 
-    n, c = len(source), model.num_classes
-    base = [p for p in protocols if p != "dense+multicrop"]
-    if "dense+multicrop" in protocols:
-        base = sorted(set(base) | {"dense", "multicrop"}, key=PROTOCOLS.index)
-    probs = {(p, q): torch.zeros(n, c) for p in base for q in qs}
-    seconds = defaultdict(float)
-    done = torch.zeros(n, dtype=torch.bool)
+
+def run_pass(p: dict, opts: EvalOptions) -> dict:
+    """The network over every readable image: posteriors per (pass protocol, Q), per image."""
+    source, qs, ev = p["source"], p["scales"], p["evaluator"]
+    n, c = len(source), p["model"].num_classes
+    probs = {(name, q): torch.zeros(n, c) for name in p["passes"] for q in qs}
+    seconds, done, unreadable = defaultdict(float), torch.zeros(n, dtype=torch.bool), []
 
     def run(key, indices, batch):
         protocol, q, _ = key
         t0 = time.perf_counter()
-        if protocol == "center":
-            out_probs = ev.center(batch)
-        elif protocol == "dense":
-            out_probs = ev.dense(batch)
-        else:
-            out_probs = torch.stack([ev.multicrop(im) for im in batch])
-        out_probs = out_probs.float().cpu()  # waits for the device: the timing is honest
+        out = PROTOCOLS[protocol](ev, batch).float().cpu()  # waits for the device: the timing is honest
         seconds[protocol] += time.perf_counter() - t0
-        probs[(protocol, q)][indices] = out_probs
+        probs[(protocol, q)][indices] = out
 
-    batcher = _Batcher(run, batch_size, pixel_budget)
-    unreadable = []
-    it = scaled_loader(source, qs, workers)
-    if progress:
+    batcher = _Batcher(run, opts.batch_size, opts.pixel_budget)
+    items = scaled_loader(source, qs, opts.workers)
+    if opts.progress:
         from tqdm import tqdm
-        it = tqdm(it, total=n, desc="evaluate", unit="img", dynamic_ncols=True)
+        items = tqdm(items, total=n, desc="evaluate", unit="img", dynamic_ncols=True)
     t_start = time.perf_counter()
-    for item in it:
-        i = item["index"]
+    for item in items:
         if "error" in item:
-            path, reason = item["error"]
-            if not skip_unreadable:
-                raise VGGError(f"unreadable image {path}: {reason} (use --skip-unreadable to exclude such "
-                               f"images; they are counted)")
-            unreadable.append(f"{path}: {reason}")
+            unreadable.append(_unreadable(item, opts))
             continue
-        done[i] = True
+        done[item["index"]] = True
         for q, image in item["images"].items():
-            size = tuple(image.shape[-2:])
-            for p in base:
-                if p == "multicrop":
-                    batcher.add(("multicrop", q, size), i, image)  # 50 crops per image: one batch each
-                    batcher.flush(("multicrop", q, size))
-                else:
-                    batcher.add((p, q, size), i, image)
+            for name in p["passes"]:
+                key = (name, q, tuple(image.shape[-2:]))
+                batcher.add(key, item["index"], image)
+                if name == "multicrop":
+                    batcher.flush(key)  # 50 crops per image: one batch each
     batcher.flush()
-    wall = time.perf_counter() - t_start
     keep = done.nonzero().flatten()
     if len(keep) == 0:
         raise VGGError("no readable images to evaluate")
-    labels = torch.tensor([source.samples[i][1] for i in keep.tolist()])
-    ids = [source.ids[i] for i in keep.tolist()]
-    final = {}
-    for p in base:
-        final[p] = torch.stack([probs[(p, q)][keep] for q in qs]).mean(0)  # §4.2: average over scales
-    if "dense+multicrop" in protocols:
-        final["dense+multicrop"] = (final["dense"] + final["multicrop"]) / 2  # §4.3
-        seconds["dense+multicrop"] = seconds["dense"] + seconds["multicrop"]
-    rows = {}
-    for p in protocols:
-        err = topk_errors(final[p], labels)
-        rows[p] = dict(err, images_per_s=len(keep) / max(seconds[p], 1e-9), scales=qs)
+    return dict(probs={k: v[keep] for k, v in probs.items()}, keep=keep.tolist(), seconds=seconds,
+                unreadable=unreadable, wall=time.perf_counter() - t_start)
+
+
+def _unreadable(item: dict, opts: EvalOptions) -> str:
+    path, reason = item["error"]
+    if not opts.skip_unreadable:
+        raise VGGError(f"unreadable image {path}: {reason} (use --skip-unreadable to exclude such "
+                       f"images; they are counted)")
+    return f"{path}: {reason}"
+
+
+def combine_all(protocols, qs, passed: dict) -> dict:
+    """The combination steps after the pass: per protocol and per Q, then averaged over Q (§4.2);
+    combined protocols (§4.3) per Q and over Q. Keys: "protocol" and "protocol@Q"."""
+    out = {}
+    for name in protocols:
+        per_q = {}
         for q in qs:
-            per_q = probs[(p, q)][keep] if p in base else (probs[("dense", q)][keep] + probs[("multicrop", q)][keep]) / 2
-            rows[p].setdefault("per_scale", {})[str(q)] = topk_errors(per_q, labels)
-    train = meta.get("train") or {}
-    result = dict(checkpoint=str(checkpoint), arch=meta.get("arch", {}).get("name"), arch_args=meta.get("arch"),
-                  train_scale=train.get("scale"), crop=crop, data=str(data), images=len(keep),
-                  unreadable=unreadable, scales=qs, protocols=rows, wall_seconds=wall, device=str(dev),
-                  classes=len(classes))
+            per_q[q] = (combine(name, {p: passed[(p, q)] for p in COMBINED[name]}) if name in COMBINED
+                        else passed[(name, q)])
+            out[f"{name}@{q}"] = per_q[q]
+        out[name] = (combine(name, {p: average_scales({q: passed[(p, q)] for q in qs}) for p in COMBINED[name]})
+                     if name in COMBINED else average_scales(per_q))
+    return out
+
+
+def summarise(p: dict, opts: EvalOptions, passed: dict, final: dict, labels, checkpoint, data) -> dict:
+    qs, meta = p["scales"], p["meta"]
+    rows = {}
+    for name in opts.protocols:
+        seconds = sum(passed["seconds"][part] for part in COMBINED.get(name, (name,)))
+        rows[name] = dict(topk_errors(final[name], labels), images_per_s=len(labels) / max(seconds, 1e-9), scales=qs,
+                          per_scale={str(q): topk_errors(final[f"{name}@{q}"], labels) for q in qs})
+    return dict(checkpoint=str(checkpoint), arch=meta.model.arch, arch_args=meta.model.kwargs(),
+                train_scale=list(meta.train.scale) if meta.train else None, crop=p["crop"], data=str(data),
+                images=len(labels), unreadable=passed["unreadable"], scales=qs, protocols=rows,
+                wall_seconds=passed["wall"], device=p["policy"].describe(), classes=len(meta.classes))
+
+
+def evaluate(checkpoint, data, protocols=("dense",), out=None, force=False, **options) -> dict:
+    """Evaluate `checkpoint` on `data` under `protocols` (see :class:`EvalOptions` for the rest).
+    With `out`, the posteriors and figures are saved there for fusion and tables."""
+    opts = EvalOptions(protocols=tuple(protocols), **options)
+    out = Path(out) if out else None
+    if out is not None and (out / RESULTS).exists() and not force:
+        raise VGGError(f"{out} already holds evaluation results; refusing to overwrite them (choose a new --out, or --force)")
+    p = plan(checkpoint, data, opts)
+    passed = run_pass(p, opts)
+    final = combine_all(opts.protocols, p["scales"], passed["probs"])
+    labels = torch.tensor([p["source"].samples[i][1] for i in passed["keep"]])
+    result = summarise(p, opts, passed, final, labels, checkpoint, data)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        tensors = {"labels": labels}
-        dtype = torch.float16 if half else torch.float32
-        for p in protocols:
-            tensors[f"probs/{p}"] = final[p].to(dtype).contiguous()
-        for (p, q), t in probs.items():
-            tensors[f"probs/{p}@{q}"] = t[keep].to(dtype).contiguous()
-        from safetensors.torch import save_file
-        header = {"ids": json.dumps(ids), "classes": json.dumps(classes), "scales": json.dumps(qs),
-                  "protocols": json.dumps(list(protocols))}
-        atomic_write(out / POSTERIORS, lambda tmp: save_file(tensors, tmp, metadata=header))
-        write_json(out / RESULTS, result)
+        saved = dict(final, **{f"{k[0]}@{k[1]}": v for k, v in passed["probs"].items()})
+        save_posteriors(out, [p["source"].ids[i] for i in passed["keep"]], list(p["meta"].classes), labels, saved,
+                        p["scales"], list(opts.protocols), opts.half)
+        save_results(out, result)
     return result
+
+
+RESULT_COLUMNS = columns("protocol", ("top-1 err", "top1_err", "{:.2f}%"), ("top-5 err", "top5_err", "{:.2f}%"),
+                         ("images/s", "images_per_s", "{:.1f}"))
 
 
 def format_table(result: dict) -> str:
     qs = ",".join(str(q) for q in result["scales"])
-    lines = [f"{result['arch']} (train S={_fmt_s(result['train_scale'])}, test Q={{{qs}}}, "
-             f"{result['images']} images, {result['device']})",
-             f"{'protocol':<16} {'top-1 err':>9} {'top-5 err':>9} {'images/s':>9}"]
-    for p, r in result["protocols"].items():
-        lines.append(f"{p:<16} {r['top1_err']:>8.2f}% {r['top5_err']:>8.2f}% {r['images_per_s']:>9.1f}")
+    train = Scale(*result["train_scale"]).paper() if result["train_scale"] else "?"
+    title = (f"{result['arch']} (train S={train}, test Q={{{qs}}}, {result['images']} images, "
+             f"{result['device']})")
+    rows = [dict(r, protocol=name) for name, r in result["protocols"].items()]
+    text = render(rows, RESULT_COLUMNS, title=title)
     if result["unreadable"]:
-        lines.append(f"{len(result['unreadable'])} unreadable images excluded")
-    return "\n".join(lines)
-
-
-def _fmt_s(scale) -> str:
-    if not scale:
-        return "?"
-    lo, hi = scale
-    return str(lo) if lo == hi else f"[{lo};{hi}]"
+        text += f"\n{len(result['unreadable'])} unreadable images excluded"
+    return text

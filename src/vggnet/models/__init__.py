@@ -1,12 +1,14 @@
-"""The networks of Table 1: registry, module, initialisation and weights I/O."""
+"""The networks of Table 1: registry, module, metadata, initialisation and weights I/O."""
 from .configs import TABLE1, TORCHVISION_NAMES, WARM_START_LAYERS, parse_config, weight_layers
 from .init import INIT_SCHEMES, init_weights, warm_start
+from .meta import PRESETS, ArchSpec, Preprocessing, TrainInfo, WeightsMeta
 from .vgg import VGG, check_crop_size
-from .weights import (PREPROCESSING, check_state_dict, export_torchvision, import_torchvision, load_model,
-                      read_weights, save_weights)
-from .zoo import complexity, create_model, list_models
+from .weights import (build_checked, check_state_dict, export_torchvision, import_torchvision, is_vggnet_file,
+                      load_model, read_meta, read_weights, save_weights)
+from .zoo import complexity, create_model, list_models, model_from_spec
 
 __all__ = ["TABLE1", "TORCHVISION_NAMES", "WARM_START_LAYERS", "parse_config", "weight_layers", "INIT_SCHEMES",
-           "init_weights", "warm_start", "VGG", "check_crop_size", "PREPROCESSING", "check_state_dict",
-           "export_torchvision", "import_torchvision", "load_model", "read_weights", "save_weights",
-           "complexity", "create_model", "list_models"]
+           "init_weights", "warm_start", "PRESETS", "ArchSpec", "Preprocessing", "TrainInfo", "WeightsMeta", "VGG",
+           "check_crop_size", "build_checked", "check_state_dict", "export_torchvision", "import_torchvision",
+           "is_vggnet_file", "load_model", "read_meta", "read_weights", "save_weights", "complexity",
+           "create_model", "list_models", "model_from_spec"]

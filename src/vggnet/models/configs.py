@@ -28,7 +28,7 @@ TABLE1: dict[str, tuple[str, ...]] = {
 # Which torchvision constructor holds the same architecture (for weight import/export).
 TORCHVISION_NAMES = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
 
-# LRN parameters of Krizhevsky et al. 2012 (SPEC §1). PyTorch's LocalResponseNorm divides alpha
+# LRN parameters of Krizhevsky et al. 2012 (§2.1). PyTorch's LocalResponseNorm divides alpha
 # by the window size, as Caffe does, so these are the paper's numbers unchanged.
 LRN_PARAMS = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
 

@@ -14,7 +14,7 @@ INIT_SCHEMES = ("gaussian", "glorot")
 @torch.no_grad()
 def init_weights(model: VGG, scheme: str = "gaussian", std: float = 0.01) -> VGG:
     """Re-initialise every weight layer: ``gaussian`` draws weights from N(0, std) (the released
-    models used std 0.01; the text's "10^-2 variance" is ambiguous, SPEC §2), ``glorot`` uses
+    models used std 0.01; the text's "10^-2 variance" is ambiguous), ``glorot`` uses
     Glorot & Bengio's uniform rule, which the paper notes trains deep nets without pre-training.
     Biases start at 0; BN at identity."""
     if scheme not in INIT_SCHEMES:
@@ -59,8 +59,8 @@ def warm_start(target: VGG, source: VGG, layers=None) -> list[str]:
     layers = list(WARM_START_LAYERS if layers is None else layers)
     for name in layers:
         if name not in src or name not in dst:
-            where = "source" if name not in src else "target"
-            raise VGGError(f"cannot warm-start layer {name}: the {where} net ({(source if where == 'source' else target).config}) has no such layer")
+            where, net = ("source", source) if name not in src else ("target", target)
+            raise VGGError(f"cannot warm-start layer {name}: the {where} net ({net.arch}) has no such layer")
         for attr in ("weight", "bias"):
             a, b = getattr(src[name], attr), getattr(dst[name], attr)
             if a.shape != b.shape:

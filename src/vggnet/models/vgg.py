@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import VGGError
 from .configs import LRN_PARAMS, parse_config
+from .meta import ArchSpec
 
 FC_NAMES = ("fc6", "fc7", "fc8")
 
@@ -29,10 +30,15 @@ def scaled_width(channels: int, width: float) -> int:
 
 
 class VGG(nn.Module):
-    def __init__(self, config: str, num_classes: int = 1000, *, width: float = 1.0, fc_dim: int = 4096,
-                 crop_size: int = 224, dropout: float = 0.5, batch_norm: bool = False):
+    """One net of Table 1. ``spec`` (an :class:`ArchSpec`) holds the arguments it was built from;
+    ``head`` says what the last layer (fc8) predicts: class scores, or boxes (App. A: one box for
+    all classes, ``scr``, or one per class, ``pcr``)."""
+
+    def __init__(self, arch: str, num_classes: int = 1000, *, width: float = 1.0, fc_dim: int = 4096,
+                 crop_size: int = 224, dropout: float = 0.5, batch_norm: bool = False, head: str = "classifier"):
         super().__init__()
-        self.config = config
+        self.spec = ArchSpec(arch, num_classes, width, fc_dim, crop_size, dropout, batch_norm, head)
+        self.arch = arch
         self.num_classes = num_classes
         self.crop_size = check_crop_size(crop_size)
         self.kernel = crop_size // 32  # fc6's spatial extent as a convolution (7 at 224)
@@ -42,7 +48,7 @@ class VGG(nn.Module):
         self.layer_index: dict[str, int] = {}
         self.output_index: dict[str, int] = {}
         channels = 3
-        for s, stage in enumerate(parse_config(config), start=1):
+        for s, stage in enumerate(parse_config(arch), start=1):
             for layer in stage:
                 if layer.is_conv:
                     out = scaled_width(layer.out_channels, width)
@@ -66,7 +72,7 @@ class VGG(nn.Module):
         self.classifier = nn.Sequential(
             nn.Linear(channels * self.kernel * self.kernel, fc_dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(fc_dim, fc_dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(fc_dim, num_classes),
+            nn.Linear(fc_dim, self.spec.outputs),
         )
 
     # -- layers by their paper names -------------------------------------------------------------
@@ -82,7 +88,7 @@ class VGG(nn.Module):
 
     # -- forward passes ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class scores (N, num_classes) for a batch of crop-sized images."""
+        """Outputs (N, outputs) for a batch of crop-sized images: class scores, or boxes."""
         if x.shape[-2:] != (self.crop_size, self.crop_size):
             raise VGGError(f"forward() takes {self.crop_size}x{self.crop_size} crops, got "
                            f"{tuple(x.shape[-2:])}; use dense() for other sizes")
@@ -94,20 +100,27 @@ class VGG(nn.Module):
         weight = fc.weight.view(fc.out_features, fc.in_features // (k * k), k, k)
         return F.conv2d(x, weight, fc.bias)
 
-    def dense_head(self, pool5: torch.Tensor, upto: str = "fc8") -> torch.Tensor:
-        """Apply fc6..`upto` as convolutions to a pool5 map (§3.2)."""
-        x = pool5
-        for i, name in enumerate(FC_NAMES):
+    def _head(self, pool5: torch.Tensor, wanted=("fc8",)):
+        """fc6, fc7, fc8 as convolutions over a pool5 map (§3.2), stopping after the last of
+        `wanted`; yields (name, activation) for each layer passed: fc6/fc7 after ReLU and dropout
+        (dropout is the identity in eval mode), fc8 raw."""
+        x, last = pool5, max(FC_NAMES.index(n) for n in wanted)
+        for i, name in enumerate(FC_NAMES[:last + 1]):
             x = self._fc_as_conv(3 * i, x)
             if name != "fc8":
                 x = F.dropout(F.relu(x), self.dropout, self.training)
-            if name == upto:
-                break
+            yield name, x
+
+    def dense_head(self, pool5: torch.Tensor, upto: str = "fc8") -> torch.Tensor:
+        """Apply fc6..`upto` as convolutions to a pool5 map (§3.2)."""
+        for _, x in self._head(pool5, (upto,)):
+            pass
         return x
 
     def dense(self, x: torch.Tensor) -> torch.Tensor:
-        """Class score map (N, num_classes, h, w) of the fully-convolutional net on any image with
-        both sides >= crop_size; h = floor(H/32) - crop/32 + 1, likewise w."""
+        """The fully-convolutional net's output map (N, outputs, h, w) on any image with both sides
+        >= crop_size: class scores (§3.2), or boxes for a box head (App. A: one per location);
+        h = floor(H/32) - crop/32 + 1, likewise w."""
         if min(x.shape[-2:]) < self.crop_size:
             raise VGGError(f"dense() needs both image sides >= crop size {self.crop_size}, "
                            f"got {tuple(x.shape[-2:])}")
@@ -137,12 +150,7 @@ class VGG(nn.Module):
                 out[index_to_name[i]] = x  # no in-place op follows a named output
         if need_fc:
             crop = x.shape[-2:] == (self.kernel, self.kernel)
-            for i, name in enumerate(FC_NAMES):
-                x = self._fc_as_conv(3 * i, x)
-                if name != "fc8":
-                    x = F.dropout(F.relu(x), self.dropout, self.training)
+            for name, x in self._head(x, [n for n in names if n in FC_NAMES]):
                 if name in wanted:
                     out[name] = torch.flatten(x, 1) if crop else x
-                if all(n in out for n in wanted):
-                    break
         return {n: out[n] for n in names}

@@ -1,10 +1,10 @@
 """Weights I/O.
 
 Our format is one ``.safetensors`` file: the state dict (torchvision key names) plus, in the
-safetensors header, a JSON document under the key ``vggnet`` with everything needed to use the
-weights: the architecture and its arguments, the class names, the preprocessing (channel order,
-value range, mean and std, PCA eigen-pairs for colour shift) and the recipe that produced them.
-Loading never unpickles anything.
+safetensors header, the metadata of :mod:`vggnet.models.meta` (architecture, classes,
+preprocessing, how the weights were trained) as one JSON document under the key ``vggnet``.
+Loading never unpickles anything, and checks every shape against the architecture before
+allocating the net.
 
 torchvision's VGG state dicts (``vgg11/13/16/19`` and their ``_bn`` variants) are imported and
 exported by key name and shape: the layout is the same, so the mapping is the identity on keys,
@@ -12,7 +12,6 @@ with the architecture inferred from the number of conv layers.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -20,54 +19,78 @@ import torch
 from ..errors import VGGError
 from ..fileio import atomic_write
 from .configs import TORCHVISION_NAMES
+from .meta import PRESETS, ArchSpec, WeightsMeta
 from .vgg import VGG
-from .zoo import create_model
+from .zoo import model_from_spec
 
-FORMAT = "vggnet-weights/1"
-
-# Preprocessing conventions users meet (SPEC §6): ours (RGB, 0-255, mean subtraction only, §2),
-# torchvision's (RGB, 0-1, mean/std) and the original Caffe release's (BGR, 0-255, mean pixel).
-IMAGENET_MEAN_RGB = [123.68, 116.779, 103.939]
-PREPROCESSING = {
-    "vggnet": dict(channel_order="RGB", value_range=255.0, mean=IMAGENET_MEAN_RGB, std=[1.0, 1.0, 1.0]),
-    "torchvision": dict(channel_order="RGB", value_range=1.0, mean=[0.485, 0.456, 0.406],
-                        std=[0.229, 0.224, 0.225]),
-    "caffe": dict(channel_order="BGR", value_range=255.0, mean=IMAGENET_MEAN_RGB[::-1], std=[1.0, 1.0, 1.0]),
-}
 TORCHVISION_TO_CONFIG = {v: k for k, v in TORCHVISION_NAMES.items()}
 CONV_COUNT_TO_CONFIG = {8: "A", 10: "B", 13: "D", 16: "E"}
+HEADER_KEY = "vggnet"
 
 
-def save_weights(path, model: VGG, meta: dict, extra_tensors: dict | None = None) -> Path:
-    """Write `model`'s weights and `meta` atomically. `extra_tensors` (e.g. optimizer state) are
-    stored beside the weights under their own key prefix."""
+def save_weights(path, model: VGG, meta, extra_tensors: dict | None = None) -> Path:
+    """Write `model`'s weights and `meta` (a :class:`WeightsMeta`, or a plain mapping read through
+    it) atomically. `extra_tensors` (e.g. optimizer state) are stored beside the weights under
+    their own key prefix. Non-finite weights are refused: a file we write is always usable."""
     from safetensors.torch import save_file
 
-    meta = dict(meta, format=FORMAT, arch=model.arch)
+    if not isinstance(meta, WeightsMeta):
+        meta = WeightsMeta.from_dict(dict(meta), str(path), model=model.spec)
+    meta = meta.replace(model=model.spec)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    for k, v in tensors.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise VGGError(f"refusing to write {path}: weight {k!r} is not finite (the run diverged)")
     for k, v in (extra_tensors or {}).items():
         tensors[k] = v.detach().to("cpu").contiguous()
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"vggnet": json.dumps(meta)}))
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={HEADER_KEY: meta.to_json()}))
 
 
-def read_weights(path) -> tuple[dict[str, torch.Tensor], dict]:
-    """The tensors and metadata of one of our weight files, with a clear error if it is not one."""
+def _header(path: Path) -> dict:
     from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    from safetensors.torch import safe_open
 
-    path = Path(path)
     if not path.is_file():
         raise VGGError(f"weights file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise VGGError(f"{path}: not a readable safetensors file ({e})") from None
-    if "vggnet" not in header:
+
+
+def is_vggnet_file(path) -> bool:
+    """Whether `path` is one of our weight files (a safetensors file with our metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        return HEADER_KEY in _header(path)
+    except VGGError:
+        return False
+
+
+def read_meta(path) -> WeightsMeta:
+    """The metadata of one of our weight files, checked, without reading its tensors."""
+    path = Path(path)
+    header = _header(path)
+    if HEADER_KEY not in header:
         raise VGGError(f"{path}: a safetensors file without vggnet metadata; import foreign weights "
                        f"with `vggnet convert`")
-    return tensors, json.loads(header["vggnet"])
+    return WeightsMeta.from_json(header[HEADER_KEY], str(path))
+
+
+def read_weights(path) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
+    """The tensors and metadata of one of our weight files, with a clear error if it is not one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    meta = read_meta(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise VGGError(f"{path}: not a readable safetensors file ({e})") from None
+    return tensors, meta
 
 
 def check_state_dict(model: torch.nn.Module, state: dict) -> None:
@@ -85,17 +108,25 @@ def check_state_dict(model: torch.nn.Module, state: dict) -> None:
                            f"(shape {tuple(state[key].shape)})")
 
 
-def load_model(path, device="cpu") -> tuple[VGG, dict]:
+def build_checked(spec: ArchSpec, state: dict, where="") -> VGG:
+    """The net of `spec` holding `state`. The shapes are checked on a net without storage first, so
+    a file whose metadata claims a huge net allocates nothing before it is refused."""
+    with torch.device("meta"):
+        skeleton = model_from_spec(spec)
+    try:
+        check_state_dict(skeleton, state)
+    except VGGError as e:
+        raise VGGError(f"{where}: {e}" if where else str(e)) from None
+    model = model_from_spec(spec)
+    model.load_state_dict(state)
+    return model
+
+
+def load_model(path, device="cpu") -> tuple[VGG, WeightsMeta]:
     """Build the model described by a weight file and load its weights. Returns (model, meta)."""
     tensors, meta = read_weights(path)
-    arch = meta.get("arch")
-    if not isinstance(arch, dict):
-        raise VGGError(f"{path}: metadata has no architecture")
-    model = create_model(**arch)
     state = {k: v for k, v in tensors.items() if not k.startswith("optim.")}
-    check_state_dict(model, state)
-    model.load_state_dict(state)
-    return model.to(device), meta
+    return build_checked(meta.model, state, str(path)).to(device), meta
 
 
 # -- torchvision ----------------------------------------------------------------------------------
@@ -131,12 +162,12 @@ def infer_torchvision_arch(state: dict) -> dict:
     fc6 = state["classifier.0.weight"]
     last_channels = state[convs[-1]].shape[0]
     side = int(round((fc6.shape[1] / last_channels) ** 0.5))
-    return dict(name=CONV_COUNT_TO_CONFIG[len(convs)], num_classes=int(state["classifier.6.weight"].shape[0]),
+    return dict(arch=CONV_COUNT_TO_CONFIG[len(convs)], num_classes=int(state["classifier.6.weight"].shape[0]),
                 width=first.shape[0] / 64, fc_dim=int(fc6.shape[0]), crop_size=32 * side,
                 batch_norm=any(k.endswith("running_mean") for k in state))
 
 
-def import_torchvision(path, arch: str | None = None, classes=None) -> tuple[VGG, dict]:
+def import_torchvision(path, arch: str | None = None, classes=None) -> tuple[VGG, WeightsMeta]:
     """Load a torchvision VGG state dict into our model. `arch` ("vgg16", "D", ...) is checked
     against the file; it is inferred when omitted. Returns (model, meta)."""
     state = _read_foreign_state(path)
@@ -146,24 +177,20 @@ def import_torchvision(path, arch: str | None = None, classes=None) -> tuple[VGG
         if want not in TORCHVISION_NAMES:
             raise VGGError(f"torchvision has no counterpart of {arch!r}; valid: "
                            + ", ".join(f"{v} ({k})" for k, v in TORCHVISION_NAMES.items()))
-        kwargs["name"] = want
+        kwargs["arch"] = want
         kwargs["batch_norm"] = arch.endswith("_bn") or kwargs["batch_norm"]
-    model = create_model(**kwargs)
-    check_state_dict(model, state)
-    model.load_state_dict(state)
+    model = build_checked(ArchSpec(**kwargs), state, str(path))
     n = kwargs["num_classes"]
     classes = list(classes) if classes is not None else [str(i) for i in range(n)]
     if len(classes) != n:
         raise VGGError(f"{len(classes)} class names given for a net with {n} outputs")
-    meta = dict(classes=classes, preprocessing=dict(PREPROCESSING["torchvision"]),
-                source=dict(kind="torchvision", file=str(path)))
-    return model, meta
+    return model, WeightsMeta(model.spec, classes, PRESETS["torchvision"], source=dict(kind="torchvision", file=str(path)))
 
 
 def export_torchvision(model: VGG, path) -> Path:
     """Write `model` as a torchvision-loadable state dict (``.pth``, or ``.safetensors``)."""
-    if model.config not in TORCHVISION_NAMES:
-        raise VGGError(f"torchvision has no counterpart of config {model.config}; exportable: "
+    if model.arch not in TORCHVISION_NAMES:
+        raise VGGError(f"torchvision has no counterpart of config {model.arch}; exportable: "
                        + ", ".join(f"{k} ({v})" for k, v in TORCHVISION_NAMES.items()))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if str(path).endswith(".safetensors"):

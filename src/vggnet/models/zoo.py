@@ -1,9 +1,10 @@
-"""The model registry: ``create_model(name, ...)``, ``list_models()`` and the zoo's figures
+"""The model registry: ``create_model(arch, ...)``, ``list_models()`` and the zoo's figures
 (parameters and multiply-accumulates, Table 2)."""
 from __future__ import annotations
 
 from ..errors import VGGError, unknown
 from .configs import TABLE1, parse_config, weight_layers
+from .meta import HEADS, ArchSpec
 from .vgg import VGG, check_crop_size, scaled_width
 
 
@@ -11,9 +12,11 @@ def list_models() -> list[str]:
     return list(TABLE1)
 
 
-def check_model_args(name, num_classes, width, fc_dim, crop_size, dropout) -> None:
-    if name not in TABLE1:
-        raise unknown("model", name, list_models())
+def check_model_args(arch, num_classes, width, fc_dim, crop_size, dropout, head="classifier") -> None:
+    if arch not in TABLE1:
+        raise unknown("model", arch, list_models())
+    if head not in HEADS:
+        raise unknown("head", head, HEADS)
     if not isinstance(num_classes, int) or num_classes < 1:
         raise VGGError(f"num_classes must be a positive integer, got {num_classes!r}")
     if not width > 0:
@@ -25,31 +28,34 @@ def check_model_args(name, num_classes, width, fc_dim, crop_size, dropout) -> No
     check_crop_size(crop_size)
 
 
-def create_model(name: str, num_classes: int = 1000, *, width: float = 1.0, fc_dim: int = 4096,
-                 crop_size: int = 224, dropout: float = 0.5, batch_norm: bool = False) -> VGG:
-    """Build configuration `name` of Table 1 ("A", "A-LRN", "B", "C", "D", "E", "B-5x5").
+def create_model(arch: str, num_classes: int = 1000, *, width: float = 1.0, fc_dim: int = 4096,
+                 crop_size: int = 224, dropout: float = 0.5, batch_norm: bool = False,
+                 head: str = "classifier") -> VGG:
+    """Build configuration `arch` of Table 1 ("A", "A-LRN", "B", "C", "D", "E", "B-5x5").
 
     ``width`` scales the conv channels and ``fc_dim`` the two hidden FC layers, so that tests and
     CPU demos can use tiny nets; at the defaults the nets are the paper's. ``batch_norm`` adds BN
-    after every conv (torchvision's ``vgg*_bn``; not in the paper). Weights are PyTorch's default
-    initialisation: call :func:`vggnet.models.init_weights` for the paper's.
+    after every conv (torchvision's ``vgg*_bn``; not in the paper). ``head`` is what fc8 predicts:
+    class scores, or a box regressor of Appendix A (``scr``: 4 outputs, ``pcr``: 4 per class).
+    Weights are PyTorch's default initialisation: call :func:`vggnet.models.init_weights` for the paper's.
     """
-    check_model_args(name, num_classes, width, fc_dim, crop_size, dropout)
-    model = VGG(name, num_classes, width=width, fc_dim=fc_dim, crop_size=crop_size, dropout=dropout,
-                batch_norm=batch_norm)
-    model.arch = dict(name=name, num_classes=num_classes, width=width, fc_dim=fc_dim,
-                      crop_size=crop_size, dropout=dropout, batch_norm=batch_norm)
-    return model
+    check_model_args(arch, num_classes, width, fc_dim, crop_size, dropout, head)
+    return VGG(arch, num_classes, width=width, fc_dim=fc_dim, crop_size=crop_size, dropout=dropout,
+               batch_norm=batch_norm, head=head)
 
 
-def complexity(name: str, num_classes: int = 1000, *, width: float = 1.0, fc_dim: int = 4096,
+def model_from_spec(spec: ArchSpec) -> VGG:
+    return create_model(**spec.kwargs())
+
+
+def complexity(arch: str, num_classes: int = 1000, *, width: float = 1.0, fc_dim: int = 4096,
                crop_size: int = 224, batch_norm: bool = False) -> dict:
     """Parameters and multiply-accumulates of one forward pass on a crop, computed from the table
     (no model is built, so this is cheap even for the full-size nets)."""
-    check_model_args(name, num_classes, width, fc_dim, crop_size, 0.0)
+    check_model_args(arch, num_classes, width, fc_dim, crop_size, 0.0)
     params = macs = 0
     channels, side = 3, crop_size
-    for stage in parse_config(name):
+    for stage in parse_config(arch):
         for layer in stage:
             if not layer.is_conv:
                 continue
@@ -61,4 +67,4 @@ def complexity(name: str, num_classes: int = 1000, *, width: float = 1.0, fc_dim
     for n_in, n_out in ((channels * side * side, fc_dim), (fc_dim, fc_dim), (fc_dim, num_classes)):
         params += n_in * n_out + n_out
         macs += n_in * n_out
-    return dict(name=name, weight_layers=weight_layers(name), params=params, macs=macs)
+    return dict(arch=arch, weight_layers=weight_layers(arch), params=params, macs=macs)

@@ -1,0 +1,81 @@
+"""What a net is trained to predict: the loss, the figures counted while training and validating,
+and which validation figure the plateau schedule watches.
+
+One training loop (``engine/train.py``) serves every objective: classification (§3.1: soft-max
+cross-entropy, top-1/top-5 error) here, and Appendix A's box regression (Euclidean loss,
+localisation error) in ``vggnet.localization``. An objective differs from another in its head,
+its loss, its figures and the targets its items carry; not in how an epoch runs, checkpoints,
+resumes or is distributed.
+
+The interface, for a new objective:
+
+- ``name``; ``head`` (the :class:`ArchSpec` head the net is built with); ``monitor``: the key of
+  the validation summary the plateau schedule watches (lower is better); ``figure``: the key
+  printed as the run's headline.
+- ``train_targets(source)`` / ``val_targets(source, crop)``: None, or a picklable
+  ``f(index, drawn) -> dict`` adding target fields to a loader item (``drawn``: how the image was
+  rescaled, cropped and flipped);
+- ``loss(outputs, batch)``: the loss *summed* over the batch (the loop divides by the batch size);
+- ``train_counts`` / ``val_counts(outputs, batch)``: tensors of summed counts, one per name in
+  ``train_fields`` / ``val_fields``;
+- ``summary(counts, n, prefix)``: those counts as the figures of the log (percentages).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..eval.metrics import topk_wrong
+
+
+class Classification:
+    """§3.1: multinomial logistic regression; top-1 error while training, top-1/top-5 on the
+    validation centre crops (§4.1)."""
+
+    name = "classification"
+    head = "classifier"
+    monitor = "val_top1_err"
+    train_fields = ("wrong1",)
+    val_fields = ("wrong1", "wrong5")
+
+    def train_targets(self, source):
+        return None
+
+    def val_targets(self, source, crop: int):
+        return None
+
+    def loss(self, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
+        return F.cross_entropy(outputs.float(), batch["labels"], reduction="sum")
+
+    def train_counts(self, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
+        return (outputs.detach().argmax(1) != batch["labels"]).sum().reshape(1)
+
+    def val_counts(self, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
+        wrong = topk_wrong(outputs.float(), batch["labels"], (1, 5))
+        return torch.tensor([wrong[1], wrong[5]], dtype=torch.float64)
+
+    def summary(self, counts: dict, n: float, prefix: str) -> dict:
+        n = max(n, 1)
+        out = {f"{prefix}_top1_err": 100 * counts["wrong1"] / n}
+        if "wrong5" in counts:
+            out[f"{prefix}_top5_err"] = 100 * counts["wrong5"] / n
+        return out
+
+    def epoch_line(self, record: dict) -> str:
+        return (f"train top-1 {record['train_top1_err']:5.1f}%  val top-1 {record['val_top1_err']:5.1f}%  "
+                f"top-5 {record['val_top5_err']:5.1f}%")
+
+    def curves(self) -> list[tuple[str, str]]:
+        """(log key, label) of the error curves ``vggnet plot`` draws."""
+        return [("train_top1_err", "train top-1 (augmented crops)"), ("val_top1_err", "val top-1 (centre crop)"),
+                ("val_top5_err", "val top-5")]
+
+
+OBJECTIVES = {"classification": Classification}
+
+
+def get_objective(name: str):
+    from ..errors import unknown
+    if name not in OBJECTIVES:
+        raise unknown("objective", name, OBJECTIVES)
+    return OBJECTIVES[name]()

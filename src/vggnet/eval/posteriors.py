@@ -1,0 +1,60 @@
+"""The per-image posteriors of an evaluation, saved once so that fusion (§4.4, Table 6), the tables
+and localisation's class guesses never rerun a network (STYLE: cached intermediate results).
+
+An evaluation folder holds ``posteriors.safetensors``: ``labels`` (N,) and, per protocol, the
+multi-scale posteriors ``probs/<protocol>`` (N, C) and each scale's own ``probs/<protocol>@<Q>``;
+its header gives the image ids (paths relative to the data root, in row order), the class names,
+the test scales and the protocols. ``results.json`` beside it holds the figures.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import VGGError
+from ..fileio import atomic_write, write_json
+
+POSTERIORS, RESULTS = "posteriors.safetensors", "results.json"
+
+
+def save_posteriors(out, ids: list[str], classes: list[str], labels: torch.Tensor, probs: dict,
+                    scales: list[int], protocols: list[str], half: bool = False) -> Path:
+    """`probs` maps "protocol" and "protocol@Q" to (N, C) posteriors."""
+    from safetensors.torch import save_file
+
+    dtype = torch.float16 if half else torch.float32
+    tensors = {"labels": labels.contiguous(), **{f"probs/{k}": v.to(dtype).contiguous() for k, v in probs.items()}}
+    header = {"ids": json.dumps(ids), "classes": json.dumps(classes), "scales": json.dumps(list(scales)),
+              "protocols": json.dumps(list(protocols))}
+    return atomic_write(Path(out) / POSTERIORS, lambda tmp: save_file(tensors, tmp, metadata=header))
+
+
+def load_posteriors(run_dir) -> dict:
+    """dict(dir, ids, classes, scales, protocols, labels, probs={name: float32 (N, C)}, results)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(run_dir) / POSTERIORS
+    if not path.is_file():
+        raise VGGError(f"no saved posteriors in {run_dir} (expected {path}; run `vggnet evaluate --out`)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        tensors = load_file(str(path))
+        fields = {k: json.loads(header[k]) for k in ("ids", "classes", "scales", "protocols")}
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
+        raise VGGError(f"{path}: not a posteriors file of `vggnet evaluate` ({type(e).__name__}: {e})") from None
+    labels = tensors.get("labels")
+    probs = {k[len("probs/"):]: v.float() for k, v in tensors.items() if k.startswith("probs/")}
+    n = len(fields["ids"])
+    if labels is None or len(labels) != n or any(v.shape != (n, len(fields["classes"])) for v in probs.values()):
+        raise VGGError(f"{path}: ids, labels and posteriors disagree in size")
+    results_path = Path(run_dir) / RESULTS
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    return dict(dir=str(run_dir), **fields, labels=labels, probs=probs, results=results)
+
+
+def save_results(out, result: dict) -> Path:
+    return write_json(Path(out) / RESULTS, result)
