@@ -1,0 +1,196 @@
+"""The image descriptor of Appendix B (SPEC §5).
+
+Per test scale Q: the whole image rescaled so its smallest side is Q, the net applied densely
+(§3.2), a named layer's map (fc7 after its ReLU by default; fc8 is removed in the paper, any name
+``model.extract`` accepts is allowed) average-pooled over space into a D-dim vector, and averaged
+with the same vector of the horizontally flipped image.
+
+Across scales the per-scale descriptors are stacked (concatenated in Q order), averaged or
+max-pooled, and the result is L2-normalised. Features are *saved* per scale and un-normalised, so
+one extraction serves every combination and any subset of its scales; the combination and the
+normalisation happen when an SVM is trained (:func:`descriptor_matrix`).
+
+Late fusion of several nets (the paper's D&E) stacks the nets' descriptors. Decision: each net's
+multi-scale descriptor is L2-normalised on its own before stacking, so each net weighs the same
+whatever the scale of its activations; the stack is normalised again (a constant 1/sqrt(#nets)).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.loaders import scaled_loader
+from ..data.transforms import Normalizer
+from ..errors import VGGError, unknown
+from .datasets import open_transfer_source, source_labels
+
+COMBINE_MODES = ("stack", "average", "max")
+PIXEL_BUDGET = 4 * 512 * 683  # pixels per batch before flipping: bounds memory at large Q
+
+
+def check_scales(scales, crop_size: int) -> list[int]:
+    qs = sorted({int(q) for q in scales})
+    if not qs:
+        raise VGGError("no test scale Q given")
+    small = [q for q in qs if q < crop_size]
+    if small:
+        raise VGGError(f"test scale Q={small[0]} is smaller than the crop size {crop_size}: dense "
+                       f"application needs the smallest side >= the crop (Appendix B, §3.2)")
+    return qs
+
+
+def pooled_descriptor(model, images: torch.Tensor, layer: str) -> torch.Tensor:
+    """Normalised (N, 3, H, W) images of one size -> (N, D) float32: `layer`'s map averaged over
+    space, then averaged with the flipped images' (Appendix B)."""
+    n = images.shape[0]
+    out = model.extract(torch.cat([images, images.flip(-1)]), [layer])[layer].float()
+    if out.dim() == 4:
+        out = out.mean(dim=(2, 3))  # global average pooling; a crop-sized input gives (N, D) already
+    return (out[:n] + out[n:]) / 2
+
+
+def combine_scales(per_scale, mode: str = "stack") -> np.ndarray:
+    """A list of (N, D) descriptors in Q order -> (N, D') un-normalised: ``stack`` concatenates
+    (D' = #Q * D), ``average`` and ``max`` pool elementwise over Q (D' = D)."""
+    arrays = [np.asarray(a, dtype=np.float32) for a in per_scale]
+    if not arrays:
+        raise VGGError("no per-scale descriptors to combine")
+    if mode == "stack":
+        return np.concatenate(arrays, axis=1)
+    if mode == "average":
+        return np.mean(arrays, axis=0, dtype=np.float32)
+    if mode == "max":
+        return np.max(arrays, axis=0)
+    raise unknown("scale combination", mode, COMBINE_MODES)
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm; an all-zero row (every unit silent) stays zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norm, np.finfo(np.float32).tiny)
+
+
+def descriptor_matrix(features: dict, combine: str = "stack", scales=None) -> np.ndarray:
+    """The SVM's input from a features dict: per net, the chosen scales (default: all) combined
+    and L2-normalised; nets stacked in their order and normalised again."""
+    qs = list(features["scales"]) if scales is None else sorted({int(q) for q in scales})
+    missing = [q for q in qs if q not in features["per_scale"]]
+    if missing:
+        raise VGGError(f"features were extracted at Q={features['scales']}, not at Q={missing}")
+    blocks, start = [], 0
+    for net in features["nets"]:
+        stop = start + int(net["dim"])
+        blocks.append(l2_normalise(combine_scales([features["per_scale"][q][:, start:stop] for q in qs], combine)))
+        start = stop
+    return blocks[0] if len(blocks) == 1 else l2_normalise(np.concatenate(blocks, axis=1))
+
+
+class _Batches:
+    """Equal-sized images grouped per (Q, size), run when a group is full or over the pixel budget."""
+
+    def __init__(self, run, batch_size: int, pixel_budget: int):
+        self.run, self.batch_size, self.pixel_budget = run, batch_size, pixel_budget
+        self.pending: dict = defaultdict(list)
+
+    def add(self, key, index: int, image: torch.Tensor):
+        items = self.pending[key]
+        items.append((index, image))
+        if len(items) >= self.batch_size or len(items) * image.shape[-1] * image.shape[-2] >= self.pixel_budget:
+            self.flush(key)
+
+    def flush(self, key=None):
+        for k in ([key] if key is not None else list(self.pending)):
+            items = self.pending.pop(k, [])
+            if items:
+                self.run(k, [i for i, _ in items], torch.stack([t for _, t in items]))
+
+
+@torch.no_grad()
+def compute_features(model, normalizer: Normalizer, source, scales, layer: str = "fc7", device="cpu",
+                     workers: int = 0, batch_size: int = 16, amp: bool = False, progress: bool = False,
+                     skip_unreadable: bool = False, pixel_budget: int = PIXEL_BUDGET) -> dict:
+    """Per-scale descriptors of every image of `source` (see the module doc).
+
+    Returns a features dict: ``per_scale`` {Q: (N, D) float32, un-normalised}, ``scales``, ``ids``,
+    ``classes``, ``labels`` ((N,) int64 or (N, C) int8), ``label_kind``, ``layer``, ``nets``
+    (provenance per net, here one), ``unreadable`` ("path: reason" of the images left out, only
+    with `skip_unreadable`; otherwise an unreadable image is an error), ``seconds``.
+    bf16 autocast is used only when `amp` is asked for and the device is CUDA.
+    """
+    device = torch.device(device)
+    qs = check_scales(scales, model.crop_size)
+    if layer not in model.feature_names():
+        raise unknown("layer", layer, model.feature_names())
+    model.eval()  # fc6/fc7 dropout off: the descriptor is deterministic
+    normalizer = normalizer.to(device)
+    use_amp = bool(amp) and device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+    n = len(source)
+    per_scale: dict[int, torch.Tensor] = {}
+
+    def run(key, indices, batch):
+        q = key[0]
+        with autocast():
+            d = pooled_descriptor(model, normalizer(batch.to(device, non_blocking=True)), layer).cpu()
+        if q not in per_scale:
+            per_scale[q] = torch.zeros(n, d.shape[1])
+        per_scale[q][indices] = d
+
+    batches = _Batches(run, batch_size, pixel_budget)
+    done = np.zeros(n, dtype=bool)
+    unreadable = []
+    items = scaled_loader(source, qs, workers)
+    if progress:
+        from tqdm import tqdm
+        items = tqdm(items, total=n, desc="features", unit="img", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    for item in items:
+        if "error" in item:
+            path, reason = item["error"]
+            if not skip_unreadable:
+                raise VGGError(f"unreadable image {path}: {reason} (skip such images to leave them out; "
+                               f"they are listed)")
+            unreadable.append(f"{path}: {reason}")
+            continue
+        done[item["index"]] = True
+        for q, image in item["images"].items():
+            batches.add((q, tuple(image.shape[-2:])), item["index"], image)
+    batches.flush()
+    seconds = time.perf_counter() - t0
+    keep = np.flatnonzero(done)
+    if len(keep) == 0:
+        raise VGGError("no readable images to describe")
+    kind, labels = source_labels(source)
+    arch = getattr(model, "arch", None) or {}
+    return dict(per_scale={q: per_scale[q][keep].numpy().astype(np.float32) for q in qs}, scales=qs,
+                ids=[source.ids[i] for i in keep], classes=list(source.classes), labels=labels[keep],
+                label_kind=kind, layer=layer, data=str(source.root), unreadable=unreadable,
+                nets=[dict(checkpoint=None, arch=arch.get("name"), layer=layer,
+                           dim=int(per_scale[qs[0]].shape[1]))],
+                seconds=seconds, images_per_s=len(keep) / max(seconds, 1e-9), amp=use_amp, device=str(device))
+
+
+def features_from_checkpoint(checkpoint, data, scales, layer: str = "fc7", data_root=None, device="auto",
+                             workers: int = 0, batch_size: int = 16, amp=None, progress: bool = False,
+                             skip_unreadable: bool = False) -> dict:
+    """Load a weights file and a target data set, and compute the features (bf16 on CUDA unless
+    `amp` is False). The features dict records the checkpoint, its architecture and the data path."""
+    from ..models.weights import load_model
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    model, meta = load_model(checkpoint, dev)
+    source = open_transfer_source(data, data_root)
+    normalizer = Normalizer(meta.get("preprocessing") or {})
+    features = compute_features(model, normalizer, source, scales, layer, dev, workers, batch_size,
+                                amp=(dev.type == "cuda") if amp is None else amp, progress=progress,
+                                skip_unreadable=skip_unreadable)
+    features["data"] = str(data)
+    features["nets"][0]["checkpoint"] = str(Path(checkpoint))
+    return features

@@ -1,0 +1,42 @@
+"""Table 11 of the paper from saved transfer results: one row per net / descriptor setting, one
+column per data set; VOC-style cells are mean AP (the AP definition is named in the header),
+Caltech-style cells are mean class recall, mean ± std over the splits. All in percent."""
+from __future__ import annotations
+
+from .protocols import load_results
+
+
+def _cell(result: dict, ap_kind: str) -> str:
+    if result["kind"] == "multi":
+        m = result["metrics"][ap_kind]
+        text = f"{m['mean']:.1f}" if m["mean"] is not None else "n/a"
+        total = len(result["classes"])
+        return text if m["classes_scored"] == total else f"{text} ({m['classes_scored']}/{total} classes)"
+    s = result["summary"]
+    return f"{s['mean']:.1f} ± {s['std']:.1f}" if s["splits"] > 1 else f"{s['mean']:.1f}"
+
+
+def _header(dataset: str, result: dict, ap_kind: str) -> str:
+    if result["kind"] == "multi":
+        return f"{dataset} (mAP, {ap_kind})"
+    return f"{dataset} (mean class recall, {result['summary']['splits']} splits)"
+
+
+def table11(results, ap_kind: str = "VOC07 11-point", title: str | None = None) -> str:
+    """Markdown table from result dicts (or paths to them). Rows and columns keep first-seen order;
+    a setting not run on a data set shows "-"."""
+    results = [load_results(r) if not isinstance(r, dict) else r for r in results]
+    rows: list[str] = []
+    columns: dict[str, str] = {}
+    cells: dict[tuple[str, str], str] = {}
+    for r in results:
+        if r["setting"] not in rows:
+            rows.append(r["setting"])
+        columns.setdefault(r["dataset"], _header(r["dataset"], r, ap_kind))
+        cells[(r["setting"], r["dataset"])] = _cell(r, ap_kind)
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| net / descriptor | " + " | ".join(columns.values()) + " |")
+    lines.append("|---|" + "---|" * len(columns))
+    for setting in rows:
+        lines.append(f"| {setting} | " + " | ".join(cells.get((setting, d), "-") for d in columns) + " |")
+    return "\n".join(lines) + "\n"
