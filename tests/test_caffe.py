@@ -9,7 +9,7 @@ from PIL import Image
 from vggnet.data.imagenet import imagenet_classes
 from vggnet.data.transforms import Normalizer
 from vggnet.errors import VGGError
-from vggnet.models import PREPROCESSING, create_model
+from vggnet.models import PRESETS, create_model
 from vggnet.models import caffe
 from vggnet.models.caffe import (CaffeLayer, caffe_layers, decode_caffemodel, encode_caffemodel, export_caffe,
                                  import_caffe, read_caffemodel)
@@ -51,14 +51,13 @@ def test_round_trip_gives_identical_tensors(tmp_path, config, fmt, width):
     model = tiny(config, width=width)
     path = export_caffe(model, tmp_path / "net.caffemodel", format=fmt)
     loaded, meta = import_caffe(path)
-    assert loaded.config == config
-    assert {k: v for k, v in loaded.arch.items() if k != "width"} == \
-        {k: v for k, v in model.arch.items() if k != "width"}
-    assert loaded.arch["width"] == pytest.approx(width, abs=1e-3)
+    assert loaded.arch == config
+    assert loaded.spec.replace(width=0) == model.spec.replace(width=0)
+    assert loaded.spec.width == pytest.approx(width, abs=1e-3)
     assert same_state(model, loaded)
-    assert meta["source"] == dict(kind="caffe", file=str(path), format=fmt, net_name=f"VGG_{config}")
-    assert meta["preprocessing"] == PREPROCESSING["caffe"]
-    assert meta["classes"] == ["0", "1", "2", "3", "4"]
+    assert meta.source == dict(kind="caffe", file=str(path), format=fmt, net_name=f"VGG_{config}")
+    assert meta.preprocessing == PRESETS["caffe"]
+    assert meta.classes == ["0", "1", "2", "3", "4"]
 
 
 def test_v1_writes_the_release_legacy_shapes_and_v2_blob_shapes(tmp_path):
@@ -82,7 +81,7 @@ def test_imported_net_reads_bgr_through_the_normalizer(tmp_path):
     rgb = uint8_batch()
     bgr_minus_mean = rgb.float().flip(1) - torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
     expected = model(bgr_minus_mean)
-    got = loaded(Normalizer(meta["preprocessing"])(rgb))
+    got = loaded(Normalizer(meta.preprocessing)(rgb))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     # The check has teeth: the same net fed RGB order gives something else.
     rgb_minus_mean = rgb.float() - torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
@@ -92,18 +91,18 @@ def test_imported_net_reads_bgr_through_the_normalizer(tmp_path):
 def test_export_of_an_rgb_net_flips_conv1_1(tmp_path):
     """A net trained on our RGB input, exported with its preprocessing, behaves in Caffe's BGR convention."""
     model = tiny("B").eval()
-    path = export_caffe(model, tmp_path / "net.caffemodel", preprocessing=PREPROCESSING["vggnet"])
+    path = export_caffe(model, tmp_path / "net.caffemodel", preprocessing=PRESETS["vggnet"])
     loaded, meta = import_caffe(path)
     loaded.eval()
     rgb = uint8_batch(seed=1)
-    expected = model(Normalizer(PREPROCESSING["vggnet"])(rgb))
-    torch.testing.assert_close(loaded(Normalizer(meta["preprocessing"])(rgb)), expected, rtol=1e-4, atol=1e-4)
+    expected = model(Normalizer(PRESETS["vggnet"])(rgb))
+    torch.testing.assert_close(loaded(Normalizer(meta.preprocessing)(rgb)), expected, rtol=1e-4, atol=1e-4)
     assert torch.equal(loaded.features[0].weight, model.features[0].weight.flip(1))
 
 
 def test_export_refuses_what_caffe_cannot_express(tmp_path):
     with pytest.raises(VGGError, match="cannot be expressed"):
-        export_caffe(tiny("A"), tmp_path / "a.caffemodel", preprocessing=PREPROCESSING["torchvision"])
+        export_caffe(tiny("A"), tmp_path / "a.caffemodel", preprocessing=PRESETS["torchvision"])
     with pytest.raises(VGGError, match="batch normalisation"):
         export_caffe(tiny("A", batch_norm=True), tmp_path / "b.caffemodel")
     with pytest.raises(VGGError, match="unknown Caffe format"):
@@ -114,9 +113,9 @@ def test_export_refuses_what_caffe_cannot_express(tmp_path):
 def test_a_1000_class_net_gets_the_imagenet_wnids(tmp_path):
     model = create_model("A", 1000, width=1 / 16, fc_dim=8, crop_size=32)
     _, meta = import_caffe(export_caffe(model, tmp_path / "net.caffemodel"))
-    assert meta["classes"] == imagenet_classes()
+    assert meta.classes == imagenet_classes()
     _, meta = import_caffe(tmp_path / "net.caffemodel", classes=[f"c{i}" for i in range(1000)])
-    assert meta["classes"][1] == "c1"
+    assert meta.classes[1] == "c1"
     with pytest.raises(VGGError, match="3 class names given for a net with 1000 outputs"):
         import_caffe(tmp_path / "net.caffemodel", classes=["a", "b", "c"])
 
@@ -279,13 +278,13 @@ def test_prototxt_defines_order_and_names(tmp_path):
     weights = tmp_path / "w.caffemodel"
     weights.write_bytes(encode_caffemodel(layers, "V1"))
     loaded, _ = import_caffe(weights)
-    assert loaded.config == "A"  # nothing in the weights says LRN
+    assert loaded.arch == "A"  # nothing in the weights says LRN
     v1_type = {"Convolution": "CONVOLUTION", "InnerProduct": "INNER_PRODUCT"}
     rest = "".join(f'layers {{ name: "{layer.name}" type: {v1_type[layer.type]} }}\n' for layer in layers[1:])
     proto = tmp_path / "deploy.prototxt"
     proto.write_text(V1_PROTOTXT + rest)
     loaded, meta = import_caffe(weights, prototxt=proto)
-    assert loaded.config == "A-LRN" and meta["source"]["prototxt"] == str(proto)
+    assert loaded.arch == "A-LRN" and meta.source["prototxt"] == str(proto)
     assert same_state(model, loaded)
     # V2 syntax; a layer the weights file lacks is an error naming it.
     proto.write_text('layer {\n  name: "conv1_1"\n  type: "Convolution"\n}\n'

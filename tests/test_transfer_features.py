@@ -157,7 +157,7 @@ def test_multilabel_features_file_keeps_int8(tmp_path):
 
 
 def test_loading_other_files_is_refused(tmp_path):
-    weights = save_weights(tmp_path / "w.safetensors", tiny("A"), {"classes": ["a"]})
+    weights = save_weights(tmp_path / "w.safetensors", tiny("A"), {"classes": list("abcde")})
     with pytest.raises(VGGError, match="not a features file .a weights file"):
         load_features(weights)
     (tmp_path / "t.safetensors").write_text("hello")

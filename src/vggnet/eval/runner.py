@@ -24,6 +24,7 @@ from ..errors import VGGError, unknown
 from ..models.weights import load_model
 from ..tables import columns, render
 from .metrics import topk_errors
+from .batching import SizeBatcher
 from .posteriors import RESULTS, save_posteriors, save_results
 from .protocols import ALL_PROTOCOLS, COMBINED, PROTOCOLS, Evaluator, average_scales, combine, passes_for
 
@@ -53,27 +54,6 @@ def parse_scales(text: str) -> list[int]:
     if not qs:
         raise VGGError("--scales is empty")
     return sorted(set(qs))
-
-
-class _Batcher:
-    """Collects equal-sized inputs per key and runs them together."""
-
-    def __init__(self, run, batch_size: int, pixel_budget: int):
-        self.run, self.batch_size, self.pixel_budget = run, batch_size, pixel_budget
-        self.pending: dict = defaultdict(list)
-
-    def add(self, key, index: int, tensor: torch.Tensor):
-        items = self.pending[key]
-        items.append((index, tensor))
-        pixels = tensor.shape[-1] * tensor.shape[-2] * len(items)
-        if len(items) >= self.batch_size or pixels >= self.pixel_budget:
-            self.flush(key)
-
-    def flush(self, key=None):
-        for k in ([key] if key is not None else list(self.pending)):
-            items = self.pending.pop(k, [])
-            if items:
-                self.run(k, [i for i, _ in items], torch.stack([t for _, t in items]))
 
 
 def plan(checkpoint, data, opts: EvalOptions) -> dict:
@@ -114,7 +94,7 @@ def run_pass(p: dict, opts: EvalOptions) -> dict:
         seconds[protocol] += time.perf_counter() - t0
         probs[(protocol, q)][indices] = out
 
-    batcher = _Batcher(run, opts.batch_size, opts.pixel_budget)
+    batcher = SizeBatcher(run, opts.batch_size, opts.pixel_budget)
     items = scaled_loader(source, qs, opts.workers)
     if opts.progress:
         from tqdm import tqdm

@@ -38,11 +38,10 @@ The configuration is inferred from the weights alone: the sequence of conv kerne
 
 The release's conv1_1 expects **BGR** input in 0-255 with the mean pixel (B, G, R) = (103.939,
 116.779, 123.68) subtracted. The imported weights are kept as they are and the metadata says so
-(``PREPROCESSING["caffe"]``); :class:`vggnet.data.transforms.Normalizer` then flips our RGB batches.
+(``PRESETS["caffe"]``); :class:`vggnet.data.transforms.Normalizer` then flips our RGB batches.
 """
 from __future__ import annotations
 
-import copy
 import math
 import re
 from dataclasses import dataclass, field
@@ -55,8 +54,8 @@ from ..errors import VGGError
 from ..fileio import atomic_write
 from .configs import TABLE1, parse_config
 from .vgg import FC_NAMES, VGG, scaled_width
-from .weights import PREPROCESSING
-from .zoo import create_model
+from .meta import PRESETS, ArchSpec, Preprocessing, WeightsMeta
+from .zoo import model_from_spec
 
 MAX_FILE_BYTES = 2 * 1024 ** 3  # the release's files are about 530 MiB (16 layers) and 550 MiB (19)
 MAX_PROTOTXT_BYTES = 16 * 1024 ** 2
@@ -432,7 +431,7 @@ def caffe_layers(model: VGG, preprocessing: dict | None = None) -> list[CaffeLay
     flip = _rgb_to_bgr(preprocessing)
     named = model.weight_layers()
     layers = []
-    for stage in parse_config(model.config):
+    for stage in parse_config(model.arch):
         for layer in stage:
             if not layer.is_conv:
                 layers.append(CaffeLayer(layer.name, "LRN"))
@@ -448,23 +447,21 @@ def caffe_layers(model: VGG, preprocessing: dict | None = None) -> list[CaffeLay
     return layers
 
 
-def _rgb_to_bgr(preprocessing: dict | None) -> bool:
+def _rgb_to_bgr(preprocessing) -> bool:
     """Whether conv1_1 must be flipped to express `preprocessing` as Caffe's input; refuse what a
     Caffe file cannot express (it stores no preprocessing: readers assume the release's)."""
     if preprocessing is None:
         return False
-    caffe = PREPROCESSING["caffe"]
-    order = str(preprocessing.get("channel_order", "RGB")).upper()
-    mean = list(preprocessing.get("mean", [0.0, 0.0, 0.0]))
-    mean_bgr = mean[::-1] if order == "RGB" else mean
-    same = (float(preprocessing.get("value_range", 255.0)) == caffe["value_range"]
-            and list(preprocessing.get("std", [1.0, 1.0, 1.0])) == caffe["std"]
-            and np.allclose(mean_bgr, caffe["mean"], atol=1e-3))
-    if order not in ("RGB", "BGR") or not same:
-        raise VGGError(f"a Caffe file stores no preprocessing and is read as the release's (BGR, 0-255, mean "
-                       f"pixel B,G,R = {', '.join(map(str, caffe['mean']))}); weights trained with {order}, "
-                       f"range {preprocessing.get('value_range')}, mean {mean}, std {preprocessing.get('std')} "
-                       f"cannot be expressed that way")
+    if not isinstance(preprocessing, Preprocessing):
+        preprocessing = Preprocessing.from_dict(preprocessing)
+    caffe, order = PRESETS["caffe"], preprocessing.channel_order
+    mean_bgr = preprocessing.mean[::-1] if order == "RGB" else preprocessing.mean
+    same = (preprocessing.value_range == caffe.value_range and preprocessing.std == caffe.std
+            and np.allclose(mean_bgr, caffe.mean, atol=1e-3))
+    if not same:
+        raise VGGError(f"a Caffe file stores no preprocessing and is read as the release's "
+                       f"({caffe.describe()}); weights expecting {preprocessing.describe()} cannot be expressed "
+                       f"that way")
     return order == "RGB"
 
 
@@ -475,7 +472,7 @@ def export_caffe(model: VGG, path, format: str = "V2", preprocessing: dict | Non
     deploy prototxts describe exported D and E nets. See :func:`caffe_layers` for `preprocessing`."""
     fmt = _check_format(format)
     layers = caffe_layers(model, preprocessing)
-    head = _length_field(NET_NAME, (name or f"VGG_{model.config}").encode())
+    head = _length_field(NET_NAME, (name or f"VGG_{model.arch}").encode())
 
     def write(tmp):
         with open(tmp, "wb") as f:
@@ -643,7 +640,7 @@ def _finish(config, width, items, weights, fcs, where):
         raise VGGError(f"{where}: layer {fcs[1].name}: weights of shape {w7.shape}, expected {(fc_dim, fc_dim)}")
     if w8.shape[1] != fc_dim:
         raise VGGError(f"{where}: layer {fcs[2].name}: {w8.shape[1]} inputs, expected {fc_dim} (fc7's outputs)")
-    kwargs = dict(name=config, num_classes=int(w8.shape[0]), width=width, fc_dim=int(fc_dim),
+    kwargs = dict(arch=config, num_classes=int(w8.shape[0]), width=width, fc_dim=int(fc_dim),
                   crop_size=32 * side)
     named = dict(zip(conv_names, weights))
     named.update(zip(FC_NAMES, (tuple(fc.blobs) for fc in fcs)))
@@ -771,7 +768,7 @@ def _apply_prototxt(layers: list[CaffeLayer], proto: list[tuple[str, str]], wher
 
 
 # -- import ---------------------------------------------------------------------------------------
-def import_caffe(path, prototxt=None, classes=None) -> tuple[VGG, dict]:
+def import_caffe(path, prototxt=None, classes=None) -> tuple[VGG, WeightsMeta]:
     """Load a Caffe VGG (the original release or any Table 1 net) into our model. Returns (model, meta)
     like :func:`vggnet.models.import_torchvision`; the preprocessing is Caffe's (BGR, 0-255, mean pixel).
 
@@ -784,7 +781,7 @@ def import_caffe(path, prototxt=None, classes=None) -> tuple[VGG, dict]:
     if prototxt is not None:
         layers = _apply_prototxt(layers, read_prototxt(prototxt), str(path), str(prototxt))
     kwargs, weights = match_table1(layers, str(path))
-    model = create_model(**kwargs)
+    model = model_from_spec(ArchSpec(**kwargs))
     named = model.weight_layers()
     with torch.no_grad():
         for name, (weight, bias) in weights.items():
@@ -805,5 +802,4 @@ def import_caffe(path, prototxt=None, classes=None) -> tuple[VGG, dict]:
         source["net_name"] = net.name
     if prototxt is not None:
         source["prototxt"] = str(prototxt)
-    meta = dict(classes=classes, preprocessing=copy.deepcopy(PREPROCESSING["caffe"]), source=source)
-    return model, meta
+    return model, WeightsMeta(model.spec, classes, PRESETS["caffe"], source=source)

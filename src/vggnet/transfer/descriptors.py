@@ -16,9 +16,7 @@ whatever the scale of its activations; the stack is normalised again (a constant
 """
 from __future__ import annotations
 
-import contextlib
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ import torch
 
 from ..data.loaders import scaled_loader
 from ..data.transforms import Normalizer
+from ..eval.batching import SizeBatcher
 from ..errors import VGGError, unknown
 from .datasets import open_transfer_source, source_labels
 
@@ -91,29 +90,9 @@ def descriptor_matrix(features: dict, combine: str = "stack", scales=None) -> np
     return blocks[0] if len(blocks) == 1 else l2_normalise(np.concatenate(blocks, axis=1))
 
 
-class _Batches:
-    """Equal-sized images grouped per (Q, size), run when a group is full or over the pixel budget."""
-
-    def __init__(self, run, batch_size: int, pixel_budget: int):
-        self.run, self.batch_size, self.pixel_budget = run, batch_size, pixel_budget
-        self.pending: dict = defaultdict(list)
-
-    def add(self, key, index: int, image: torch.Tensor):
-        items = self.pending[key]
-        items.append((index, image))
-        if len(items) >= self.batch_size or len(items) * image.shape[-1] * image.shape[-2] >= self.pixel_budget:
-            self.flush(key)
-
-    def flush(self, key=None):
-        for k in ([key] if key is not None else list(self.pending)):
-            items = self.pending.pop(k, [])
-            if items:
-                self.run(k, [i for i, _ in items], torch.stack([t for _, t in items]))
-
-
 @torch.no_grad()
-def compute_features(model, normalizer: Normalizer, source, scales, layer: str = "fc7", device="cpu",
-                     workers: int = 0, batch_size: int = 16, amp: bool = False, progress: bool = False,
+def compute_features(model, normalizer: Normalizer, source, scales, layer: str = "fc7", policy=None,
+                     workers: int = 0, batch_size: int = 16, progress: bool = False,
                      skip_unreadable: bool = False, pixel_budget: int = PIXEL_BUDGET) -> dict:
     """Per-scale descriptors of every image of `source` (see the module doc).
 
@@ -121,28 +100,30 @@ def compute_features(model, normalizer: Normalizer, source, scales, layer: str =
     ``classes``, ``labels`` ((N,) int64 or (N, C) int8), ``label_kind``, ``layer``, ``nets``
     (provenance per net, here one), ``unreadable`` ("path: reason" of the images left out, only
     with `skip_unreadable`; otherwise an unreadable image is an error), ``seconds``.
-    bf16 autocast is used only when `amp` is asked for and the device is CUDA.
+    `policy` (a :class:`vggnet.engine.device.DevicePolicy`; default the CPU in fp32) says where and
+    how the net runs: bf16 autocast and channels_last as for evaluation.
     """
-    device = torch.device(device)
+    from ..engine.device import DevicePolicy
+    policy = policy or DevicePolicy(torch.device("cpu"))
+    device = policy.device
     qs = check_scales(scales, model.crop_size)
     if layer not in model.feature_names():
         raise unknown("layer", layer, model.feature_names())
     model.eval()  # fc6/fc7 dropout off: the descriptor is deterministic
     normalizer = normalizer.to(device)
-    use_amp = bool(amp) and device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
     n = len(source)
     per_scale: dict[int, torch.Tensor] = {}
 
     def run(key, indices, batch):
         q = key[0]
-        with autocast():
-            d = pooled_descriptor(model, normalizer(batch.to(device, non_blocking=True)), layer).cpu()
+        x = normalizer(batch.to(device, non_blocking=True), channels_last=policy.channels_last)
+        with policy.autocast():
+            d = pooled_descriptor(model, x, layer).float().cpu()
         if q not in per_scale:
             per_scale[q] = torch.zeros(n, d.shape[1])
         per_scale[q][indices] = d
 
-    batches = _Batches(run, batch_size, pixel_budget)
+    batches = SizeBatcher(run, batch_size, pixel_budget)
     done = np.zeros(n, dtype=bool)
     unreadable = []
     items = scaled_loader(source, qs, workers)
@@ -167,30 +148,30 @@ def compute_features(model, normalizer: Normalizer, source, scales, layer: str =
     if len(keep) == 0:
         raise VGGError("no readable images to describe")
     kind, labels = source_labels(source)
-    arch = getattr(model, "arch", None) or {}
+
     return dict(per_scale={q: per_scale[q][keep].numpy().astype(np.float32) for q in qs}, scales=qs,
                 ids=[source.ids[i] for i in keep], classes=list(source.classes), labels=labels[keep],
                 label_kind=kind, layer=layer, data=str(source.root), unreadable=unreadable,
-                nets=[dict(checkpoint=None, arch=arch.get("name"), layer=layer,
+                nets=[dict(checkpoint=None, arch=model.arch, layer=layer,
                            dim=int(per_scale[qs[0]].shape[1]))],
-                seconds=seconds, images_per_s=len(keep) / max(seconds, 1e-9), amp=use_amp, device=str(device))
+                seconds=seconds, images_per_s=len(keep) / max(seconds, 1e-9), amp=policy.amp, device=policy.describe())
 
 
 def features_from_checkpoint(checkpoint, data, scales, layer: str = "fc7", data_root=None, device="auto",
-                             workers: int = 0, batch_size: int = 16, amp=None, progress: bool = False,
-                             skip_unreadable: bool = False) -> dict:
-    """Load a weights file and a target data set, and compute the features (bf16 on CUDA unless
-    `amp` is False). The features dict records the checkpoint, its architecture and the data path."""
+                             workers: int = 0, batch_size: int = 16, amp: str = "auto", channels_last: str = "auto",
+                             progress: bool = False, skip_unreadable: bool = False) -> dict:
+    """Load a weights file and a target data set, and compute the features under the device
+    policy (bf16 on CUDA unless `amp` is "off"). The features dict records the checkpoint, its
+    architecture and the data path."""
+    from ..engine.device import make_policy, resolve_device
     from ..models.weights import load_model
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
-    model, meta = load_model(checkpoint, dev)
+    policy = make_policy(resolve_device(device), amp, channels_last)
+    model, meta = load_model(checkpoint, policy.device)
+    policy.prepare(model)
     source = open_transfer_source(data, data_root)
-    normalizer = Normalizer(meta.get("preprocessing") or {})
-    features = compute_features(model, normalizer, source, scales, layer, dev, workers, batch_size,
-                                amp=(dev.type == "cuda") if amp is None else amp, progress=progress,
-                                skip_unreadable=skip_unreadable)
+    features = compute_features(model, Normalizer(meta.preprocessing), source, scales, layer, policy, workers,
+                                batch_size, progress=progress, skip_unreadable=skip_unreadable)
     features["data"] = str(data)
     features["nets"][0]["checkpoint"] = str(Path(checkpoint))
     return features
