@@ -13,6 +13,8 @@ Profiles (the paper's numbers times crop/224):
 - ``gpu``: crop 128, S in {146, 219}, jitter [146, 292]; the paper's widths, no BN, dropout 0.5.
 - ``cpu``: crop 32, S in {37, 55}, jitter [37, 73]; widths x1/4, FC 256, batch norm, no dropout
   (narrow nets train in minutes on 2 cores only this way; see docs/RESULTS.md).
+- ``cpu64``: as ``cpu`` at crop 64, S in {73, 110}, jitter [73, 146]: the starting nets of the
+  localisation and transfer experiments (``--only A-S73,D-S73,E-S73,D-S110,E-S110``).
 """
 from __future__ import annotations
 
@@ -34,6 +36,11 @@ PROFILES = {
                 batch=64, lr=0.05, epochs=dict(scratch=15, warm=10, finetune=6), patience=2),
     "gpu": dict(crop=128, s1=146, s2=219, jitter=(146, 292), net=["--width", "1", "--fc-dim", "4096", "--dropout", "0.5"],
                 batch=256, lr=0.01, epochs=dict(scratch=40, warm=25, finetune=12), patience=3),
+    # Crop 64 (the paper's x 2/7): pool5 maps of 2x2 and more at the test scales, so dense application
+    # gives several locations. The nets that localisation (App. A) and deep features (App. B) start from.
+    "cpu64": dict(crop=64, s1=73, s2=110, jitter=(73, 146), net=["--width", "0.25", "--fc-dim", "256", "--batch-norm",
+                                                                 "--dropout", "0"],
+                  batch=64, lr=0.05, epochs=dict(scratch=15, warm=10, finetune=6), patience=2),
     # A minute-long run of the whole script on tiny data, to check it end to end.
     "smoke": dict(crop=32, s1=32, s2=40, jitter=(32, 48), net=["--width", "0.0625", "--fc-dim", "32", "--batch-norm",
                                                               "--dropout", "0"],

@@ -120,8 +120,13 @@ def test_extract_matches_forward_and_unknown_names():
 
 def test_lrn_and_1x1_and_5x5_layers():
     alrn = tiny("A-LRN")
-    assert any(isinstance(m, torch.nn.LocalResponseNorm) and m.size == 5 and m.alpha == 1e-4 and m.beta == 0.75
-               and m.k == 2 for m in alrn.features)
+    lrn = next(m for m in alrn.features if isinstance(m, torch.nn.LocalResponseNorm))
+    assert lrn.size == 5 and lrn.beta == 0.75 and lrn.k == 2
+    # Krizhevsky's formula with alpha = 1e-4 *not* divided by the window: b = a / (2 + 1e-4 sum a^2)^0.75
+    a = torch.rand(1, 8, 3, 3) * 30
+    sq = torch.nn.functional.pad(a.pow(2), (0, 0, 0, 0, 2, 2))
+    window = sum(sq[:, i:i + 8] for i in range(5))
+    assert torch.allclose(lrn(a), a / (2 + 1e-4 * window) ** 0.75, rtol=1e-5)
     c = tiny("C").weight_layers()
     assert c["conv3_3"].kernel_size == (1, 1) and c["conv3_3"].padding == (0, 0)
     assert c["conv3_2"].kernel_size == (3, 3) and c["conv3_2"].padding == (1, 1)

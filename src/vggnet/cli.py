@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import VGGError
+from .errors import VGGError, describe
 
 
 # -- info / convert ---------------------------------------------------------------------------------
@@ -29,28 +29,19 @@ def cmd_info(args) -> None:
 
 
 def cmd_convert(args) -> None:
-    from .models import (TORCHVISION_NAMES, export_torchvision, import_torchvision, is_vggnet_file, load_model,
-                         save_weights)
+    from .models.configs import TORCHVISION_NAMES
+    from .models.convert import convert
 
-    src, dst = Path(args.src), Path(args.dst)
-    if dst.exists() and not args.force:
-        raise VGGError(f"{dst} exists; refusing to overwrite it (use --force)")
-    to = args.to
-    if to is None:
-        to = "torchvision" if is_vggnet_file(src) else "vggnet"
-    if to == "torchvision":
-        model, _ = load_model(src)
-        export_torchvision(model, dst)
-        print(f"wrote torchvision state dict of config {model.arch} "
-              f"({TORCHVISION_NAMES.get(model.arch, '?')}{'_bn' if model.spec.batch_norm else ''}) to {dst}")
+    r = convert(args.src, args.dst, args.to, **({} if args.to == "torchvision" else
+                                                dict(arch=args.arch, classes_path=args.classes, prototxt=args.prototxt)),
+                force=args.force)
+    if r["to"] == "torchvision":
+        print(f"wrote torchvision state dict of config {r['arch']} ({TORCHVISION_NAMES.get(r['arch'], '?')}"
+              f"{'_bn' if r['batch_norm'] else ''}) to {r['dst']}, class names to {r['classes_file']}"
+              + (f"; {r['folded']}" if r["folded"] else ""))
     else:
-        classes = None
-        if args.classes:
-            classes = [line.strip() for line in Path(args.classes).read_text().splitlines() if line.strip()]
-        model, meta = import_torchvision(src, arch=args.arch, classes=classes)
-        save_weights(dst, model, meta)
-        print(f"wrote config {model.arch} ({model.num_classes} classes, torchvision "
-              f"preprocessing) to {dst}")
+        print(f"wrote config {r['arch']} ({r['classes']} classes, {r['source']} preprocessing: {r['preprocessing']}) "
+              f"to {r['dst']}")
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -80,8 +71,9 @@ def cmd_data_check(args) -> None:
 def cmd_stats(args) -> None:
     from .data.datasets import open_source
     from .data.stats import compute_stats, save_stats
+    from .fileio import claim_output
 
-    out = Path(args.out)
+    out = claim_output(args.out, "statistics", args.force)
     source = open_source(args.data, args.root)
     stats = compute_stats(source, max_images=args.max_images, seed=args.seed, workers=args.workers,
                           progress=sys.stderr.isatty())
@@ -134,8 +126,11 @@ def cmd_train(args) -> None:
 
 def cmd_plot(args) -> None:
     from .engine.plot import plot_run
+    from .fileio import claim_output
 
-    print(plot_run(args.run_dir, args.out))
+    out = Path(args.out) if args.out else Path(args.run_dir) / "curves.png"
+    claim_output(out, "PNG", args.force or not args.out)  # the run's own curves.png is redrawn
+    print(plot_run(args.run_dir, out))
 
 
 # -- evaluate / fuse / report -------------------------------------------------------------------------
@@ -154,7 +149,11 @@ def cmd_evaluate(args) -> None:
 
 def cmd_fuse(args) -> None:
     from .eval.fusion import format_fusion, fuse, save_fusion
+    from .eval.posteriors import POSTERIORS, RESULTS
+    from .fileio import claim_folder
 
+    if args.out:
+        claim_folder(args.out, {POSTERIORS: "posteriors", RESULTS: "results"}, args.force)
     result = fuse(args.dirs, args.protocol)
     print(format_fusion(result))
     if args.out:
@@ -164,16 +163,21 @@ def cmd_fuse(args) -> None:
 
 def cmd_report(args) -> None:
     from .eval.report import collect_rows, markdown, to_csv
-    from .fileio import write_text
+    from .fileio import claim_output, write_text
 
+    md_path = csv_path = None
+    if args.out:
+        out = Path(args.out)
+        if out.suffix.lower() not in (".md", ".csv"):
+            raise VGGError(f"--out {out}: give a .md (Markdown, with a .csv beside it) or a .csv file name")
+        md_path, csv_path = (claim_output(out.with_suffix(s), k, args.force) for s, k in ((".md", "Markdown"), (".csv", "CSV")))
     rows = collect_rows(args.dirs, per_scale=args.per_scale)
     md = markdown(rows, args.title)
     print(md, end="")
-    if args.out:
-        out = Path(args.out)
-        write_text(out, md)
-        write_text(out.with_suffix(".csv"), to_csv(rows))
-        print(f"wrote {out} and {out.with_suffix('.csv')}")
+    if md_path:
+        write_text(md_path, md)
+        write_text(csv_path, to_csv(rows))
+        print(f"wrote {md_path} and {csv_path}")
 
 
 # -- demo ----------------------------------------------------------------------------------------------
@@ -195,11 +199,11 @@ def _commands_demo(sub) -> None:
     s = sub.add_parser("demo", help="the whole system on built-in data: synth, stats, train, evaluate, report")
     s.add_argument("--out", help="new report folder (default: ./vggnet-demo-<time>)")
     s.add_argument("--data", help="your image folder (class sub-folders, or train/ and val/) instead of the synthetic set")
-    s.add_argument("--epochs", type=int, help="epoch cap (default 25)")
+    s.add_argument("--epochs", type=integer(1, 100_000), help="epoch cap (default 25)")
     s.add_argument("--arch", help="config (default A)")
     s.add_argument("--crop", type=int, help="crop size (default 32)")
     s.add_argument("--scale", help="training scale S or Smin:Smax (default 32:48)")
-    s.add_argument("--workers", type=int)
+    s.add_argument("--workers", type=WORKERS)
     s.set_defaults(func=cmd_demo)
 
 
@@ -207,14 +211,16 @@ def _commands_weights(sub) -> None:
     s = sub.add_parser("info", help="the model zoo: Tables 1 and 2")
     s.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("convert", help="convert weights between torchvision and vggnet formats")
-    s.add_argument("src", help="input weights (.pth / .safetensors)")
+    s = sub.add_parser("convert", help="convert weights: torchvision or Caffe files in, torchvision files out")
+    s.add_argument("src", help="input weights (.pth / .safetensors / .caffemodel)")
     s.add_argument("dst", help="output file")
     s.add_argument("--to", choices=["vggnet", "torchvision"],
                    help="output format (default: torchvision if SRC is a vggnet file, else vggnet)")
     s.add_argument("--arch", help="expected torchvision architecture (vgg11, vgg16_bn, D, ...); inferred if omitted")
-    s.add_argument("--classes", help="text file with one class name per line, in output order")
-    s.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+    s.add_argument("--classes", help="text file with one class name per line, in output order (default: "
+                   "SRC's NAME.classes.txt, or the ImageNet-1k wnids for 1000 outputs)")
+    s.add_argument("--prototxt", help="the Caffe release's deploy .prototxt (optional; layer names and order)")
+    s.add_argument("--force", action="store_true", help="replace DST if it exists (a file of the same kind only)")
     s.set_defaults(func=cmd_convert)
 
 
@@ -224,26 +230,27 @@ def _commands_data(sub) -> None:
     dsub.required = True
     d = dsub.add_parser("synth", help="write the built-in synthetic data set (JPEGs, folder layout, boxes)")
     d.add_argument("--out", required=True, help="new folder to write")
-    d.add_argument("--classes", type=int, default=10)
-    d.add_argument("--per-class", type=int, default=100, help="training images per class")
-    d.add_argument("--val-per-class", type=int, help="validation images per class (default: per-class/4)")
-    d.add_argument("--size", type=int, default=96, help="image side in pixels")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--workers", type=int, default=_default_workers())
+    d.add_argument("--classes", type=integer(1, 40), default=10)
+    d.add_argument("--per-class", type=integer(1, 100_000), default=100, help="training images per class")
+    d.add_argument("--val-per-class", type=integer(1, 100_000), help="validation images per class (default: per-class/4)")
+    d.add_argument("--size", type=integer(32, 1024), default=96, help="image side in pixels")
+    d.add_argument("--seed", type=SEED, default=0)
+    d.add_argument("--workers", type=WORKERS, default=_default_workers())
     d.set_defaults(func=cmd_data_synth)
     d = dsub.add_parser("check", help="decode every image and list the unreadable ones with their reason")
     d.add_argument("data", help="image folder (any layout) or .csv/.tsv label file")
     d.add_argument("--root", help="root of the paths in a label file (default: its folder)")
-    d.add_argument("--workers", type=int, default=_default_workers())
+    d.add_argument("--workers", type=WORKERS, default=_default_workers())
     d.set_defaults(func=cmd_data_check)
 
     s = sub.add_parser("stats", help="training-set mean RGB and RGB covariance eigen-pairs (for PCA colour shift)")
     s.add_argument("data", help="image folder (class sub-folders) or .csv/.tsv label file")
     s.add_argument("--out", required=True, help="JSON file to write")
     s.add_argument("--root", help="root of the paths in a label file")
-    s.add_argument("--max-images", type=int, default=10_000)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--workers", type=int, default=_default_workers())
+    s.add_argument("--max-images", type=integer(1, 10_000_000), default=10_000)
+    s.add_argument("--force", action="store_true", help="replace an existing statistics file")
+    s.add_argument("--seed", type=SEED, default=0)
+    s.add_argument("--workers", type=WORKERS, default=_default_workers())
     s.set_defaults(func=cmd_stats)
 
 
@@ -254,7 +261,8 @@ def _commands_train(sub) -> None:
 
     s = sub.add_parser("plot", help="draw a run's loss, error and learning-rate curves to PNG")
     s.add_argument("run_dir")
-    s.add_argument("--out", help="PNG file (default RUN_DIR/curves.png)")
+    s.add_argument("--out", help="PNG file (default RUN_DIR/curves.png, redrawn each time)")
+    s.add_argument("--force", action="store_true", help="replace an existing PNG given as --out")
     s.set_defaults(func=cmd_plot)
 
 
@@ -272,8 +280,8 @@ def _commands_evaluation(sub) -> None:
     s.add_argument("--out", help="folder for posteriors.safetensors and results.json")
     s.add_argument("--device", default="auto")
     s.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA (fp32 throughout)")
-    s.add_argument("--workers", type=int, default=_default_workers())
-    s.add_argument("--batch-size", type=int, default=32, help="equal-sized images per batch")
+    s.add_argument("--workers", type=WORKERS, default=_default_workers())
+    s.add_argument("--batch-size", type=integer(1, 100_000), default=32, help="equal-sized images per batch")
     s.add_argument("--half", action="store_true", help="store posteriors as float16")
     s.add_argument("--skip-unreadable", action="store_true", help="exclude unreadable images (counted) instead of failing")
     s.add_argument("--force", action="store_true", help="overwrite results in --out")
@@ -283,11 +291,13 @@ def _commands_evaluation(sub) -> None:
     s.add_argument("dirs", nargs="+", help="evaluation folders")
     s.add_argument("--protocol", choices=PROTOCOLS)
     s.add_argument("--out", help="folder to save the fused posteriors")
+    s.add_argument("--force", action="store_true", help="replace a fusion saved in --out before")
     s.set_defaults(func=cmd_fuse)
 
     s = sub.add_parser("report", help="Markdown + CSV table of evaluation folders, in the layout of Tables 3-6")
     s.add_argument("dirs", nargs="+")
     s.add_argument("--out", help="Markdown file to write (a .csv is written beside it)")
+    s.add_argument("--force", action="store_true", help="replace existing tables")
     s.add_argument("--title")
     s.add_argument("--per-scale", action="store_true", help="also one row per single test scale")
     s.set_defaults(func=cmd_report)
@@ -297,12 +307,30 @@ COMMAND_GROUPS = [_commands_demo, _commands_weights, _commands_data, _commands_t
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vggnet", description="Very Deep ConvNets (Simonyan & Zisserman 2015)")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    p = Parser(prog="vggnet", description="Very Deep ConvNets (Simonyan & Zisserman 2015). "
+               "Add --debug anywhere to see the traceback of an error.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for add in COMMAND_GROUPS:
         add(sub)
     return p
+
+
+def integer(lo: int, hi: int):
+    """An argparse type: an integer in [lo, hi], refused with a one-line message otherwise."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo:,} and {hi:,}, got {value:,}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+WORKERS, SEED = integer(0, 256), integer(0, 2**32 - 1)
 
 
 def _default_workers() -> int:
@@ -310,17 +338,41 @@ def _default_workers() -> int:
     return min(8, max(1, (os.cpu_count() or 1)))
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors in the project's one-line form."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """The error boundary: every failure becomes one line and exit status 2 (``--debug``: the
+    traceback too); a closed pipe ends quietly; Ctrl-C is status 130."""
+    import os
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")  # paths that are not valid UTF-8
+    args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except VGGError as e:
-        print(f"vggnet {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        sys.stdout.flush()
+    except BrokenPipeError:  # `vggnet info | head -1`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print(f"vggnet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except SystemExit:
+        raise
+    except BaseException as e:
+        if debug:
+            raise
+        print(f"vggnet {args.command}: error: {describe(e)}", file=sys.stderr)
+        return 2
     return 0
 
 

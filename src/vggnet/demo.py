@@ -57,6 +57,8 @@ def run_demo(out=None, data=None, workers=None, progress=True, **overrides) -> d
 
     t_start = time.perf_counter()
     out = Path(out) if out else Path.cwd() / datetime.now().strftime("vggnet-demo-%Y%m%d-%H%M%S")
+    if out.exists() and not out.is_dir():
+        raise VGGError(f"{out} is a file; give a new folder for --out")
     if out.exists() and any(out.iterdir()):
         raise VGGError(f"{out} exists and is not empty; choose a new --out")
     if data is not None and not Path(data).is_dir():

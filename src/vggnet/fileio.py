@@ -1,24 +1,146 @@
-"""Writing files so that nothing already written is ever lost or half-written: write to a temporary
-file in the same folder, fsync it, then rename it over the target (atomic on POSIX)."""
+"""Writing files so that nothing already written is ever lost or half-written.
+
+- :func:`claim_output` is asked before any work: a command may write a path that does not exist;
+  it replaces an existing file only when told to (``--force``), and then only a file of the kind
+  it writes (a weight file is never replaced by a picture, whatever the flags). A folder is never
+  taken for a file.
+- :func:`atomic_write` writes to a temporary file in the same folder, fsyncs it, then renames it
+  over the target (atomic on POSIX): a crash leaves the old file or the new one, never half of
+  one. Temporary files left by a killed write of the same target are removed; files get the
+  usual permissions (0666 less the umask), not a temporary file's 0600.
+"""
 from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+from .errors import VGGError
+
+SUFFIX_KINDS = {".md": "Markdown", ".csv": "CSV", ".yaml": "YAML", ".yml": "YAML", ".txt": "text",
+                ".html": "HTML", ".onnx": "ONNX", ".caffemodel": "Caffe weights"}
+
+
+def _safetensors_kind(head: bytes, size: int, path: Path) -> str | None:
+    if len(head) < 9 or head[8:9] != b"{":
+        return None
+    n = struct.unpack("<Q", head[:8])[0]
+    if n > min(size - 8, 100_000_000):
+        return None
+    with open(path, "rb") as f:
+        f.seek(8)
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            return None
+    meta = header.get("__metadata__") or {} if isinstance(header, dict) else {}
+    if "vggnet" in meta:
+        return "vggnet weights"
+    if "ids" in meta and "protocols" in meta:
+        return "posteriors"
+    if "vggnet-features" in meta:
+        return "features"
+    if "vggnet-boxes" in meta:
+        return "box predictions"
+    return "safetensors"
+
+
+def _json_kind(path: Path) -> str:
+    try:
+        doc = json.loads(path.read_text())
+    except (ValueError, OSError, UnicodeDecodeError):
+        return "JSON"
+    if isinstance(doc, dict):
+        for key, kind in (("mean_rgb", "statistics"), ("protocols", "results"), ("splits", "splits")):
+            if key in doc:
+                return kind
+    return "JSON"
+
+
+def file_kind(path) -> str:
+    """What an existing path holds, read from its first bytes (and its name for text formats)."""
+    path = Path(path)
+    if path.is_dir():
+        return "folder"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return "unreadable file"
+    if head.startswith(b"\x89PNG"):
+        return "PNG"
+    if head.startswith(b"PK\x03\x04"):
+        return "PyTorch state dict"
+    kind = _safetensors_kind(head, size, path)
+    if kind:
+        return kind
+    if path.suffix == ".json" or head.lstrip()[:1] == b"{":
+        return _json_kind(path)
+    return SUFFIX_KINDS.get(path.suffix.lower(), "file")
+
+
+def claim_output(path, kind: str, force: bool = False) -> Path:
+    """Check, before any work, that `path` may be written as a `kind` file (see module doc)."""
+    path = Path(path)
+    if path.is_dir():
+        raise VGGError(f"{path} is a folder; give a file name to write")
+    if path.exists():
+        existing = file_kind(path)
+        if not force:
+            raise VGGError(f"{path} exists ({existing}); refusing to overwrite it (use --force to replace it "
+                           f"with a new {kind} file)")
+        if existing != kind:
+            raise VGGError(f"{path} holds a {existing} file, not a {kind} file; refusing to overwrite it, "
+                           f"even with --force")
+    check_writable_folder(path.parent)
+    return path
+
+
+def claim_folder(folder, outputs: dict[str, str], force: bool = False) -> Path:
+    """The same for an output folder that will hold files ``name -> kind``."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise VGGError(f"{folder} is a file ({file_kind(folder)}); give a folder to write into")
+    for name, kind in outputs.items():
+        claim_output(folder / name, kind, force)
+    return folder
+
+
+def check_writable_folder(folder) -> None:
+    """The folder exists (or can be made) and this process may create files in it."""
+    folder = Path(folder) if str(folder) else Path(".")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise VGGError(f"cannot write into {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise VGGError(f"cannot write into {folder}: permission denied")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` and move the result to `path` only once it is complete on disk."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed write of this file
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -41,6 +163,6 @@ def write_json(path, obj) -> Path:
 
 def write_text(path, text: str) -> Path:
     def write(tmp):
-        with open(tmp, "w") as f:
+        with open(tmp, "w", errors="backslashreplace") as f:
             f.write(text)
     return atomic_write(path, write)

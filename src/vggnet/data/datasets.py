@@ -38,6 +38,27 @@ class Source:
                       [self.ids[i] for i in indices])
 
 
+MAX_FILES = 20_000_000  # a walk that finds more is refused: no data set of this field is that large
+
+
+def walk_images(root) -> list[str]:
+    """Every image file under `root`, in a stable order, following links to folders but entering
+    each real folder once: a link loop (``class/up -> ..``) ends, and a folder reached twice
+    through links does not count its images twice."""
+    seen, out = set(), []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        out += [os.path.join(dirpath, name) for name in sorted(filenames) if is_image_file(name)]
+        if len(out) > MAX_FILES:
+            raise VGGError(f"{root}: more than {MAX_FILES:,} image files; refusing to list them all")
+    return out
+
+
 def image_folder(root, classes: list[str] | None = None) -> Source:
     root = Path(root)
     if not root.is_dir():
@@ -55,13 +76,9 @@ def image_folder(root, classes: list[str] | None = None) -> Source:
     index = {c: i for i, c in enumerate(classes)}
     samples, ids = [], []
     for c in found:
-        for dirpath, dirnames, filenames in os.walk(root / c, followlinks=True):
-            dirnames.sort()
-            for name in sorted(filenames):
-                if is_image_file(name):
-                    path = os.path.join(dirpath, name)
-                    samples.append((path, index[c]))
-                    ids.append(os.path.relpath(path, root))
+        for path in walk_images(root / c):
+            samples.append((path, index[c]))
+            ids.append(os.path.relpath(path, root))
     if not samples:
         raise VGGError(f"{root}: no image files found in {len(found)} class folders "
                        f"(extensions: .jpg .jpeg .png ...)")
@@ -74,17 +91,26 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
     if not path.is_file():
         raise VGGError(f"label file not found: {path}")
     root = Path(root) if root is not None else path.parent
-    delimiter = "\t" if path.suffix.lower() in (".tsv", ".txt") and "\t" in path.read_text()[:4096] else ","
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if b"\0" in head:
+        raise VGGError(f"{path}: not a text label file (binary content; expected 'path,label' rows)")
+    delimiter = "\t" if path.suffix.lower() in (".tsv", ".txt") and b"\t" in head else ","
     rows = []
-    with open(path, newline="") as f:
-        for n, row in enumerate(csv.reader(f, delimiter=delimiter), start=1):
-            if not row or row[0].startswith("#"):
-                continue
-            if len(row) < 2:
-                raise VGGError(f"{path}:{n}: expected 'path{delimiter}label', got {row!r}")
-            if n == 1 and row[0].strip().lower() in ("path", "file", "filename", "image"):
-                continue
-            rows.append((row[0].strip(), row[1].strip()))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of a path
+            for n, row in enumerate(csv.reader(f, delimiter=delimiter), start=1):
+                if not row or row[0].startswith("#"):
+                    continue
+                if len(row) < 2:
+                    raise VGGError(f"{path}:{n}: expected 'path{delimiter}label', got {row!r}"[:300])
+                if n == 1 and row[0].strip().lower() in ("path", "file", "filename", "image"):
+                    continue
+                rows.append((row[0].strip(), row[1].strip()))
+    except UnicodeDecodeError as e:
+        raise VGGError(f"{path}: not UTF-8 text (byte {e.start}); a label file is 'path,label' rows") from None
+    except csv.Error as e:
+        raise VGGError(f"{path}: not a readable CSV file ({e})") from None
     if not rows:
         raise VGGError(f"{path}: the label file lists no images")
     labels = sorted({label for _, label in rows}, key=lambda s: (0, int(s)) if s.isdigit() else (1, s))
@@ -142,8 +168,9 @@ def image_files(target, root=None) -> list[str]:
     """Every image file of a folder (any layout, sub-folders included) or a label file's list."""
     target = Path(target)
     if target.is_dir():
-        paths = sorted(os.path.join(d, f) for d, _, files in os.walk(target, followlinks=True)
-                       for f in files if is_image_file(f))
+        paths = walk_images(target)
+    elif target.is_file() and is_image_file(target.name):
+        paths = [str(target)]
     elif target.is_file():
         paths = [p for p, _ in file_list(target, root).samples]
     else:

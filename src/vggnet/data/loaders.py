@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import VGGError
+from ..progress import progress as progress_bar
 from .datasets import Source
 from .images import ImageReadError, load_rgb
 from .transforms import TrainTransform, center_crop, rescale
@@ -135,9 +136,11 @@ class _TestImages(Dataset):
         path, label = self.source.samples[index]
         try:
             img = load_rgb(path, min_side=self.min_side)
+            return dict(self._make(img, index), label=label, index=index)
         except ImageReadError as e:
             return dict(error=(e.path, e.reason), index=index, label=label)
-        return dict(self._make(img, index), label=label, index=index)
+        except VGGError as e:  # e.g. too large once rescaled: this image, not the whole run, fails
+            return dict(error=(path, str(e)), index=index, label=label)
 
 
 def _chw(img) -> torch.Tensor:
@@ -220,8 +223,5 @@ class _Check(PathImages):
 def check_files(paths, workers: int = 0, progress: bool = False) -> list[tuple[str, str]]:
     """Decode every file; return (path, reason) for each one that cannot be read."""
     loader = DataLoader(_Check(list(paths)), batch_size=None, num_workers=workers, worker_init_fn=_worker_init)
-    it = loader
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(loader, total=len(paths), desc="check", unit="img")
+    it = progress_bar(loader, len(paths), "check", progress)
     return [(p, reason) for p, reason, _ in it if reason is not None]

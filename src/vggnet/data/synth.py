@@ -186,10 +186,18 @@ def make_synthetic(out, classes: int = 10, per_class: int = 100, val_per_class: 
     out = Path(out)
     if size < 32:
         raise VGGError(f"synthetic image size must be >= 32 pixels, got {size}")
-    if per_class < 1:
-        raise VGGError(f"--per-class must be >= 1, got {per_class}")
+    if not 1 <= per_class <= 100_000:
+        raise VGGError(f"--per-class must be between 1 and 100,000, got {per_class}")
+    if size > 1024:
+        raise VGGError(f"synthetic image size must be <= 1024 pixels, got {size}")
+    if val_per_class is not None and not 1 <= val_per_class <= 100_000:
+        raise VGGError(f"--val-per-class must be between 1 and 100,000, got {val_per_class}")
+    if workers < 0:
+        raise VGGError(f"--workers must be >= 0, got {workers}")
     names = class_names(classes)
     val_per_class = max(1, per_class // 4) if val_per_class is None else val_per_class
+    if out.exists() and not out.is_dir():
+        raise VGGError(f"{out} is a file; give a new folder for --out")
     if out.exists() and any(out.iterdir()):
         raise VGGError(f"{out} exists and is not empty; choose a new folder")
     jobs = []
@@ -201,12 +209,8 @@ def make_synthetic(out, classes: int = 10, per_class: int = 100, val_per_class: 
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_make_one, jobs, chunksize=32))
     else:
-        results = []
-        it = jobs
-        if progress:
-            from tqdm import tqdm
-            it = tqdm(jobs, desc="synth", unit="img")
-        results = [_make_one(j) for j in it]
+        from ..progress import progress as progress_bar
+        results = [_make_one(j) for j in progress_bar(jobs, len(jobs), "synth", progress)]
     for split in ("train", "val"):
         with open(out / f"boxes-{split}.csv", "w", newline="") as f:
             w = csv.writer(f)

@@ -28,6 +28,7 @@ from .images import load_rgb
 RESAMPLE = Image.BILINEAR  # antialiased when shrinking (Pillow uses the full filter support)
 COLOUR_ALPHA_STD = 0.1  # §3.1 / Krizhevsky et al. 2012: alpha_i ~ N(0, 0.1)
 MAX_SIDE = 4096  # the largest S or Q accepted: a 4096-pixel side already costs ~0.5 GB per image in the net
+MAX_SCALED_PIXELS = 24_000_000  # a rescaled test image larger than this (a panorama at a large Q) is refused
 
 
 class Scale(NamedTuple):
@@ -81,11 +82,14 @@ def default_scales(train_scale, crop: int, multi: bool = False) -> list[int]:
     """The test scales Q of §4.1 (one) and §4.2 (three) for a net trained at `train_scale`, both
     scaled by crop/224 so that small-crop nets follow the same rule. Fixed S: {S} or {S-32, S,
     S+32}; jittered S: {(Smin+Smax)/2} or {Smin, (Smin+Smax)/2, Smax}; unknown S: the paper's
-    S = 256. No Q is smaller than the crop."""
+    S = 256. No Q is smaller than the crop: where S-32 would be (a net trained at S = crop), the
+    three scales are {S, S+32, S+64}, still three."""
     lo, hi = Scale.parse(train_scale) if train_scale is not None else (round(256 * crop / 224),) * 2
-    step = round(32 * crop / 224)
+    step = max(1, round(32 * crop / 224))
     if lo == hi:
         qs = [lo - step, lo, lo + step] if multi else [lo]
+        if multi and qs[0] < crop:
+            qs = [max(crop, lo), max(crop, lo) + step, max(crop, lo) + 2 * step]
     else:
         qs = [lo, (lo + hi) // 2, hi] if multi else [(lo + hi) // 2]
     return sorted({max(crop, q) for q in qs})
@@ -128,8 +132,12 @@ class TrainTransform:
 
 
 def rescale(img: Image.Image, side: int) -> Image.Image:
-    """The whole image, isotropically rescaled to smallest side `side` (test scale Q, §3.2)."""
+    """The whole image, isotropically rescaled to smallest side `side` (test scale Q, §3.2). An
+    extreme aspect ratio whose rescaled image would exceed MAX_SCALED_PIXELS is refused."""
     w, h = scaled_size(img.width, img.height, side)
+    if w * h > MAX_SCALED_PIXELS:
+        raise VGGError(f"a {img.width}x{img.height} image rescaled to Q={side} would be {w}x{h} pixels, "
+                       f"over the limit of {MAX_SCALED_PIXELS:,}")
     return img if (w, h) == img.size else img.resize((w, h), RESAMPLE)
 
 

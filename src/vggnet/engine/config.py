@@ -52,7 +52,7 @@ class TrainConfig:
     init: str = "gaussian"
     init_std: float = 0.01
     init_from: str | None = None  # warm start (net A -> deeper net, or the same net at another S)
-    init_layers: str = "auto"  # auto | paper | all
+    init_layers: str = "auto"  # auto | paper | all | all-but-head
     seed: int = 0
     # -- run --
     out: str | None = None
@@ -70,11 +70,21 @@ class TrainConfig:
     recipe: str = ""  # name of the paper experiment this reproduces, e.g. "Table 3, D, S=256"
 
 
-CHOICES = {"on_bad_image": ("skip", "fail"), "init": ("gaussian", "glorot"), "init_layers": ("auto", "paper", "all"),
+CHOICES = {"on_bad_image": ("skip", "fail"), "init": ("gaussian", "glorot"), "init_layers": ("auto", "paper", "all", "all-but-head"),
            "amp": ("auto", "bf16", "off"), "channels_last": ("auto", "on", "off")}
 # Settings a resumed run may change; everything else must match the saved config.
-RESUME_MAY_CHANGE = {"resume", "device", "workers", "epochs", "progress", "tensorboard", "compile",
+RESUME_MAY_CHANGE = {"resume", "out", "device", "workers", "epochs", "progress", "tensorboard", "compile",
                      "checkpoint_minutes", "checkpoint_steps"}
+PATH_SETTINGS = ("data", "data_root", "val_data", "stats", "init_from", "out")
+
+
+def same_setting(name: str, old, new) -> bool:
+    """Equal, or (for paths) naming the same file: ``./run`` and ``run`` are one folder."""
+    if old == new:
+        return True
+    if name in PATH_SETTINGS and old and new:
+        return os.path.realpath(str(old)) == os.path.realpath(str(new))
+    return False
 
 
 def field_types() -> dict[str, type]:
@@ -135,16 +145,43 @@ def find_recipe(recipe: str) -> Path:
     raise VGGError(f"recipe not found: {recipe} (a YAML file, or one of the shipped recipes: {', '.join(names)})")
 
 
+MAX_RECIPE_BYTES = 64 * 1024
+
+
+def read_recipe(path: Path) -> dict:
+    """A recipe's settings: a small UTF-8 YAML mapping of names to plain values. Aliases are
+    refused (a recipe has no use for them, and a few hundred bytes of nested aliases expand to
+    gigabytes)."""
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise VGGError(f"{path}: {size:,} bytes; a recipe is a short settings file (at most {MAX_RECIPE_BYTES:,})")
+    try:
+        text = path.read_bytes().decode("utf-8")
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise VGGError(f"{path}: uses YAML aliases (*name); a recipe is a plain mapping of settings")
+        loaded = yaml.safe_load(text)
+    except UnicodeDecodeError as e:
+        raise VGGError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except yaml.YAMLError as e:
+        raise VGGError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise VGGError(f"{path}: a recipe is a mapping of settings (name: value), got {type(loaded).__name__}")
+    bad = [k for k in loaded if not isinstance(k, str)]
+    if bad:
+        raise VGGError(f"{path}: setting names must be words, got {bad[0]!r}")
+    nested = [k for k, v in loaded.items() if isinstance(v, (dict, list)) and k != "scale"]
+    if nested:
+        raise VGGError(f"{path}: setting {nested[0]!r} must be a single value")
+    return loaded
+
+
 def load_config(recipe: str | None = None, overrides: dict | None = None) -> TrainConfig:
     values = {}
     if recipe:
         path = find_recipe(recipe)
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise VGGError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(loaded, dict):
-            raise VGGError(f"{path}: a recipe is a mapping of settings")
+        loaded = read_recipe(path)
         base = path.parent
         for k, v in loaded.items():
             k = k.replace("-", "_")

@@ -12,6 +12,7 @@ The interface, for a new objective:
 - ``name``; ``head`` (the :class:`ArchSpec` head the net is built with); ``monitor``: the key of
   the validation summary the plateau schedule watches (lower is better); ``figure``: the key
   printed as the run's headline.
+- ``check_source(source)``: refuse training data the objective cannot learn from;
 - ``train_targets(source)`` / ``val_targets(source, crop)``: None, or a picklable
   ``f(index, drawn) -> dict`` adding target fields to a loader item (``drawn``: how the image was
   rescaled, cropped and flipped);
@@ -37,6 +38,13 @@ class Classification:
     monitor = "val_top1_err"
     train_fields = ("wrong1",)
     val_fields = ("wrong1", "wrong5")
+
+    def check_source(self, source) -> None:
+        """A classifier needs two classes at least (one class trains to loss 0 and learns nothing)."""
+        from ..errors import VGGError
+        if len(source.classes) < 2:
+            raise VGGError(f"{source.root}: {len(source.classes)} class ({', '.join(source.classes)}); "
+                           f"classification needs at least 2")
 
     def train_targets(self, source):
         return None

@@ -8,7 +8,6 @@ file is written into the run folder; the colour statistics, the slowest step, co
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,9 @@ from ..errors import VGGError
 from ..models import VGG, create_model, init_weights, load_model, warm_start
 from ..models.meta import Preprocessing, TrainInfo, WeightsMeta
 from .checkpoint import LAST, TrainState, load_last, load_optimizer_tensors
-from .config import RESUME_MAY_CHANGE, TrainConfig, save_config, to_dict
+from .config import RESUME_MAY_CHANGE, TrainConfig, same_setting, save_config, to_dict
+
+LOCK = "run.lock"
 from .device import DevicePolicy, make_policy
 from .distributed import Dist
 from .schedule import PlateauSchedule
@@ -48,6 +49,7 @@ class Run:
     schedule: PlateauSchedule
     meta: WeightsMeta
     state: TrainState
+    lock: object = None  # the open lock file of the run folder (rank 0)
 
     @property
     def local_batch(self) -> int:
@@ -59,24 +61,66 @@ class Run:
         return min(self.sampler.steps_per_epoch, cap) if cap else self.sampler.steps_per_epoch
 
 
+# What a run writes before its first checkpoint: a folder holding only these (a run killed early,
+# or refused after its config was written) can be started again, or resumed from zero.
+BEFORE_CHECKPOINT = {"config.yaml", "stats.json", LOCK}
+
+
+def _leftovers_only(run: Path) -> bool:
+    return all(p.name in BEFORE_CHECKPOINT or (p.name.startswith(".") and p.name.endswith(".tmp"))
+               for p in run.iterdir())
+
+
+def saved_config(run: Path) -> dict:
+    path = run / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise VGGError(f"{path}: damaged ({' '.join(str(e).split())[:200]})") from None
+    return saved if isinstance(saved, dict) else {}
+
+
 def check_run_dir(cfg: TrainConfig) -> None:
-    """A new run needs an empty (or absent) folder; a resumed one its checkpoint and the same
-    settings, except those that may change between sessions."""
+    """A new run needs an empty folder (or one left by a run stopped before its first checkpoint);
+    a resumed one the same settings as before, except those that may change between sessions."""
     run = Path(cfg.out)
+    if run.exists() and not run.is_dir():
+        raise VGGError(f"run folder {run} is a file; give a folder for --out")
     if not cfg.resume:
-        if run.exists() and (not run.is_dir() or any(run.iterdir())):
+        if run.exists() and not _leftovers_only(run):
             raise VGGError(f"run folder {run} is not empty; refusing to overwrite it (use --resume to continue "
                            f"that run, or choose a new --out)")
         return
-    if not (run / LAST).is_file():
-        raise VGGError(f"nothing to resume in {run}: no {LAST}")
-    saved = run / "config.yaml"
-    old = yaml.safe_load(saved.read_text()) if saved.is_file() else {}
-    new = to_dict(cfg)
-    diff = [k for k in new if k not in RESUME_MAY_CHANGE and k in old and old[k] != new[k]]
+    if not (run / "config.yaml").is_file() and not (run / LAST).is_file():
+        raise VGGError(f"nothing to resume in {run}: no {LAST} and no config.yaml")
+    old, new = saved_config(run), to_dict(cfg)
+    diff = [k for k in new if k not in RESUME_MAY_CHANGE and k in old and not same_setting(k, old[k], new[k])]
     if diff:
         raise VGGError("--resume with settings that differ from the run's config.yaml: "
                        + ", ".join(f"{k} ({old[k]!r} -> {new[k]!r})" for k in diff))
+
+
+def lock_run_dir(run: Path):
+    """An exclusive lock on the run folder for this process's lifetime (released by the system
+    even when the process is killed): two runs never write into one folder."""
+    import fcntl
+    import os
+
+    handle = open(run / LOCK, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise VGGError(f"another vggnet train (pid {holder}) is writing into {run}; wait for it or stop it") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def open_data(cfg: TrainConfig) -> tuple[Source, Source]:
@@ -87,20 +131,56 @@ def open_data(cfg: TrainConfig) -> tuple[Source, Source]:
     return split_holdout(source, cfg.val_fraction, cfg.seed)
 
 
-def build_net(cfg: TrainConfig, num_classes: int, head: str) -> tuple[VGG, dict | None]:
+def warm_layers(choice: str, source: VGG, target: VGG):
+    """Which layers a warm start copies: ``paper`` (§3.1: A's first four convs and three FC layers),
+    ``all`` (the same net at another scale, S=384 from S=256), ``all-but-head`` (a new head: another
+    class count, or a box regressor, App. A); ``auto`` picks from the two nets' shapes."""
+    if choice != "auto":
+        return {"paper": None}.get(choice, choice)
+    if source.spec.replace(dropout=0.0) == target.spec.replace(dropout=0.0):
+        return "all"
+    if source.spec.replace(dropout=0.0, num_classes=1, head="classifier") == \
+            target.spec.replace(dropout=0.0, num_classes=1, head="classifier"):
+        return "all-but-head"
+    return None
+
+
+def build_net(cfg: TrainConfig, num_classes: int, head: str, restoring: bool = False):
     """The net of the recipe, initialised (§3.1): random (Gaussian / Glorot), then, with
-    ``init_from``, a warm start: the paper's layers from a net A, or every layer from the same
-    net trained at another scale (S=384 from S=256). Returns (net, what was warm-started)."""
+    ``init_from``, a warm start. Returns (net, what was warm-started, the source's preprocessing)."""
     torch.manual_seed(cfg.seed)
     net = create_model(cfg.arch, num_classes, width=cfg.width, fc_dim=cfg.fc_dim, crop_size=cfg.crop,
                        dropout=cfg.dropout, batch_norm=cfg.batch_norm, head=head)
     init_weights(net, cfg.init, cfg.init_std)
-    if not cfg.init_from or cfg.resume:
-        return net, None
-    source, _ = load_model(cfg.init_from)
-    same = source.spec.replace(dropout=0.0) == net.spec.replace(dropout=0.0)
-    layers = "all" if cfg.init_layers == "all" or (cfg.init_layers == "auto" and same) else None
-    return net, dict(source=cfg.init_from, layers=warm_start(net, source, layers))
+    if not cfg.init_from or restoring:  # a checkpoint will overwrite every weight
+        return net, None, None
+    source, source_meta = load_model(cfg.init_from)
+    copied = warm_start(net, source, warm_layers(cfg.init_layers, source, net))
+    return net, dict(source=cfg.init_from, layers=copied), source_meta.preprocessing
+
+
+def inherited_preprocessing(cfg: TrainConfig, source: Preprocessing | None, stats: dict) -> Preprocessing:
+    """The run's preprocessing: the training set's mean (§2.1), or, for a warm start, the source
+    net's own (its first layer was trained on that input: replacing it would silently change what
+    the copied weights see); the PCA colour-shift pairs always come from the training data."""
+    mine = Preprocessing.from_stats(stats)
+    if source is None:
+        return mine
+    return dataclasses.replace(source, pca_eigval=mine.pca_eigval, pca_eigvec=mine.pca_eigvec)
+
+
+def check_inheritance(cfg: TrainConfig, source: Preprocessing | None) -> None:
+    """A warm start keeps the source's preprocessing; statistics given with --stats that say
+    otherwise are refused rather than silently overruled."""
+    if source is None or not cfg.stats:
+        return
+    given = Preprocessing.from_stats(load_stats(cfg.stats))
+    close = source.channel_order == "RGB" and source.value_range == 255.0 and source.std == (1.0, 1.0, 1.0) \
+        and max(abs(a - b) for a, b in zip(source.mean, given.mean)) < 0.5
+    if not close:
+        raise VGGError(f"--init-from {cfg.init_from} expects its input as {source.describe()}, but --stats "
+                       f"{cfg.stats} says {given.describe()}; a warm start keeps the source's preprocessing: "
+                       f"drop --stats (the colour-shift statistics are then computed from the data)")
 
 
 def colour_stats(cfg: TrainConfig, dist: Dist, run_dir: Path, source: Source) -> dict:
@@ -111,11 +191,11 @@ def colour_stats(cfg: TrainConfig, dist: Dist, run_dir: Path, source: Source) ->
     if dist.is_main:
         if cfg.stats:
             stats = load_stats(cfg.stats)
-        elif (run_dir / "stats.json").is_file():
+        elif (run_dir / "stats.json").is_file() and cfg.resume:
             stats = load_stats(run_dir / "stats.json")
         else:
             stats = compute_stats(source, cfg.stats_max_images, cfg.seed, cfg.workers,
-                                  progress=cfg.progress and sys.stderr.isatty())
+                                  progress=cfg.progress)
             save_stats(run_dir / "stats.json", stats)
     return dist.broadcast_object(stats)
 
@@ -140,8 +220,9 @@ def restore(run: "Run") -> None:
     run.net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("optim.")})
     load_optimizer_tensors(run.optimizer, tensors)
     run.state = state
-    run.meta = run.meta.replace(train=dataclasses.replace(run.meta.train,
-                                                          warm_start=saved.train.warm_start if saved.train else None))
+    run.meta = run.meta.replace(preprocessing=saved.preprocessing, train=dataclasses.replace(
+        run.meta.train, warm_start=saved.train.warm_start if saved.train else None))
+    run.normalizer = Normalizer(saved.preprocessing).to(run.policy.device)
     run.schedule = PlateauSchedule.from_state(state.schedule)
     for g in run.optimizer.param_groups:
         g["lr"] = run.schedule.lr
@@ -161,14 +242,19 @@ def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
     run_dir = Path(cfg.out)
     policy = make_policy(dist.device, cfg.amp, cfg.channels_last)
     train_source, val_source = open_data(cfg)
+    objective.check_source(train_source)
     sampler = TrainBatches(len(train_source), cfg.batch_size, cfg.seed, dist.rank, dist.world_size)
     transform = TrainTransform(cfg.scale, cfg.crop)
-    net, warm = build_net(cfg, len(train_source.classes), objective.head)
+    restoring = cfg.resume and (run_dir / LAST).is_file()
+    net, warm, source_preprocessing = build_net(cfg, len(train_source.classes), objective.head, restoring)
+    check_inheritance(cfg, source_preprocessing)
+    lock = None
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not cfg.resume:
+        lock = lock_run_dir(run_dir)
+        if not (run_dir / "config.yaml").is_file() or not cfg.resume:
             save_config(run_dir / "config.yaml", cfg)
-    preprocessing = Preprocessing.from_stats(colour_stats(cfg, dist, run_dir, train_source))
+    preprocessing = inherited_preprocessing(cfg, source_preprocessing, colour_stats(cfg, dist, run_dir, train_source))
     loader = train_loader(train_source, transform, sampler, cfg.workers, pin_memory=policy.device.type == "cuda",
                           targets=objective.train_targets(train_source))
     val_scale = cfg.val_scale or default_scales(cfg.scale, cfg.crop)[0]
@@ -179,7 +265,8 @@ def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
     meta = WeightsMeta(net.spec, list(train_source.classes), preprocessing, info)
     run = Run(cfg, dist, policy, objective, run_dir, train_source, val_source, val_scale, sampler, loader,
               Normalizer(preprocessing).to(policy.device), net, net, optimizer, schedule, meta, TrainState())
-    if cfg.resume:
+    run.lock = lock
+    if restoring:
         restore(run)
     run.model = wrap(cfg, dist, net)
     return run

@@ -4,7 +4,6 @@ the unreadable files in ``bad_images.txt``, and TensorBoard scalars when asked. 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from ..errors import VGGError
@@ -51,11 +50,3 @@ class RunLog:
         if self.writer is not None:
             self.writer.close()
 
-
-def progress_bar(total: int, initial: int, desc: str, enabled: bool):
-    """A tqdm bar on a terminal; None when stderr is a file (no carriage-return frames in logs)."""
-    if not (enabled and sys.stderr.isatty()):
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, initial=initial, unit="img", unit_scale=True, desc=desc, leave=False,
-                dynamic_ncols=True, mininterval=1.0)

@@ -29,7 +29,8 @@ from .checkpoint import LAST, save_best, save_final, save_last
 from .config import TrainConfig, validate as validate_config
 from .objectives import Classification
 from .run import Run, build_run
-from .runlog import RunLog, progress_bar
+from ..progress import bar as progress_bar
+from .runlog import RunLog
 
 SYNC_EVERY = 10  # steps between host synchronisations (finiteness check, progress, stop flag)
 
@@ -159,9 +160,11 @@ def _gather_bad(run: Run, bad: list[str]) -> list[str]:
 
 def _check_finite(run: Run, value: float, epoch: int, step: int) -> None:
     if not math.isfinite(value):
-        raise VGGError(f"loss is not finite at epoch {epoch + 1}, step {step}; stopping. The last checkpoint "
-                       f"({run.run_dir / LAST}) holds the weights of the last good step it saved; "
-                       f"try a lower --lr or --init glorot")
+        state = run.state
+        kept = (f"{run.run_dir / LAST} still holds epoch {state.epoch + 1}, step {state.step}"
+                if (run.run_dir / LAST).is_file() else "no checkpoint had been written yet")
+        raise VGGError(f"loss is not finite at epoch {epoch + 1}, step {step}: the run diverged; stopping "
+                       f"({kept}); try a lower --lr, or --init glorot")
 
 
 def train_one_epoch(run: Run, epoch: int, stop: StopFlag) -> dict:
@@ -236,8 +239,19 @@ def validate(run: Run) -> dict:
     return dict(figures, val_images=int(n), val_unreadable=int(counts[-1].item()))
 
 
+def _diverged(run: Run, epoch: int, step: int) -> VGGError:
+    state = run.state
+    kept = (f"{LAST} still holds epoch {state.epoch + 1}, step {state.step}" if (run.run_dir / LAST).is_file()
+            else "no checkpoint had been written yet")
+    return VGGError(f"the run diverged: the weights are not finite at epoch {epoch + 1}, step {step}; nothing was "
+                    f"written ({kept}); try a lower --lr, or --init glorot")
+
+
 def checkpoint(run: Run, epoch: int, step: int, partial: dict | None) -> None:
-    """Record the position (the next step to run) and write ``last`` (rank 0)."""
+    """Record the position (the next step to run) and write ``last`` (rank 0). Weights that are
+    not finite are never written: the previous checkpoint stays as it was."""
+    if not all(torch.isfinite(p).all() for p in run.net.parameters()):
+        raise _diverged(run, epoch if step else epoch - 1, step or run.steps_per_epoch)
     state = run.state
     state.epoch, state.step, state.partial = epoch, step, partial
     state.schedule = run.schedule.state_dict()
@@ -294,6 +308,8 @@ def train(cfg: TrainConfig, objective=None) -> dict:
             summary = run_epochs(run, log)
         finally:
             log.close()
+            if run.lock is not None:
+                run.lock.close()
         if summary["status"] == "done" and d.is_main:
             save_final(run.run_dir, run.net, run.meta, run.state.history[-1] if run.state.history else None)
         # Rank 0 is still writing when the others finish: tearing the group down under it aborts

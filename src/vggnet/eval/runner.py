@@ -21,11 +21,13 @@ from ..data.loaders import scaled_loader
 from ..data.transforms import MAX_SIDE, Normalizer, Scale, default_scales
 from ..engine.device import make_policy, resolve_device
 from ..errors import VGGError, unknown
+from ..fileio import claim_folder
 from ..models.weights import load_model
+from ..progress import progress
 from ..tables import columns, render
 from .metrics import topk_errors
 from .batching import SizeBatcher
-from .posteriors import RESULTS, save_posteriors, save_results
+from .posteriors import POSTERIORS, RESULTS, save_posteriors, save_results
 from .protocols import ALL_PROTOCOLS, COMBINED, PROTOCOLS, Evaluator, average_scales, combine, passes_for
 
 
@@ -95,10 +97,7 @@ def run_pass(p: dict, opts: EvalOptions) -> dict:
         probs[(protocol, q)][indices] = out
 
     batcher = SizeBatcher(run, opts.batch_size, opts.pixel_budget)
-    items = scaled_loader(source, qs, opts.workers)
-    if opts.progress:
-        from tqdm import tqdm
-        items = tqdm(items, total=n, desc="evaluate", unit="img", dynamic_ncols=True)
+    items = progress(scaled_loader(source, qs, opts.workers), n, "evaluate", opts.progress)
     t_start = time.perf_counter()
     for item in items:
         if "error" in item:
@@ -160,8 +159,8 @@ def evaluate(checkpoint, data, protocols=("dense",), out=None, force=False, **op
     With `out`, the posteriors and figures are saved there for fusion and tables."""
     opts = EvalOptions(protocols=tuple(protocols), **options)
     out = Path(out) if out else None
-    if out is not None and (out / RESULTS).exists() and not force:
-        raise VGGError(f"{out} already holds evaluation results; refusing to overwrite them (choose a new --out, or --force)")
+    if out is not None:
+        claim_folder(out, {POSTERIORS: "posteriors", RESULTS: "results"}, force)
     p = plan(checkpoint, data, opts)
     passed = run_pass(p, opts)
     final = combine_all(opts.protocols, p["scales"], passed["probs"])

@@ -28,9 +28,11 @@ TABLE1: dict[str, tuple[str, ...]] = {
 # Which torchvision constructor holds the same architecture (for weight import/export).
 TORCHVISION_NAMES = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
 
-# LRN parameters of Krizhevsky et al. 2012 (§2.1). PyTorch's LocalResponseNorm divides alpha
-# by the window size, as Caffe does, so these are the paper's numbers unchanged.
-LRN_PARAMS = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
+# LRN parameters of Krizhevsky et al. 2012 (§2.1, net A-LRN): b = a / (k + alpha * sum a^2)^beta over
+# 5 adjacent channels with alpha = 1e-4. PyTorch's LocalResponseNorm (like Caffe's LRN layer) divides
+# its alpha by the window size, so the paper's layer takes alpha = 5 * 1e-4.
+LRN_SIZE, LRN_ALPHA = 5, 1e-4
+LRN_PARAMS = dict(size=LRN_SIZE, alpha=LRN_ALPHA * LRN_SIZE, beta=0.75, k=2.0)
 
 # The layers a deeper net copies from a trained net A (§3.1: "the first four convolutional layers
 # and the last three fully-connected layers"). Matched by name: A's conv1_1, conv2_1, conv3_1 and

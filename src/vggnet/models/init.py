@@ -49,13 +49,16 @@ def warm_start(target: VGG, source: VGG, layers=None) -> list[str]:
 
     By default the layers of §3.1: a trained net A's conv1_1, conv2_1, conv3_1, conv3_2 and its
     three FC layers; the rest of `target` keeps its (random) initialisation. ``layers="all"`` copies
-    every layer, for continuing the same net at another scale (S=384 from S=256). Every layer is
+    every layer, for continuing the same net at another scale (S=384 from S=256); ``"all-but-head"``
+    every layer but fc8, which keeps its random initialisation (a new head). Every layer is
     checked before anything is copied, so a refused warm start leaves `target` untouched.
     Returns the names of the copied layers.
     """
     src, dst = source.weight_layers(), target.weight_layers()
     if layers == "all":
         layers = list(dst)
+    elif layers == "all-but-head":  # a new last layer (another class count, a box head): random
+        layers = [name for name in dst if name != "fc8"]
     layers = list(WARM_START_LAYERS if layers is None else layers)
     for name in layers:
         if name not in src or name not in dst:

@@ -117,6 +117,10 @@ def build_checked(spec: ArchSpec, state: dict, where="") -> VGG:
         check_state_dict(skeleton, state)
     except VGGError as e:
         raise VGGError(f"{where}: {e}" if where else str(e)) from None
+    for key, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise VGGError(f"{where}: weight {key!r} is not finite (these weights come from a diverged run); "
+                           f"refusing to use them")
     model = model_from_spec(spec)
     model.load_state_dict(state)
     return model
@@ -129,14 +133,27 @@ def load_model(path, device="cpu") -> tuple[VGG, WeightsMeta]:
     return build_checked(meta.model, state, str(path)).to(device), meta
 
 
+def default_classes(n: int) -> list[str]:
+    """Class names for weights that carry none: the ImageNet-1k wnids in index order for a
+    1000-output net (the order of torchvision's and Caffe's releases), else "0".."n-1"."""
+    if n == 1000:
+        from ..data.imagenet import imagenet_classes
+        return imagenet_classes()
+    return [str(i) for i in range(n)]
+
+
 # -- torchvision ----------------------------------------------------------------------------------
 def _read_foreign_state(path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise VGGError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise VGGError(f"{path}: not a readable safetensors file ({e})") from None
     try:
         # weights_only: tensors and plain containers only, never arbitrary objects.
         state = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -181,17 +198,85 @@ def import_torchvision(path, arch: str | None = None, classes=None) -> tuple[VGG
         kwargs["batch_norm"] = arch.endswith("_bn") or kwargs["batch_norm"]
     model = build_checked(ArchSpec(**kwargs), state, str(path))
     n = kwargs["num_classes"]
-    classes = list(classes) if classes is not None else [str(i) for i in range(n)]
+    if classes is None and classes_file(path).is_file():
+        classes = read_class_names(classes_file(path))
+    classes = list(classes) if classes is not None else default_classes(n)
     if len(classes) != n:
         raise VGGError(f"{len(classes)} class names given for a net with {n} outputs")
     return model, WeightsMeta(model.spec, classes, PRESETS["torchvision"], source=dict(kind="torchvision", file=str(path)))
 
 
-def export_torchvision(model: VGG, path) -> Path:
-    """Write `model` as a torchvision-loadable state dict (``.pth``, or ``.safetensors``)."""
+def classes_file(path) -> Path:
+    """The class names that travel beside a weight format that has no field for them
+    (``vgg16.pth`` -> ``vgg16.classes.txt``, one name per line, in output order)."""
+    path = Path(path)
+    return path.with_name(path.stem + ".classes.txt")
+
+
+def read_class_names(path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise VGGError(f"class-name file not found: {path}")
+    if path.stat().st_size > 10_000_000:
+        raise VGGError(f"{path}: too large for a list of class names")
+    try:
+        return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise VGGError(f"{path}: not UTF-8 text (expected one class name per line)") from None
+
+
+@torch.no_grad()
+def fold_preprocessing(model: VGG, source, target) -> VGG:
+    """A copy of `model` that takes input preprocessed as `target` and computes what `model`
+    computes on the same image preprocessed as `source`: the change of channel order, value range,
+    mean and std is folded into conv1_1 (y_src = a * y_tgt + b per channel: W' = W a, bias' =
+    bias + sum(W b)). Exact away from the image border; on the one-pixel border the zero padding
+    stands for the target's mean colour instead of the source's (`fold_check` measures it)."""
+    import copy
+    folded = copy.deepcopy(model).cpu()
+    conv = folded.weight_layers()["conv1_1"]
+    order = [2, 1, 0] if source.channel_order != target.channel_order else [0, 1, 2]
+    w = conv.weight.double()
+    new_w, shift = torch.zeros_like(w), torch.zeros(w.shape[0], dtype=torch.float64)
+    for k in range(3):  # source channel k is target channel order[k]
+        j = order[k]
+        a = source.value_range * target.std[j] / (target.value_range * source.std[k])
+        b = (source.value_range * target.mean[j] / target.value_range - source.mean[k]) / source.std[k]
+        new_w[:, j] = w[:, k] * a
+        shift += w[:, k].sum(dim=(1, 2)) * b
+    conv.weight.copy_(new_w.float())
+    conv.bias.add_(shift.float())
+    return folded
+
+
+@torch.no_grad()
+def fold_check(model: VGG, folded: VGG, source, target, images: int = 4) -> float:
+    """The largest difference of soft-max outputs between `model` on `source` input and `folded`
+    on `target` input, over random images (the border effect of :func:`fold_preprocessing`)."""
+    from ..data.transforms import Normalizer
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (images, 3, model.crop_size, model.crop_size), dtype=torch.uint8, generator=g)
+    was = model.training
+    model.eval()
+    folded.eval()
+    a = torch.softmax(model.cpu()(Normalizer(source)(x)), 1)
+    b = torch.softmax(folded(Normalizer(target)(x)), 1)
+    model.train(was)
+    return float((a - b).abs().max())
+
+
+def export_torchvision(model: VGG, path, classes=None) -> Path:
+    """Write `model` as a torchvision-loadable state dict (``.pth``, or ``.safetensors``), and its
+    class names beside it (:func:`classes_file`). The model must expect torchvision's input: see
+    :func:`fold_preprocessing` for one that does not."""
     if model.arch not in TORCHVISION_NAMES:
         raise VGGError(f"torchvision has no counterpart of config {model.arch}; exportable: "
                        + ", ".join(f"{k} ({v})" for k, v in TORCHVISION_NAMES.items()))
+    if model.spec.head != "classifier":
+        raise VGGError(f"a {model.spec.head} box regressor has no torchvision counterpart")
+    if classes is not None:
+        from ..fileio import write_text
+        write_text(classes_file(path), "".join(f"{c}\n" for c in classes))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if str(path).endswith(".safetensors"):
         from safetensors.torch import save_file

@@ -25,6 +25,7 @@ import torch
 from ..data.loaders import scaled_loader
 from ..data.transforms import Normalizer
 from ..eval.batching import SizeBatcher
+from ..progress import progress as progress_bar
 from ..errors import VGGError, unknown
 from .datasets import open_transfer_source, source_labels
 
@@ -126,10 +127,7 @@ def compute_features(model, normalizer: Normalizer, source, scales, layer: str =
     batches = SizeBatcher(run, batch_size, pixel_budget)
     done = np.zeros(n, dtype=bool)
     unreadable = []
-    items = scaled_loader(source, qs, workers)
-    if progress:
-        from tqdm import tqdm
-        items = tqdm(items, total=n, desc="features", unit="img", dynamic_ncols=True)
+    items = progress_bar(scaled_loader(source, qs, workers), n, "features", progress)
     t0 = time.perf_counter()
     for item in items:
         if "error" in item:
