@@ -25,8 +25,11 @@ class TrainConfig:
     crop: int = 224
     dropout: float = 0.5
     batch_norm: bool = False
+    # -- what is learnt --
+    objective: str = "classification"  # or "boxes": Appendix A's box regression (vggnet loc train)
+    head: str = "auto"  # the last layer: classifier; for boxes scr (one box) or pcr (one per class, default)
     # -- data --
-    data: str | None = None  # image folder or label file
+    data: str | None = None  # image folder or label file; for boxes a box file (CSV or annotation folder)
     data_root: str | None = None  # root of a label file's paths
     val_data: str | None = None
     val_fraction: float = 0.05  # held out of `data` when no val_data is given
@@ -37,6 +40,7 @@ class TrainConfig:
     colour_shift: bool = True
     workers: int = 4
     on_bad_image: str = "skip"  # or "fail"
+    on_bad_box: str = "fail"  # or "skip": box files with bad rows are refused before any work unless skipped
     # -- the recipe (§3.1) --
     batch_size: int = 256  # global batch, split across processes
     micro_batch: int = 0  # per-process micro-batch for gradient accumulation; 0 = no accumulation
@@ -52,6 +56,7 @@ class TrainConfig:
     init: str = "gaussian"
     init_std: float = 0.01
     init_from: str | None = None  # warm start (net A -> deeper net, or the same net at another S)
+    finetune: str = "all"  # all | fc: train only fc6-fc8, the conv layers frozen (App. A, as OverFeat)
     init_layers: str = "auto"  # auto | paper | all | all-but-head
     seed: int = 0
     # -- run --
@@ -70,7 +75,8 @@ class TrainConfig:
     recipe: str = ""  # name of the paper experiment this reproduces, e.g. "Table 3, D, S=256"
 
 
-CHOICES = {"on_bad_image": ("skip", "fail"), "init": ("gaussian", "glorot"), "init_layers": ("auto", "paper", "all", "all-but-head"),
+CHOICES = {"on_bad_image": ("skip", "fail"), "on_bad_box": ("fail", "skip"), "finetune": ("all", "fc"),
+           "objective": ("classification", "boxes"), "head": ("auto", "classifier", "scr", "pcr"), "init": ("gaussian", "glorot"), "init_layers": ("auto", "paper", "all", "all-but-head"),
            "amp": ("auto", "bf16", "off"), "channels_last": ("auto", "on", "off")}
 # Settings a resumed run may change; everything else must match the saved config.
 RESUME_MAY_CHANGE = {"resume", "out", "device", "workers", "epochs", "progress", "tensorboard", "compile",

@@ -12,6 +12,7 @@ The interface, for a new objective:
 - ``name``; ``head`` (the :class:`ArchSpec` head the net is built with); ``monitor``: the key of
   the validation summary the plateau schedule watches (lower is better); ``figure``: the key
   printed as the run's headline.
+- ``open_data(cfg)``: the (training, validation) sources (default: image folders or label files);
 - ``check_source(source)``: refuse training data the objective cannot learn from;
 - ``train_targets(source)`` / ``val_targets(source, crop)``: None, or a picklable
   ``f(index, drawn) -> dict`` adding target fields to a loader item (``drawn``: how the image was
@@ -38,6 +39,10 @@ class Classification:
     monitor = "val_top1_err"
     train_fields = ("wrong1",)
     val_fields = ("wrong1", "wrong5")
+
+    def open_data(self, cfg):
+        from .run import open_data
+        return open_data(cfg)
 
     def check_source(self, source) -> None:
         """A classifier needs two classes at least (one class trains to loss 0 and learns nothing)."""
@@ -79,11 +84,14 @@ class Classification:
                 ("val_top5_err", "val top-5")]
 
 
-OBJECTIVES = {"classification": Classification}
-
-
-def get_objective(name: str):
-    from ..errors import unknown
-    if name not in OBJECTIVES:
-        raise unknown("objective", name, OBJECTIVES)
-    return OBJECTIVES[name]()
+def objective_for(cfg):
+    """The objective a config asks for (``objective``, ``head``), checked against each other."""
+    from ..errors import VGGError
+    if cfg.objective == "classification":
+        if cfg.head not in ("auto", "classifier"):
+            raise VGGError(f"--head {cfg.head} is a box head; use it with --objective boxes (vggnet loc train)")
+        return Classification()
+    from ..localization.objective import BoxRegression
+    if cfg.head == "classifier":
+        raise VGGError("--objective boxes needs a box head: --head scr or pcr (App. A)")
+    return BoxRegression(per_class=cfg.head != "scr", on_bad_box=cfg.on_bad_box)

@@ -159,6 +159,21 @@ def build_net(cfg: TrainConfig, num_classes: int, head: str, restoring: bool = F
     return net, dict(source=cfg.init_from, layers=copied), source_meta.preprocessing
 
 
+def freeze(net: VGG, finetune: str) -> None:
+    """``fc``: only fc6, fc7 and fc8 learn; the conv layers keep the weights they started from
+    (App. A: "only the first two FC layers" and the new box layer, as OverFeat did)."""
+    if finetune == "fc":
+        for p in net.features.parameters():
+            p.requires_grad_(False)
+
+
+def train_mode(run: "Run") -> None:
+    """Training mode, except frozen layers: their batch-norm statistics stay as they were."""
+    run.model.train()
+    if run.cfg.finetune == "fc":
+        run.net.features.eval()
+
+
 def inherited_preprocessing(cfg: TrainConfig, source: Preprocessing | None, stats: dict) -> Preprocessing:
     """The run's preprocessing: the training set's mean (§2.1), or, for a warm start, the source
     net's own (its first layer was trained on that input: replacing it would silently change what
@@ -204,7 +219,8 @@ def param_groups(model, weight_decay: float, decay_biases: bool):
     """§3.1's weight decay; decision: on weights, not biases (as the released solvers did), unless asked."""
     decay, no_decay = [], []
     for _, p in model.named_parameters():
-        (decay if p.dim() > 1 or decay_biases else no_decay).append(p)
+        if p.requires_grad:  # frozen layers (--finetune fc) are not the optimizer's
+            (decay if p.dim() > 1 or decay_biases else no_decay).append(p)
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
 
 
@@ -241,13 +257,14 @@ def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
     check_run_dir(cfg)
     run_dir = Path(cfg.out)
     policy = make_policy(dist.device, cfg.amp, cfg.channels_last)
-    train_source, val_source = open_data(cfg)
+    train_source, val_source = objective.open_data(cfg)
     objective.check_source(train_source)
     sampler = TrainBatches(len(train_source), cfg.batch_size, cfg.seed, dist.rank, dist.world_size)
     transform = TrainTransform(cfg.scale, cfg.crop)
     restoring = cfg.resume and (run_dir / LAST).is_file()
     net, warm, source_preprocessing = build_net(cfg, len(train_source.classes), objective.head, restoring)
     check_inheritance(cfg, source_preprocessing)
+    freeze(net, cfg.finetune)
     lock = None
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -27,8 +27,8 @@ from ..eval.protocols import forward
 from . import distributed
 from .checkpoint import LAST, save_best, save_final, save_last
 from .config import TrainConfig, validate as validate_config
-from .objectives import Classification
-from .run import Run, build_run
+from .objectives import objective_for
+from .run import Run, build_run, train_mode
 from ..progress import bar as progress_bar
 from .runlog import RunLog
 
@@ -172,7 +172,7 @@ def train_one_epoch(run: Run, epoch: int, stop: StopFlag) -> dict:
     figures, or ``stopped`` with the signal's name when asked to stop (after a checkpoint)."""
     start = run.state.step if run.state.epoch == epoch else 0
     run.sampler.set_epoch(epoch, start)
-    run.model.train()
+    train_mode(run)
     carried, steps, batch_size = _carried(run, epoch), run.steps_per_epoch, run.cfg.batch_size
     sums = torch.zeros(1 + len(run.objective.train_fields), dtype=torch.float64, device=run.policy.device)
     seen, bad, t0, last_checkpoint = 0, [], time.perf_counter(), time.monotonic()
@@ -233,7 +233,8 @@ def validate(run: Run) -> dict:
         counts[-2] += len(batch["labels"])
     if d.enabled:
         counts = d.all_reduce_sum(counts.to(d.device)).cpu()
-    run.net.train(was_training)
+    if was_training:
+        train_mode(run)
     n = counts[-2].item()
     figures = objective.summary(dict(zip(objective.val_fields, counts[:-2].tolist())), n, "val")
     return dict(figures, val_images=int(n), val_unreadable=int(counts[-1].item()))
@@ -300,7 +301,7 @@ def train(cfg: TrainConfig, objective=None) -> dict:
     d = distributed.setup(cfg.device)
     try:
         validate_config(cfg, d.world_size)
-        run = build_run(cfg, d, objective or Classification())
+        run = build_run(cfg, d, objective or objective_for(cfg))
         log = RunLog(run.run_dir, run.objective, d.is_main, cfg.tensorboard)
         if cfg.resume:
             log.resume(run.state.history)
