@@ -105,23 +105,25 @@ def add_train_arguments(s) -> None:
                            choices=CHOICES.get(f.name), help=f"(default {f.default})")
 
 
-def cmd_train(args) -> None:
+def cmd_train(args, base: dict | None = None) -> None:
     import dataclasses
+    import os
 
     from .engine import load_config, train
     from .engine.config import TrainConfig
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides, base)
     result = train(cfg)
     if result["status"] == "interrupted":
         print(f"interrupted: {result['stop_reason']} ({result['run_dir']})", file=sys.stderr)
         raise SystemExit(130)
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         best = result.get("best") or {}
-        print(f"done after {result['epochs']} epochs ({result.get('stop_reason', '')}); best val top-1 "
-              f"{best.get('top1_err', float('nan')):.2f}%, top-5 {best.get('top5_err', float('nan')):.2f}% "
-              f"(epoch {best.get('epoch', '-')}); weights: {result['best_weights']}, {result['final']}")
+        figures = ", ".join(f"{k.replace('_err', '').replace('_', ' ')} {v:.2f}%" for k, v in best.items()
+                            if k.endswith("_err"))
+        print(f"done after {result['epochs']} epochs ({result.get('stop_reason', '')}); best validation: "
+              f"{figures or '-'} (epoch {best.get('epoch', '-')}); weights: {result['best_weights']}, {result['final']}")
 
 
 def cmd_plot(args) -> None:
@@ -162,8 +164,14 @@ def cmd_fuse(args) -> None:
 
 
 def cmd_report(args) -> None:
+    """Tables from saved results, each kind in its paper's layout: classification (Tables 3-6),
+    localisation (Tables 8-9)."""
+    import json
+
+    from .eval.posteriors import RESULTS
     from .eval.report import collect_rows, markdown, to_csv
     from .fileio import claim_output, write_text
+    from .localization.report import loc_tables
 
     md_path = csv_path = None
     if args.out:
@@ -171,13 +179,68 @@ def cmd_report(args) -> None:
         if out.suffix.lower() not in (".md", ".csv"):
             raise VGGError(f"--out {out}: give a .md (Markdown, with a .csv beside it) or a .csv file name")
         md_path, csv_path = (claim_output(out.with_suffix(s), k, args.force) for s, k in ((".md", "Markdown"), (".csv", "CSV")))
-    rows = collect_rows(args.dirs, per_scale=args.per_scale)
-    md = markdown(rows, args.title)
+    kinds: dict[str, list] = {}
+    for d in args.dirs:
+        path = Path(d) / RESULTS
+        if not path.is_file():
+            raise VGGError(f"no results in {d} (expected {path})")
+        try:
+            kinds.setdefault(json.loads(path.read_text()).get("kind", "classification"), []).append(d)
+        except (ValueError, AttributeError):
+            raise VGGError(f"{path}: not a results file") from None
+    md, csv = "", ""
+    if "classification" in kinds:
+        rows = collect_rows(kinds["classification"], per_scale=args.per_scale)
+        md, csv = markdown(rows, args.title), to_csv(rows)
+    if "localisation" in kinds:
+        results = [json.loads((Path(d) / RESULTS).read_text()) for d in kinds["localisation"]]
+        md += ("\n" if md else "") + loc_tables(results, "markdown")
+        csv += loc_tables(results, "csv")
     print(md, end="")
     if md_path:
         write_text(md_path, md)
-        write_text(csv_path, to_csv(rows))
+        write_text(csv_path, csv)
         print(f"wrote {md_path} and {csv_path}")
+
+
+# -- localisation (Appendix A) ------------------------------------------------------------------------
+LOC_DEFAULTS = dict(objective="boxes", head="pcr", lr=1e-3)  # App. A: fine-tuned from a classifier at lr 1e-3
+
+
+def cmd_loc_train(args) -> None:
+    args.objective = "boxes"
+    cmd_train(args, base=LOC_DEFAULTS)
+
+
+def cmd_loc_evaluate(args) -> None:
+    from .eval.runner import parse_scales
+    from .localization.evaluate import evaluate_loc
+    from .localization.report import loc_tables
+
+    r = evaluate_loc(args.checkpoint, args.data, out=args.out, force=args.force, gallery=args.gallery,
+                     protocols=tuple(args.protocol), scales=parse_scales(args.scales) if args.scales else None,
+                     multi_scale=args.multi_scale, classifier=args.classifier, posteriors=args.posteriors,
+                     top_k=args.top_k, flip=args.flip, threshold=args.threshold, device=args.device,
+                     amp="off" if args.no_amp else "auto", workers=args.workers, data_root=args.root,
+                     on_bad_box=args.on_bad_box, progress=True)
+    print(loc_tables([r], "text"))
+    if args.out:
+        print(f"boxes and results saved in {args.out}" + (f"; gallery: {r['gallery']}" if r.get("gallery") else ""))
+
+
+def cmd_loc_merge(args) -> None:
+    from .localization.evaluate import merge_runs
+    from .localization.report import loc_tables
+    from .tables import columns, render
+
+    r = merge_runs(args.dirs, args.data, threshold=args.threshold, tune=args.tune, top_k=args.top_k,
+                   data_root=args.root, on_bad_box=args.on_bad_box, out=args.out, force=args.force)
+    if r["tuned"]:
+        k = args.top_k
+        print(render(r["tuned"], columns(("threshold t", "threshold", "{:g}"), ("top-1 loc err", "top1_loc_err", "{:.1f}%"),
+                                         (f"top-{k} loc err", f"top{k}_loc_err", "{:.1f}%")),
+                     title=f"merging threshold on {r['images']} images (chosen: t={r['dense']['threshold']:g})"))
+    print(loc_tables([r], "text"))
 
 
 # -- demo ----------------------------------------------------------------------------------------------
@@ -195,6 +258,46 @@ def cmd_demo(args) -> None:
 
 
 # -- parser ------------------------------------------------------------------------------------------
+def _commands_localisation(sub) -> None:
+    s = sub.add_parser("loc", help="localisation (Appendix A): box-regression nets, protocols 1 and 2, merging")
+    lsub = s.add_subparsers(dest="loc_command", metavar="LOC_COMMAND")
+    lsub.required = True
+    s = lsub.add_parser("train", help="train a box regressor (SCR/PCR) from a classification net, L2 loss")
+    add_train_arguments(s)
+    s.set_defaults(func=cmd_loc_train)
+    s = lsub.add_parser("evaluate", help="protocol 1 (centre crop, GT class) and 2 (dense + greedy merge, top-k)")
+    s.add_argument("--checkpoint", required=True, help="a localisation net of `vggnet loc train`")
+    s.add_argument("--data", required=True, help="box CSV (path,wnid,xmin,ymin,xmax,ymax) or folder of XML annotations")
+    s.add_argument("--root", help="root of the image paths (default: the box file's folder)")
+    s.add_argument("--protocol", nargs="+", default=["center", "dense"], choices=["center", "dense"])
+    s.add_argument("--scales", help="test scales Q of protocol 2, e.g. 352,384 (default: the training scale, §4.1)")
+    s.add_argument("--multi-scale", action="store_true", help="protocol 2 at three scales (§4.2)")
+    s.add_argument("--classifier", help="classification checkpoint giving the top-k classes (dense, multi-scale)")
+    s.add_argument("--posteriors", help="or the evaluation folder of `vggnet evaluate` on the same images")
+    s.add_argument("--top-k", type=integer(1, 1000), default=5)
+    s.add_argument("--threshold", type=float, default=0.0, help="greedy-merge threshold t (tune with `loc merge --tune`)")
+    s.add_argument("--flip", action="store_true", help="also the boxes of the horizontally flipped image")
+    s.add_argument("--gallery", type=integer(0, 1000), default=16, help="images in out/gallery.png (0: none)")
+    s.add_argument("--on-bad-box", choices=["fail", "skip"], default="fail")
+    s.add_argument("--out", help="folder for boxes.safetensors, results.json and gallery.png")
+    s.add_argument("--force", action="store_true", help="replace results saved in --out before")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--no-amp", action="store_true")
+    s.add_argument("--workers", type=WORKERS, default=_default_workers())
+    s.set_defaults(func=cmd_loc_evaluate)
+    s = lsub.add_parser("merge", help="protocol 2 from saved boxes: tune the threshold, fuse nets (no network run)")
+    s.add_argument("dirs", nargs="+", help="folders of `vggnet loc evaluate --out` (several: fusion, the union of boxes)")
+    s.add_argument("--data", required=True, help="the box data those folders were evaluated on")
+    s.add_argument("--root")
+    s.add_argument("--threshold", type=float, help="greedy-merge threshold t (default 0)")
+    s.add_argument("--tune", action="store_true", help="choose t on --data (give held-out images)")
+    s.add_argument("--top-k", type=integer(1, 1000), default=5)
+    s.add_argument("--on-bad-box", choices=["fail", "skip"], default="fail")
+    s.add_argument("--out", help="folder for results.json")
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(func=cmd_loc_merge)
+
+
 def _commands_demo(sub) -> None:
     s = sub.add_parser("demo", help="the whole system on built-in data: synth, stats, train, evaluate, report")
     s.add_argument("--out", help="new report folder (default: ./vggnet-demo-<time>)")
@@ -303,7 +406,8 @@ def _commands_evaluation(sub) -> None:
     s.set_defaults(func=cmd_report)
 
 
-COMMAND_GROUPS = [_commands_demo, _commands_weights, _commands_data, _commands_train, _commands_evaluation]
+COMMAND_GROUPS = [_commands_demo, _commands_weights, _commands_data, _commands_train, _commands_evaluation,
+                  _commands_localisation]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -183,8 +183,9 @@ def read_recipe(path: Path) -> dict:
     return loaded
 
 
-def load_config(recipe: str | None = None, overrides: dict | None = None) -> TrainConfig:
-    values = {}
+def load_config(recipe: str | None = None, overrides: dict | None = None, base: dict | None = None) -> TrainConfig:
+    """Defaults <- `base` (a command's own defaults) <- the recipe <- `overrides` (the flags)."""
+    values = {k: coerce(k, v) for k, v in (base or {}).items()}
     if recipe:
         path = find_recipe(recipe)
         loaded = read_recipe(path)

@@ -94,4 +94,4 @@ def objective_for(cfg):
     from ..localization.objective import BoxRegression
     if cfg.head == "classifier":
         raise VGGError("--objective boxes needs a box head: --head scr or pcr (App. A)")
-    return BoxRegression(per_class=cfg.head != "scr", on_bad_box=cfg.on_bad_box)
+    return BoxRegression(per_class=cfg.head != "scr", on_bad_box=cfg.on_bad_box).bind(cfg.crop)

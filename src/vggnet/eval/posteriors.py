@@ -20,14 +20,15 @@ POSTERIORS, RESULTS = "posteriors.safetensors", "results.json"
 
 
 def save_posteriors(out, ids: list[str], classes: list[str], labels: torch.Tensor, probs: dict,
-                    scales: list[int], protocols: list[str], half: bool = False) -> Path:
-    """`probs` maps "protocol" and "protocol@Q" to (N, C) posteriors."""
+                    scales: list[int], protocols: list[str], half: bool = False, root: str | None = None) -> Path:
+    """`probs` maps "protocol" and "protocol@Q" to (N, C) posteriors; `root` is the folder the
+    ids are relative to (so that other tools can find the images)."""
     from safetensors.torch import save_file
 
     dtype = torch.float16 if half else torch.float32
     tensors = {"labels": labels.contiguous(), **{f"probs/{k}": v.to(dtype).contiguous() for k, v in probs.items()}}
     header = {"ids": json.dumps(ids), "classes": json.dumps(classes), "scales": json.dumps(list(scales)),
-              "protocols": json.dumps(list(protocols))}
+              "protocols": json.dumps(list(protocols)), "root": json.dumps(str(root) if root else None)}
     return atomic_write(Path(out) / POSTERIORS, lambda tmp: save_file(tensors, tmp, metadata=header))
 
 
@@ -44,6 +45,7 @@ def load_posteriors(run_dir) -> dict:
             header = f.metadata() or {}
         tensors = load_file(str(path))
         fields = {k: json.loads(header[k]) for k in ("ids", "classes", "scales", "protocols")}
+        fields["root"] = json.loads(header.get("root", "null"))
     except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
         raise VGGError(f"{path}: not a posteriors file of `vggnet evaluate` ({type(e).__name__}: {e})") from None
     labels = tensors.get("labels")

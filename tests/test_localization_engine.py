@@ -1,0 +1,177 @@
+"""Appendix A through the training engine and the test protocols: tiny nets, synthetic boxes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vggnet.cli import main
+from vggnet.data.synth import make_synthetic
+from vggnet.engine import load_config, train
+from vggnet.errors import VGGError
+from vggnet.localization.evaluate import evaluate_loc, load_predictions, merge_runs
+from vggnet.localization.objective import BoxRegression, box_iou, params_to_boxes
+from vggnet.models import load_model
+from conftest import tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loc")
+    make_synthetic(root / "d", classes=3, per_class=16, val_per_class=4, size=48, seed=2, workers=2)
+    cfg = load_config(None, dict(arch="A", width=1 / 16, fc_dim=32, crop=32, scale="40", data=str(root / "d/train"),
+                                 val_data=str(root / "d/val"), batch_size=8, epochs=1, workers=0, out=str(root / "cls"),
+                                 progress=False, init="glorot", dropout=0.0))
+    train(cfg)
+    return root
+
+
+def loc_cfg(data, out, **kw):
+    base = dict(objective="boxes", head="pcr", arch="A", width=1 / 16, fc_dim=32, crop=32, scale="40",
+                data=str(data / "d/boxes-train.csv"), val_data=str(data / "d/boxes-val.csv"), batch_size=8, epochs=2,
+                workers=0, out=str(out), progress=False, dropout=0.0, lr=0.01,
+                init_from=str(data / "cls/best.safetensors"))
+    base.update(kw)
+    return load_config(None, base)
+
+
+def test_pcr_loss_has_no_gradient_on_other_classes_outputs():
+    objective = BoxRegression(per_class=True).bind(32)
+    outputs = torch.randn(4, 3 * 4, requires_grad=True)
+    batch = dict(box_class=torch.tensor([0, 2, 1, 2]), box=torch.rand(4, 4), has_box=torch.tensor([1, 1, 1, 0]))
+    objective.loss(outputs, batch).backward()
+    grad = outputs.grad.view(4, 3, 4)
+    for i, c in enumerate([0, 2, 1, 2]):
+        others = [k for k in range(3) if k != c]
+        assert grad[i, others].abs().max() == 0
+    assert grad[0, 0].abs().max() > 0 and grad[3].abs().max() == 0  # a crop without a visible box: no gradient
+    # Euclidean loss, 1/2 ||p - t||^2 per crop, summed
+    p = outputs.detach().view(4, 3, 4)[torch.arange(4), batch["box_class"]]
+    expected = 0.5 * ((p - batch["box"]) ** 2).sum(1)[:3].sum()
+    assert torch.allclose(objective.loss(outputs.detach(), batch), expected)
+
+
+def test_scr_shares_one_box_and_box_iou_by_hand():
+    objective = BoxRegression(per_class=False).bind(32)
+    outputs = torch.tensor([[0.5, 0.5, 0.5, 0.5]])
+    assert torch.equal(objective.predicted(outputs, torch.tensor([7])), outputs)
+    boxes = params_to_boxes(outputs, 32)
+    assert torch.allclose(boxes, torch.tensor([[8.0, 8.0, 24.0, 24.0]]))
+    gt = torch.tensor([[[8.0, 8.0, 24.0, 24.0], [16.0, 8.0, 32.0, 24.0], [float("nan")] * 4]])
+    assert torch.allclose(box_iou(boxes, gt), torch.tensor([[1.0, 1 / 3, 0.0]]))
+
+
+def test_dense_box_map_at_crop_size_equals_the_crop_prediction():
+    model = tiny("B", num_classes=3, head="pcr").eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert model.dense(x).shape == (2, 12, 1, 1)
+    assert torch.allclose(model.dense(x)[..., 0, 0], model(x), atol=1e-5)
+    big = model.dense(torch.randn(1, 3, 96, 64))
+    assert big.shape == (1, 12, 3, 2)  # floor(96/32) - 32/32 + 1, floor(64/32) - 1 + 1
+
+
+def test_a_few_steps_of_box_training_lower_the_loss(data, tmp_path):
+    result = train(loc_cfg(data, tmp_path / "run", epochs=4, lr=0.02))
+    log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    assert result["status"] == "done" and log[-1]["train_loss"] < log[0]["train_loss"]
+    model, meta = load_model(tmp_path / "run/final.safetensors")
+    assert meta.model.head == "pcr" and model.classifier[6].out_features == 3 * 4
+    assert meta.train.warm_start["layers"][-1] == "fc7"  # all but the (random) box layer
+    assert {"train_loc_err", "val_loc_err", "val_loss"} <= set(log[0])
+
+
+def test_fc_only_fine_tuning_keeps_the_conv_layers(data, tmp_path):
+    train(loc_cfg(data, tmp_path / "fc", head="scr", finetune="fc", epochs=1, lr=0.05))
+    cls, _ = load_model(data / "cls/best.safetensors")
+    loc, meta = load_model(tmp_path / "fc/final.safetensors")
+    assert meta.model.head == "scr" and loc.classifier[6].out_features == 4
+    for k, v in cls.state_dict().items():
+        if k.startswith("features."):
+            assert torch.equal(v, loc.state_dict()[k]), k  # weights and BN statistics unchanged
+    assert not torch.equal(cls.classifier[0].weight, loc.classifier[0].weight)
+
+
+def test_protocols_saved_boxes_merge_and_fusion(data, tmp_path):
+    train(loc_cfg(data, tmp_path / "run", epochs=1))
+    ckpt, boxes = tmp_path / "run/best.safetensors", data / "d/boxes-val.csv"
+    r = evaluate_loc(ckpt, boxes, out=tmp_path / "ev", classifier=str(data / "cls/best.safetensors"),
+                     multi_scale=True, gallery=4)
+    assert r["images"] == 12 and r["scales"] == [35, 40, 45] and 0 <= r["center"]["gt_class_err"] <= 100
+    assert set(r["dense"]) >= {"top1_loc_err", "top5_loc_err"} and "whole image" in r["baselines"]
+    assert (tmp_path / "ev/gallery.png").read_bytes()[:4] == b"\x89PNG"
+    pred = load_predictions(tmp_path / "ev")
+    # every location of every scale gives one box per guessed class (3 classes < top-5)
+    locations = sum((q // 32 - 1 + 1) * (q // 32 - 1 + 1) for q in (35, 40, 45))
+    assert len(pred["boxes"]) == 12 * 3 * locations
+    # merging from the saved boxes gives the evaluation's own figures; a fusion of a net with
+    # itself doubles every box and, with the scores summed, keeps the guesses
+    again = merge_runs([tmp_path / "ev"], boxes, threshold=0.0)
+    assert again["dense"] == r["dense"]
+    twice = merge_runs([tmp_path / "ev", tmp_path / "ev"], boxes, threshold=0.0)
+    assert twice["dense"]["top5_loc_err"] == r["dense"]["top5_loc_err"]
+    tuned = merge_runs([tmp_path / "ev"], boxes, tune=True, out=tmp_path / "m")
+    assert len(tuned["tuned"]) > 3 and tuned["dense"]["threshold"] in [t["threshold"] for t in tuned["tuned"]]
+    assert min(t["top5_loc_err"] for t in tuned["tuned"]) == tuned["dense"]["top5_loc_err"]
+
+
+def test_bad_box_files_are_refused_before_any_work(data, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    lines = (data / "d/boxes-train.csv").read_text().splitlines()
+    row = lines[3].split(",")
+    row[4] = str(float(row[2]) - 1)  # xmax <= xmin
+    bad.write_text("\n".join(lines[:3] + [",".join(row)] + lines[4:]) + "\n")
+    (tmp_path / "d").symlink_to(data / "d")
+    code = main(["loc", "train", "--arch", "A", "--width", "0.0625", "--fc-dim", "32", "--crop", "32", "--scale", "40",
+                 "--data", str(bad), "--data-root", str(data / "d"), "--out", str(tmp_path / "run"), "--workers", "0",
+                 "--init-from", str(data / "cls/best.safetensors")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{bad}:4" in err and "xmax" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(VGGError, match="takes a box regressor"):
+        evaluate_loc(data / "cls/best.safetensors", data / "d/boxes-val.csv")
+    train(loc_cfg(data, tmp_path / "loc", epochs=1))
+    with pytest.raises(VGGError, match="needs the classes of a classification system"):
+        evaluate_loc(tmp_path / "loc/best.safetensors", data / "d/boxes-val.csv")
+
+
+@pytest.mark.slow
+def test_a_killed_loc_run_resumes_exactly(data, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    args = ["loc", "train", "--arch", "A", "--width", "0.0625", "--fc-dim", "32", "--crop", "32", "--scale", "40",
+            "--data", str(data / "d/boxes-train.csv"), "--val-data", str(data / "d/boxes-val.csv"), "--batch-size", "4",
+            "--epochs", "2", "--workers", "0", "--no-progress", "--dropout", "0.3", "--checkpoint-steps", "1",
+            "--init-from", str(data / "cls/best.safetensors"), "--deterministic"]
+
+    def run(out, *extra):
+        return subprocess.Popen([sys.executable, "-m", "vggnet", *args, "--out", str(out), *extra], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ref = run(tmp_path / "ref")
+    assert ref.wait(timeout=300) == 0, ref.stderr.read()
+    p = run(tmp_path / "run")
+    from vggnet.models import read_meta
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            state = read_meta(tmp_path / "run/last.safetensors").train_state
+            if state["epoch"] == 1 and state["step"] >= 2:
+                break
+        except VGGError:
+            pass
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    r = run(tmp_path / "run", "--resume")
+    assert r.wait(timeout=300) == 0, r.stderr.read()
+    a, _ = load_model(tmp_path / "ref/final.safetensors")
+    b, _ = load_model(tmp_path / "run/final.safetensors")
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert np.allclose([json.loads(x)["val_loc_err"] for x in (tmp_path / "ref/log.jsonl").read_text().splitlines()],
+                       [json.loads(x)["val_loc_err"] for x in (tmp_path / "run/log.jsonl").read_text().splitlines()])
