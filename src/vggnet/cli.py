@@ -192,6 +192,11 @@ def cmd_report(args) -> None:
     if "classification" in kinds:
         rows = collect_rows(kinds["classification"], per_scale=args.per_scale)
         md, csv = markdown(rows, args.title), to_csv(rows)
+    transfer = kinds.get("single", []) + kinds.get("multi", [])
+    if transfer:
+        from .transfer.report import table11
+        md += ("\n" if md else "") + table11(transfer, title="Table 11 layout: deep features + linear SVMs")
+        csv += table11(transfer, style="csv")
     if "localisation" in kinds:
         results = [json.loads((Path(d) / RESULTS).read_text()) for d in kinds["localisation"]]
         md += ("\n" if md else "") + loc_tables(results, "markdown")
@@ -241,6 +246,39 @@ def cmd_loc_merge(args) -> None:
                                          (f"top-{k} loc err", f"top{k}_loc_err", "{:.1f}%")),
                      title=f"merging threshold on {r['images']} images (chosen: t={r['dense']['threshold']:g})"))
     print(loc_tables([r], "text"))
+
+
+# -- deep features and linear SVMs (Appendix B) --------------------------------------------------------
+def cmd_features(args) -> None:
+    from .eval.runner import parse_scales
+    from .transfer.commands import features_command
+
+    r = features_command(args.checkpoint, args.data, args.out, parse_scales(args.scales) if args.scales else None,
+                         args.layer, force=args.force, data_root=args.root, device=args.device,
+                         workers=args.workers, batch_size=args.batch_size, amp="off" if args.no_amp else "auto",
+                         progress=True, skip_unreadable=args.skip_unreadable)
+    print(f"{r['images']} images ({r['label_kind']}-label, {r['classes']} classes): {r['layer']} descriptors "
+          f"({r['dim']}-D) at Q={','.join(map(str, r['scales']))}, {r['images_per_s']:.1f} images/s -> {r['out']}"
+          + (f"; {len(r['unreadable'])} unreadable images left out" if r["unreadable"] else ""))
+
+
+def cmd_transfer(args) -> None:
+    from .eval.runner import parse_scales
+    from .transfer.commands import transfer_command
+    from .transfer.report import table11
+
+    r = transfer_command(args.features, args.out, args.protocol, args.combine,
+                         parse_scales(args.scales) if args.scales else None, args.splits, args.train_per_class,
+                         args.test_per_class or None, args.splits_file, args.test_features, args.test_fraction,
+                         args.seed, dataset=args.dataset, force=args.force,
+                         **({"Cs": [float(c) for c in args.C.split(",")]} if args.C else {}))
+    print(table11([r], style="text"))
+    if r["kind"] == "single":
+        print("chosen C per split: " + ", ".join(f"{s['C']:g}" for s in r["per_split"]))
+    else:
+        print(f"area-under-curve mAP: {r['metrics']['area under curve']['mean']:.1f}; chosen C: {r['C']:g}")
+    if args.out:
+        print(f"results, per-class figures{', splits and confusion matrix' if r['kind'] == 'single' else ''} in {args.out}")
 
 
 # -- demo ----------------------------------------------------------------------------------------------
@@ -296,6 +334,41 @@ def _commands_localisation(sub) -> None:
     s.add_argument("--out", help="folder for results.json")
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_loc_merge)
+
+
+def _commands_transfer(sub) -> None:
+    s = sub.add_parser("features", help="Appendix B descriptors of a data set (dense, flips, per scale) -> features file")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--data", required=True, help="image folder, path,label CSV, or multi-label CSV (path,class1,...)")
+    s.add_argument("--root", help="root of the paths in a CSV")
+    s.add_argument("--scales", help="Q values (default: 256,384,512 scaled by crop/224)")
+    s.add_argument("--layer", default="fc7", help="fc7 (default), fc6, pool5, conv5_3, ...: global-average-pooled")
+    s.add_argument("--out", required=True, help="features file to write (.safetensors)")
+    s.add_argument("--force", action="store_true")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--no-amp", action="store_true")
+    s.add_argument("--workers", type=WORKERS, default=_default_workers())
+    s.add_argument("--batch-size", type=integer(1, 100_000), default=16)
+    s.add_argument("--skip-unreadable", action="store_true")
+    s.set_defaults(func=cmd_features)
+    s = sub.add_parser("transfer", help="linear SVMs on saved features: Caltech-style splits or VOC-style mAP")
+    s.add_argument("features", nargs="+", help="features files (several: late fusion, stacked in this order)")
+    s.add_argument("--protocol", choices=["auto", "splits", "multilabel"], default="auto")
+    s.add_argument("--combine", choices=["stack", "average", "max"], default="stack",
+                   help="across Q (Appendix B: stack for Caltech, average for VOC)")
+    s.add_argument("--scales", help="a subset of the saved Q values (default: all)")
+    s.add_argument("--splits", type=integer(1, 100), default=3)
+    s.add_argument("--train-per-class", type=integer(1, 1_000_000), default=30)
+    s.add_argument("--test-per-class", type=integer(0, 1_000_000), default=50, help="0: all the rest")
+    s.add_argument("--splits-file", help="reuse the splits saved by an earlier run (splits.json)")
+    s.add_argument("--test-features", nargs="+", help="multilabel: the test set's features files")
+    s.add_argument("--test-fraction", type=float, default=0.5, help="multilabel without --test-features")
+    s.add_argument("--C", help="comma-separated grid of C (default 1e-3 ... 1e2)")
+    s.add_argument("--seed", type=SEED, default=0)
+    s.add_argument("--dataset", help="data set name for the tables (default: the data folder's name)")
+    s.add_argument("--out", help="folder for results.json, per_class.csv, splits.json, confusion.png")
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(func=cmd_transfer)
 
 
 def _commands_demo(sub) -> None:
@@ -407,7 +480,7 @@ def _commands_evaluation(sub) -> None:
 
 
 COMMAND_GROUPS = [_commands_demo, _commands_weights, _commands_data, _commands_train, _commands_evaluation,
-                  _commands_localisation]
+                  _commands_localisation, _commands_transfer]
 
 
 def build_parser() -> argparse.ArgumentParser:

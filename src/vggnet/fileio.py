@@ -54,7 +54,8 @@ def _json_kind(path: Path) -> str:
     except (ValueError, OSError, UnicodeDecodeError):
         return "JSON"
     if isinstance(doc, dict):
-        for key, kind in (("mean_rgb", "statistics"), ("protocols", "results"), ("splits", "splits")):
+        for key, kind in (("mean_rgb", "statistics"), ("protocols", "results"), ("summary", "results"),
+                          ("kind", "results"), ("splits", "splits")):
             if key in doc:
                 return kind
     return "JSON"

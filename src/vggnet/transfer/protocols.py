@@ -11,8 +11,6 @@ Decision: the spread over splits is the sample standard deviation (ddof = 1).
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -20,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VGGError
-from ..fileio import atomic_write, write_json, write_text
+from ..fileio import atomic_write, claim_folder, write_json, write_text
+from ..tables import Column, columns, render
 from .descriptors import descriptor_matrix
 from .metrics import auc_ap, confusion_matrix, mean_class_recall, voc07_ap
 from .svm import DEFAULT_CS, fit_svm, predict_scores
@@ -162,41 +161,39 @@ def save_confusion_png(cm, classes, path, title: str | None = None) -> Path:
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
-def per_class_csv(result: dict) -> str:
+def per_class_table(result: dict) -> tuple[list[dict], list]:
     """Per-class figures (percent): recall per split and its mean, or AP by both definitions."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
     classes = result["classes"]
     if result["kind"] == "single":
         splits = result["per_split"]
-        w.writerow(["class", "test images (split 0)"] + [f"recall split {r['split']}" for r in splits]
-                   + ["mean recall"])
+        cols = columns("class", ("test images (split 0)", "n")) + \
+            [Column(f"recall split {r['split']}", f"s{r['split']}", "{:.2f}") for r in splits] + \
+            columns(("mean recall", "mean", "{:.2f}"))
+        rows = []
         for c, name in enumerate(classes):
             values = [r["per_class_recall"][c] for r in splits]
             present = [v for v in values if v is not None]
-            w.writerow([name, splits[0]["test_counts"][c]] + [_fmt(v) for v in values]
-                       + [_fmt(float(np.mean(present)) if present else None)])
-    else:
-        w.writerow(["class", "test positives", "test ignored (difficult)"] + [f"AP {k}" for k in AP_KINDS])
-        for c, name in enumerate(classes):
-            w.writerow([name, result["test_positives"][c], result["test_ignored"][c]]
-                       + [_fmt(result["metrics"][k]["per_class"][c]) for k in AP_KINDS])
-    return buf.getvalue()
+            rows.append(dict({"class": name, "n": splits[0]["test_counts"][c],
+                              "mean": float(np.mean(present)) if present else None},
+                             **{f"s{r['split']}": v for r, v in zip(splits, values)}))
+        return rows, cols
+    cols = columns("class", ("test positives", "pos"), ("test ignored (difficult)", "ign")) + \
+        [Column(f"AP {k}", k, "{:.2f}") for k in AP_KINDS]
+    rows = [dict({"class": name, "pos": result["test_positives"][c], "ign": result["test_ignored"][c]},
+                 **{k: result["metrics"][k]["per_class"][c] for k in AP_KINDS}) for c, name in enumerate(classes)]
+    return rows, cols
 
 
-def _fmt(v):
-    return "" if v is None else f"{v:.2f}"
+def per_class_csv(result: dict) -> str:
+    return render(*per_class_table(result), style="csv")
 
 
 def save_results(result: dict, out_dir, force: bool = False) -> list[Path]:
     """Write results.json, per_class.csv and (single-label) confusion.png, the confusion summed
     over splits, into `out_dir`. Existing files are replaced only with `force`."""
     out = Path(out_dir)
-    names = [RESULTS, PER_CLASS] + ([CONFUSION] if result["kind"] == "single" else [])
-    existing = [n for n in names if (out / n).exists()]
-    if existing and not force:
-        raise VGGError(f"{out} already holds {', '.join(existing)}; refusing to overwrite them "
-                       f"(choose another folder, or force)")
+    claim_folder(out, {RESULTS: "results", PER_CLASS: "CSV", **({CONFUSION: "PNG"} if result["kind"] == "single" else {})},
+                 force)
     json.dumps(result, allow_nan=False)  # strict JSON: a NaN here is a bug, not a value to write
     written = [write_json(out / RESULTS, result), write_text(out / PER_CLASS, per_class_csv(result))]
     if result["kind"] == "single":

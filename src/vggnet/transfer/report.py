@@ -3,6 +3,7 @@ column per data set; VOC-style cells are mean AP (the AP definition is named in 
 Caltech-style cells are mean class recall, mean ± std over the splits. All in percent."""
 from __future__ import annotations
 
+from ..tables import columns, render
 from .protocols import load_results
 
 
@@ -22,21 +23,15 @@ def _header(dataset: str, result: dict, ap_kind: str) -> str:
     return f"{dataset} (mean class recall, {result['summary']['splits']} splits)"
 
 
-def table11(results, ap_kind: str = "VOC07 11-point", title: str | None = None) -> str:
-    """Markdown table from result dicts (or paths to them). Rows and columns keep first-seen order;
-    a setting not run on a data set shows "-"."""
+def table11(results, ap_kind: str = "VOC07 11-point", title: str | None = None, style: str = "markdown") -> str:
+    """Table 11 from result dicts (or paths to them). Rows and columns keep first-seen order; a
+    setting not run on a data set shows "-"."""
     results = [load_results(r) if not isinstance(r, dict) else r for r in results]
-    rows: list[str] = []
-    columns: dict[str, str] = {}
-    cells: dict[tuple[str, str], str] = {}
+    rows: dict[str, dict] = {}
+    headers: dict[str, str] = {}
     for r in results:
-        if r["setting"] not in rows:
-            rows.append(r["setting"])
-        columns.setdefault(r["dataset"], _header(r["dataset"], r, ap_kind))
-        cells[(r["setting"], r["dataset"])] = _cell(r, ap_kind)
-    lines = [f"### {title}", ""] if title else []
-    lines.append("| net / descriptor | " + " | ".join(columns.values()) + " |")
-    lines.append("|---|" + "---|" * len(columns))
-    for setting in rows:
-        lines.append(f"| {setting} | " + " | ".join(cells.get((setting, d), "-") for d in columns) + " |")
-    return "\n".join(lines) + "\n"
+        header = headers.setdefault(r["dataset"], _header(r["dataset"], r, ap_kind))
+        rows.setdefault(r["setting"], {"net / descriptor": r["setting"]})[header] = _cell(r, ap_kind)
+    cols = columns("net / descriptor", *headers.values())
+    return render([{h: row.get(h, "-") for h in ["net / descriptor", *headers.values()]} for row in rows.values()],
+                  cols, style, title)
