@@ -61,7 +61,7 @@ def test_label_file_is_read_by_file_list(tmp_path):
     source = file_list(out, classes=imagenet_classes())
     assert [label for _, label in source.samples] == [0, imagenet_classes().index("n02119789"),
                                                       imagenet_classes().index("n02100735")]
-    with pytest.raises(VGGError, match="already exists"):
+    with pytest.raises(VGGError, match="refusing to overwrite"):
         write_label_file(rows[:1], out)
     write_label_file(rows[:1], out, force=True)
     assert len(out.read_text().splitlines()) == 2

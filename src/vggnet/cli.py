@@ -44,6 +44,32 @@ def cmd_convert(args) -> None:
               f"to {r['dst']}")
 
 
+def cmd_predict(args) -> None:
+    import json
+
+    from .eval.runner import parse_scales
+    from .predict import predict
+    from .tables import columns, render
+
+    results = predict(args.checkpoint, args.images, args.protocol, args.multi_scale,
+                      parse_scales(args.scales) if args.scales else None, args.top, args.device)
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return
+    cols = columns("rank", "class", "name", ("probability", "prob", "{:.3f}"))
+    for r in results:
+        print(render(r["top"], cols, title=f"{r['image']}  ({r['protocol']}, Q={','.join(map(str, r['scales']))})"))
+
+
+def cmd_export(args) -> None:
+    from .models.export import export_onnx
+
+    r = export_onnx(args.checkpoint, args.onnx, dense=args.dense, force=args.force)
+    print(f"wrote {r['out']} ({r['arch']}, {'dense score map, any H x W >= ' if r['dense'] else 'crop '}{r['crop']}; "
+          f"input: uint8 RGB images, {r['preprocessing']} inside the graph); checked with ONNX Runtime: "
+          f"largest relative difference {r['gap']:.1e}; class names: {r['classes_file']}")
+
+
 # -- data ------------------------------------------------------------------------------------------
 def cmd_data_synth(args) -> None:
     from .data.synth import make_synthetic
@@ -53,6 +79,19 @@ def cmd_data_synth(args) -> None:
                           workers=args.workers)
     print(f"wrote {info['train']} training and {info['val']} validation images of {len(info['classes'])} "
           f"classes ({info['size']}px) to {info['root']}")
+
+
+def cmd_data_imagenet_labels(args) -> None:
+    from .data.imagenet import devkit_to_labels, loc_solution_to_labels, write_label_file
+
+    if bool(args.ground_truth) == bool(args.loc_solution):
+        raise VGGError("give --ground-truth (with --meta) or --loc-solution")
+    if args.ground_truth and not args.meta:
+        raise VGGError("--ground-truth needs the devkit's --meta meta.mat (its IDs are not the sorted-wnid order)")
+    rows = (devkit_to_labels(args.ground_truth, args.meta, args.images) if args.ground_truth
+            else loc_solution_to_labels(args.loc_solution, args.images))
+    write_label_file(rows, args.out, force=args.force)
+    print(f"wrote {len(rows)} rows (path,wnid) to {args.out}; use: vggnet evaluate --data {args.out} --root VAL_FOLDER")
 
 
 def cmd_data_check(args) -> None:
@@ -336,6 +375,27 @@ def _commands_localisation(sub) -> None:
     s.set_defaults(func=cmd_loc_merge)
 
 
+def _commands_deploy(sub) -> None:
+    from .eval.protocols import ALL_PROTOCOLS
+
+    s = sub.add_parser("predict", help="top-5 classes of images, with names and probabilities")
+    s.add_argument("images", nargs="+")
+    s.add_argument("--checkpoint", required=True, help="vggnet weights (convert torchvision/Caffe files first)")
+    s.add_argument("--protocol", default="dense", choices=ALL_PROTOCOLS)
+    s.add_argument("--multi-scale", action="store_true", help="three test scales (§4.2)")
+    s.add_argument("--scales", help="test scales Q, e.g. 256,384,512")
+    s.add_argument("--top", type=integer(1, 100_000), default=5)
+    s.add_argument("--json", action="store_true", help="JSON instead of tables")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_predict)
+    s = sub.add_parser("export", help="ONNX model with the preprocessing inside, checked with ONNX Runtime")
+    s.add_argument("checkpoint")
+    s.add_argument("--onnx", required=True, help="file to write")
+    s.add_argument("--dense", action="store_true", help="the fully-convolutional score map (dynamic H, W)")
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(func=cmd_export)
+
+
 def _commands_transfer(sub) -> None:
     s = sub.add_parser("features", help="Appendix B descriptors of a data set (dense, flips, per scale) -> features file")
     s.add_argument("--checkpoint", required=True)
@@ -413,6 +473,14 @@ def _commands_data(sub) -> None:
     d.add_argument("--seed", type=SEED, default=0)
     d.add_argument("--workers", type=WORKERS, default=_default_workers())
     d.set_defaults(func=cmd_data_synth)
+    d = dsub.add_parser("imagenet-labels", help="ILSVRC-2012 validation ground truth -> a path,wnid label file")
+    d.add_argument("--ground-truth", help="the devkit's ILSVRC2012_validation_ground_truth.txt")
+    d.add_argument("--meta", help="the devkit's meta.mat (maps its ILSVRC2012_IDs to wnids)")
+    d.add_argument("--loc-solution", help="or LOC_val_solution.csv")
+    d.add_argument("--images", help="the validation image folder, to check every listed image exists")
+    d.add_argument("--out", required=True, help="CSV to write")
+    d.add_argument("--force", action="store_true")
+    d.set_defaults(func=cmd_data_imagenet_labels)
     d = dsub.add_parser("check", help="decode every image and list the unreadable ones with their reason")
     d.add_argument("data", help="image folder (any layout) or .csv/.tsv label file")
     d.add_argument("--root", help="root of the paths in a label file (default: its folder)")
@@ -480,7 +548,7 @@ def _commands_evaluation(sub) -> None:
 
 
 COMMAND_GROUPS = [_commands_demo, _commands_weights, _commands_data, _commands_train, _commands_evaluation,
-                  _commands_localisation, _commands_transfer]
+                  _commands_localisation, _commands_transfer, _commands_deploy]
 
 
 def build_parser() -> argparse.ArgumentParser:

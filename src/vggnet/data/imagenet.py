@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VGGError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, claim_output
 
 MAX_META_BYTES = 64 * 1024 ** 2  # the devkit's meta.mat is ~2 MB
 MAX_TEXT_BYTES = 64 * 1024 ** 2  # the ground truth is ~200 kB, LOC_val_solution.csv ~2 MB
@@ -184,9 +184,7 @@ def _check_images(rows, image_dir) -> None:
 def write_label_file(rows, out_csv, force: bool = False) -> Path:
     """Write ``path,label`` rows (with a header row) atomically. An existing file is replaced only
     with `force`."""
-    out = Path(out_csv)
-    if out.exists() and not force:
-        raise VGGError(f"{out}: already exists; use --force to replace it")
+    out = claim_output(out_csv, "CSV", force)
     rows = [(str(p), str(label)) for p, label in rows]
     if not rows:
         raise VGGError(f"{out}: no rows to write")

@@ -248,6 +248,9 @@ def check_settings(cfg: TrainConfig, world_size: int = 1) -> None:
             raise unknown(name.replace("_", "-"), getattr(cfg, name), choices)
     for name in RANGES:
         _check_range(name, getattr(cfg, name))
+    from ..models.zoo import resolve_arch
+    cfg.arch, bn = resolve_arch(cfg.arch)  # vgg16 -> D, vgg16_bn -> D with batch norm
+    cfg.batch_norm = cfg.batch_norm or bool(bn)
     check_model_args(cfg.arch, 1, cfg.width, cfg.fc_dim, cfg.crop, cfg.dropout)
     cfg.scale = check_scale(cfg.scale, cfg.crop)
     if cfg.val_scale is not None and not cfg.crop <= cfg.val_scale <= MAX_SIDE:

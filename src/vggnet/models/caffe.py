@@ -55,6 +55,7 @@ from ..fileio import atomic_write
 from .configs import TABLE1, parse_config
 from .vgg import FC_NAMES, VGG, scaled_width
 from .meta import PRESETS, ArchSpec, Preprocessing, WeightsMeta
+from .weights import default_classes
 from .zoo import model_from_spec
 
 MAX_FILE_BYTES = 2 * 1024 ** 3  # the release's files are about 530 MiB (16 layers) and 550 MiB (19)
@@ -789,11 +790,7 @@ def import_caffe(path, prototxt=None, classes=None) -> tuple[VGG, WeightsMeta]:
             named[name].bias.copy_(torch.from_numpy(bias))
     n = kwargs["num_classes"]
     if classes is None:
-        if n == 1000:
-            from ..data.imagenet import imagenet_classes
-            classes = imagenet_classes()
-        else:
-            classes = [str(i) for i in range(n)]
+        classes = default_classes(n)
     classes = list(classes)
     if len(classes) != n:
         raise VGGError(f"{len(classes)} class names given for a net with {n} outputs")

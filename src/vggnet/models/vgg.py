@@ -25,6 +25,22 @@ def check_crop_size(crop_size: int) -> int:
     return crop_size
 
 
+def _check_input(x: torch.Tensor, crop: int, dense: bool) -> None:
+    """Refuse an input the net cannot take. A leaf for torch.fx (see below): symbolic tracing,
+    which torchvision-style feature extractors use, records the call instead of evaluating it; a
+    jit trace has concrete sizes and skips it."""
+    if torch.jit.is_tracing():
+        return
+    if dense:
+        if min(x.shape[-2:]) < crop:
+            raise VGGError(f"dense() needs both image sides >= crop size {crop}, got {tuple(x.shape[-2:])}")
+    elif tuple(x.shape[-2:]) != (crop, crop):
+        raise VGGError(f"forward() takes {crop}x{crop} crops, got {tuple(x.shape[-2:])}; use dense() for other sizes")
+
+
+torch.fx.wrap("_check_input")
+
+
 def scaled_width(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
@@ -89,9 +105,7 @@ class VGG(nn.Module):
     # -- forward passes ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs (N, outputs) for a batch of crop-sized images: class scores, or boxes."""
-        if x.shape[-2:] != (self.crop_size, self.crop_size):
-            raise VGGError(f"forward() takes {self.crop_size}x{self.crop_size} crops, got "
-                           f"{tuple(x.shape[-2:])}; use dense() for other sizes")
+        _check_input(x, self.crop_size, False)
         return self.classifier(torch.flatten(self.features(x), 1))
 
     def _fc_as_conv(self, index: int, x: torch.Tensor) -> torch.Tensor:
@@ -121,9 +135,7 @@ class VGG(nn.Module):
         """The fully-convolutional net's output map (N, outputs, h, w) on any image with both sides
         >= crop_size: class scores (§3.2), or boxes for a box head (App. A: one per location);
         h = floor(H/32) - crop/32 + 1, likewise w."""
-        if min(x.shape[-2:]) < self.crop_size:
-            raise VGGError(f"dense() needs both image sides >= crop size {self.crop_size}, "
-                           f"got {tuple(x.shape[-2:])}")
+        _check_input(x, self.crop_size, True)
         return self.dense_head(self.features(x))
 
     def extract(self, x: torch.Tensor, names) -> dict[str, torch.Tensor]:
