@@ -28,7 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, write_section  # noqa: E402
 
 PROFILES = {
     "cpu": dict(crop=32, s1=37, s2=55, jitter=(37, 73), net=["--width", "0.25", "--fc-dim", "256", "--batch-norm",
@@ -212,7 +213,7 @@ def write_results(path: Path, out: Path, p: dict, profile: str, commands: dict, 
     for k, cmd in commands.items():
         L.append(f"- **{k}**: `vggnet {' '.join(shlex.quote(_rel(c)) for c in cmd[1:])}`")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(L) + "\n")
+    write_section(path, f"imagenette-{profile}", "\n".join(L))
 
 
 def _rel(arg) -> str:

@@ -414,3 +414,16 @@ def split_by_image(source: BoxSource, fraction: float, seed: int = 0) -> tuple[B
     train, held = split_holdout(source.as_source(), fraction, seed)
     where = {image_id: i for i, image_id in enumerate(ids)}
     return (source.subset([where[i] for i in train.ids]), source.subset([where[i] for i in held.ids]))
+
+
+def write_box_csv(source: BoxSource, path, force: bool = False) -> Path:
+    """Write `source` in the box CSV format (ids relative to its root; read it back with
+    ``read_box_csv(path, root=source.root)``): e.g. a fixed hold-out saved for later runs."""
+    from ..fileio import claim_output, write_text
+
+    path = claim_output(path, "CSV", force)
+    rows = ["path,wnid,xmin,ymin,xmax,ymax"]
+    for im in source.images:
+        for box, c in zip(im.boxes, im.box_classes):
+            rows.append(",".join([im.id, source.classes[int(c)]] + [f"{v:.2f}" for v in box]))
+    return write_text(path, "\n".join(rows) + "\n")

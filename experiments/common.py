@@ -1,0 +1,46 @@
+"""Shared by the experiment scripts: run a vggnet command (printed and logged; a failure stops the
+script), and write one generated section of docs/RESULTS.md without touching the others."""
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VGGNET = [sys.executable, "-m", "vggnet"]
+
+
+def rel(arg) -> str:
+    """A path as seen from the repository root."""
+    return str(arg).replace(str(ROOT) + "/", "").replace(str(ROOT.parent) + "/", "../")
+
+
+def shown(cmd: list) -> str:
+    """A command as a user types it (``vggnet ...``, repository-relative paths)."""
+    return "vggnet " + " ".join(shlex.quote(rel(c)) for c in cmd[len(VGGNET):])
+
+
+def run(cmd: list, log: Path, done: Path | None = None) -> None:
+    """Run `cmd` unless `done` exists (so a script resumes where it stopped)."""
+    if done is not None and done.exists():
+        return
+    print("$ " + shown(cmd), flush=True)
+    with open(log, "a") as f:
+        f.write("$ " + shown(cmd) + "\n")
+        f.flush()
+        r = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    if r.returncode:
+        raise SystemExit(f"command failed ({r.returncode}); see {log}")
+
+
+def write_section(path: Path, name: str, text: str) -> None:
+    """Replace the section `name` of a generated document (between its markers), or append it."""
+    begin, end = f"<!-- BEGIN {name} (generated) -->", f"<!-- END {name} -->"
+    block = f"{begin}\n{text.strip()}\n{end}\n"
+    doc = path.read_text() if path.exists() else ""
+    if begin in doc and end in doc:
+        doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end) + 1:]
+    else:
+        doc = (doc.rstrip() + "\n\n" if doc.strip() else "") + block
+    path.write_text(doc)
