@@ -357,6 +357,7 @@ def main(argv=None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")  # paths that are not valid UTF-8
     args = build_parser().parse_args(argv)
+    command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
     try:
         args.func(args)
         sys.stdout.flush()
@@ -364,14 +365,14 @@ def main(argv=None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except KeyboardInterrupt:
-        print(f"vggnet {args.command}: interrupted", file=sys.stderr)
+        print(f"vggnet {command}: interrupted", file=sys.stderr)
         return 130
     except SystemExit:
         raise
     except BaseException as e:
         if debug:
             raise
-        print(f"vggnet {args.command}: error: {describe(e)}", file=sys.stderr)
+        print(f"vggnet {command}: error: {describe(e)}", file=sys.stderr)
         return 2
     return 0
 

@@ -71,6 +71,10 @@ def run_demo(out=None, data=None, workers=None, progress=True, **overrides) -> d
     cfg = load_config(str(RECIPES / "demo.yaml"), dict(overrides, data=train_dir, val_data=val_dir,
                                                        out=str(out / "run"), workers=workers, progress=progress))
     check_settings(cfg)  # a bad setting is refused before the data set is written
+    if data is not None:  # and the user's images are found before the report folder is made
+        from .engine.objectives import objective_for
+        from .engine.run import open_data
+        objective_for(cfg).check_source(open_data(cfg)[0])
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
 

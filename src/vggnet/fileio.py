@@ -11,8 +11,10 @@
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import struct
 import tempfile
 from pathlib import Path
@@ -129,8 +131,32 @@ def _umask() -> int:
 
 
 def atomic_write(path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` and move the result to `path` only once it is complete on disk."""
+    """Call ``write(tmp_path)`` and move the result to `path` only once it is complete on disk.
+    A failure (a full disk, a permission denied) is reported against `path`, the file the user
+    named, not against the temporary file or no file at all."""
     path = Path(path)
+    try:
+        return _atomic_write(path, write)
+    except VGGError:
+        raise
+    except OSError as e:
+        if e.filename is None or Path(str(e.filename)).name.startswith(f".{path.name}."):
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
+    except Exception as e:  # writers report a failed write in their own types (safetensors, torch.save)
+        if "os error 28" in str(e) or _disk_full(path.parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise VGGError(f"cannot write {path}: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed write of this file
         stale.unlink(missing_ok=True)
@@ -151,6 +177,26 @@ def atomic_write(path, write: Callable[[str], None]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def read_json(path, what: str, max_bytes: int = 100_000_000) -> dict:
+    """A JSON object written by this package (statistics, results), read with every failure --
+    missing, too large, not UTF-8, not JSON, not an object -- said in one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise VGGError(f"{what} not found: {path}")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise VGGError(f"{path}: {size:,} bytes, too large for a {what} (at most {max_bytes:,})")
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise VGGError(f"{path}: not a {what} (not UTF-8 text, byte {e.start})") from None
+    except ValueError as e:
+        raise VGGError(f"{path}: not a {what} (not valid JSON: {e})") from None
+    if not isinstance(doc, dict):
+        raise VGGError(f"{path}: not a {what} (a JSON {type(doc).__name__}, not an object)")
+    return doc
 
 
 def write_json(path, obj) -> Path:

@@ -232,7 +232,9 @@ def _check_range(name: str, value) -> None:
     lo, hi, lo_open, hi_open = RANGES[name]
     ok = (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi)
     if not ok:
-        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        def num(v):
+            return f"{v:,}" if isinstance(v, int) else f"{v:g}"
+        interval = f"{'(' if lo_open else '['}{num(lo)}, {num(hi)}{')' if hi_open else ']'}"
         raise VGGError(f"{name.replace('_', '-')} must be in {interval}, got {value!r}")
 
 
@@ -273,6 +275,8 @@ def check_paths(cfg: TrainConfig) -> None:
                              ("statistics file", cfg.stats, "is_file"), ("--init-from checkpoint", cfg.init_from, "is_file")):
         if path and not getattr(Path(path), kind)():
             raise VGGError(f"{name} not found: {path}")
+    if cfg.data_root and not Path(cfg.data_root).is_dir():
+        raise VGGError(f"--data-root {cfg.data_root}: not a folder (the root of a label file's paths)")
     if not cfg.out:
         raise VGGError("no run folder: give --out RUN_DIR")
 

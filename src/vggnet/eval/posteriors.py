@@ -51,10 +51,50 @@ def load_posteriors(run_dir) -> dict:
     n = len(fields["ids"])
     if labels is None or len(labels) != n or any(v.shape != (n, len(fields["classes"])) for v in probs.values()):
         raise VGGError(f"{path}: ids, labels and posteriors disagree in size")
+    if not all(torch.isfinite(v).all() for v in probs.values()):
+        raise VGGError(f"{path}: posteriors that are not finite numbers")
     results_path = Path(run_dir) / RESULTS
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = read_results(run_dir) if results_path.is_file() else {}
     return dict(dir=str(run_dir), **fields, labels=labels, probs=probs, results=results)
 
 
 def save_results(out, result: dict) -> Path:
     return write_json(Path(out) / RESULTS, result)
+
+
+def read_results(run_dir) -> dict:
+    """An evaluation folder's ``results.json``, checked: the fields the tables read are there and
+    are what they should be (numbers, scales), else the file is refused by name."""
+    from ..fileio import read_json
+
+    path = Path(run_dir) / RESULTS
+    if not path.is_file():
+        raise VGGError(f"no evaluation results in {run_dir} (expected {path}; run `vggnet evaluate --out`)")
+    r = read_json(path, "results file of `vggnet evaluate`")
+
+    def bad(what):
+        return VGGError(f"{path}: not a results file of `vggnet evaluate` ({what})")
+
+    protocols = r.get("protocols")
+    if not isinstance(protocols, dict) or not protocols:
+        raise bad("no 'protocols'")
+    for name, v in protocols.items():
+        if not isinstance(v, dict) or not all(_percent(v.get(k)) for k in ("top1_err", "top5_err")):
+            raise bad(f"protocol {name!r} has no top-1/top-5 error in [0, 100]")
+        per_scale = v.get("per_scale", {})
+        if not isinstance(per_scale, dict) or not all(
+                isinstance(e, dict) and _percent(e.get("top1_err")) and _percent(e.get("top5_err"))
+                for e in per_scale.values()):
+            raise bad(f"protocol {name!r} has damaged per-scale errors")
+    for key, n in (("scales", None), ("train_scale", 2)):
+        value = r.get(key)
+        if value is not None and not (isinstance(value, list) and (n is None or len(value) == n)
+                                      and all(isinstance(q, int) and not isinstance(q, bool) and q > 0 for q in value)):
+            raise bad(f"{key!r} must be a list of {n or 'some'} positive integers, got {value!r}")
+    if "arch" in r and not isinstance(r["arch"], (str, type(None))):
+        raise bad("'arch' is not a name")
+    return r
+
+
+def _percent(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 100

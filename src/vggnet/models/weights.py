@@ -158,7 +158,8 @@ def _read_foreign_state(path) -> dict[str, torch.Tensor]:
         # weights_only: tensors and plain containers only, never arbitrary objects.
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a file that is not a state dict
-        raise VGGError(f"{path}: cannot read as a PyTorch state dict ({type(e).__name__}: {e})") from None
+        why = " ".join(str(e).split()).split(". ")[0][:200]  # torch's advice about weights_only does not apply
+        raise VGGError(f"{path}: cannot read as a PyTorch state dict ({type(e).__name__}: {why})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
