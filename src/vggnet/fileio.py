@@ -26,6 +26,15 @@ SUFFIX_KINDS = {".md": "Markdown", ".csv": "CSV", ".yaml": "YAML", ".yml": "YAML
                 ".html": "HTML", ".onnx": "ONNX", ".caffemodel": "Caffe weights"}
 
 
+def loads_json(text):
+    """``json.loads``, where a document nested too deeply for the parser is a ValueError like any
+    other malformed document (not a RecursionError)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def _safetensors_kind(head: bytes, size: int, path: Path) -> str | None:
     if len(head) < 9 or head[8:9] != b"{":
         return None
@@ -35,7 +44,7 @@ def _safetensors_kind(head: bytes, size: int, path: Path) -> str | None:
     with open(path, "rb") as f:
         f.seek(8)
         try:
-            header = json.loads(f.read(n))
+            header = loads_json(f.read(n))
         except ValueError:
             return None
     meta = header.get("__metadata__") or {} if isinstance(header, dict) else {}
@@ -52,7 +61,7 @@ def _safetensors_kind(head: bytes, size: int, path: Path) -> str | None:
 
 def _json_kind(path: Path) -> str:
     try:
-        doc = json.loads(path.read_text())
+        doc = loads_json(path.read_text())
     except (ValueError, OSError, UnicodeDecodeError):
         return "JSON"
     if isinstance(doc, dict):
@@ -189,7 +198,7 @@ def read_json(path, what: str, max_bytes: int = 100_000_000) -> dict:
     if size > max_bytes:
         raise VGGError(f"{path}: {size:,} bytes, too large for a {what} (at most {max_bytes:,})")
     try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
+        doc = loads_json(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
         raise VGGError(f"{path}: not a {what} (not UTF-8 text, byte {e.start})") from None
     except ValueError as e:

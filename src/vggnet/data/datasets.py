@@ -107,6 +107,8 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
                 if n == 1 and row[0].strip().lower() in ("path", "file", "filename", "image"):
                     continue
                 rows.append((row[0].strip(), row[1].strip()))
+                if len(rows) > MAX_FILES:
+                    raise VGGError(f"{path}: more than {MAX_FILES:,} rows; refusing to read them all")
     except UnicodeDecodeError as e:
         raise VGGError(f"{path}: not UTF-8 text (byte {e.start}); a label file is 'path,label' rows") from None
     except csv.Error as e:

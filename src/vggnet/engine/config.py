@@ -163,8 +163,13 @@ def read_recipe(path: Path) -> dict:
         raise VGGError(f"{path}: {size:,} bytes; a recipe is a short settings file (at most {MAX_RECIPE_BYTES:,})")
     try:
         text = path.read_bytes().decode("utf-8")
-        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
-            raise VGGError(f"{path}: uses YAML aliases (*name); a recipe is a plain mapping of settings")
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):  # events only: nothing is expanded yet
+            if isinstance(event, yaml.AliasEvent):
+                raise VGGError(f"{path}: uses YAML aliases (*name); a recipe is a plain mapping of settings")
+            depth += isinstance(event, yaml.CollectionStartEvent) - isinstance(event, yaml.CollectionEndEvent)
+            if depth > 2:  # the settings mapping, and the scale's [Smin, Smax]
+                raise VGGError(f"{path}: nested collections; a recipe is a plain mapping of settings")
         loaded = yaml.safe_load(text)
     except UnicodeDecodeError as e:
         raise VGGError(f"{path}: not UTF-8 text (byte {e.start})") from None

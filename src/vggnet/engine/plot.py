@@ -2,11 +2,11 @@
 ``log.jsonl``, whatever the objective (every ``*_err`` figure of the log is drawn)."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from ..errors import VGGError
+from ..fileio import loads_json
 
 
 MAX_LOG_BYTES = 200_000_000  # one short line per epoch: far more than any run writes
@@ -30,7 +30,7 @@ def read_log(run_dir) -> list[dict]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = loads_json(line)
         except ValueError:
             raise VGGError(f"{path}:{n}: not a JSON record (the log is damaged)") from None
         if not isinstance(row, dict) or not all(k in row for k in ("epoch", "lr", "train_loss")):

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from ..data.datasets import Source, open_source, split_holdout
 from ..data.loaders import TrainBatches, train_loader
@@ -81,13 +80,11 @@ def saved_config(run: Path) -> dict:
             train = read_meta(run / LAST).train
             return dict(train.config) if train else {}
         return {}
+    from .config import read_recipe
     try:
-        saved = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise VGGError(f"{path}: damaged ({' '.join(str(e).split())[:200]})") from None
-    if not isinstance(saved, dict):
-        raise VGGError(f"{path}: damaged (not a mapping of settings); restore it or start a new run")
-    return saved
+        return read_recipe(path)  # the same checks as a recipe: bounded, UTF-8, a flat mapping
+    except VGGError as e:
+        raise VGGError(f"the run's config.yaml is damaged ({e}); restore it or start a new run") from None
 
 
 def check_run_dir(cfg: TrainConfig) -> None:

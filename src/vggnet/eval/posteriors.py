@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import VGGError
-from ..fileio import atomic_write, write_json
+from ..fileio import atomic_write, loads_json, write_json
 
 POSTERIORS, RESULTS = "posteriors.safetensors", "results.json"
 
@@ -43,9 +43,15 @@ def load_posteriors(run_dir) -> dict:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
         tensors = load_file(str(path))
-        fields = {k: json.loads(header[k]) for k in ("ids", "classes", "scales", "protocols")}
+        fields = {k: loads_json(header[k]) for k in ("ids", "classes", "scales", "protocols")}
     except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
         raise VGGError(f"{path}: not a posteriors file of `vggnet evaluate` ({type(e).__name__}: {e})") from None
+    kinds = dict(ids=str, classes=str, scales=int, protocols=str)
+    wrong = [k for k, t in kinds.items() if not isinstance(fields[k], list) or not all(
+        isinstance(v, t) and not isinstance(v, bool) for v in fields[k])]
+    if wrong:
+        raise VGGError(f"{path}: not a posteriors file of `vggnet evaluate` (its {wrong[0]!r} are not a list of "
+                       f"{kinds[wrong[0]].__name__})")
     labels = tensors.get("labels")
     probs = {k[len("probs/"):]: v.float() for k, v in tensors.items() if k.startswith("probs/")}
     n = len(fields["ids"])

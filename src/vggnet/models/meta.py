@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import VGGError
+from ..fileio import loads_json
 
 FORMAT = "vggnet-weights/1"
 HEADS = ("classifier", "scr", "pcr")  # class scores; single-class / per-class box regression (App. A)
@@ -251,7 +252,7 @@ class WeightsMeta:
     @classmethod
     def from_json(cls, text: str, where="") -> "WeightsMeta":
         try:
-            d = json.loads(text)
+            d = loads_json(text)
         except ValueError as e:
             raise _fail(where, f"is not valid JSON ({e})") from None
         return cls.from_dict(d, where)
