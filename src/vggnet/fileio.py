@@ -131,6 +131,12 @@ def check_writable_folder(folder) -> None:
         raise VGGError(f"cannot write into {folder}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise VGGError(f"cannot write into {folder}: permission denied")
+    try:  # the permission bits do not tell everything (root, a read-only mount): try it
+        fd, probe = tempfile.mkstemp(prefix=".vggnet-probe.", suffix=".tmp", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise VGGError(f"cannot write into {folder}: {e.strerror or e}") from None
 
 
 def _umask() -> int:

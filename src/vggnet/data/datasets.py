@@ -41,17 +41,25 @@ class Source:
 MAX_FILES = 20_000_000  # a walk that finds more is refused: no data set of this field is that large
 
 
-def walk_images(root) -> list[str]:
+def _inode(path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def walk_images(root, seen: set | None = None) -> list[str]:
     """Every image file under `root`, in a stable order, following links to folders but entering
     each real folder once: a link loop (``class/up -> ..``) ends, and a folder reached twice
-    through links does not count its images twice."""
-    seen, out = set(), []
+    through links does not count its images twice. Folders in `seen` (their (device, inode)) are
+    not entered, except `root` itself; the set grows with the folders entered."""
+    seen = set() if seen is None else seen
+    out, first = [], True
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        st = os.stat(dirpath)
-        if (st.st_dev, st.st_ino) in seen:
+        key = _inode(dirpath)
+        if key in seen and not first:
             dirnames[:] = []
             continue
-        seen.add((st.st_dev, st.st_ino))
+        first = False
+        seen.add(key)
         dirnames.sort()
         out += [os.path.join(dirpath, name) for name in sorted(filenames) if is_image_file(name)]
         if len(out) > MAX_FILES:
@@ -75,8 +83,11 @@ def image_folder(root, classes: list[str] | None = None) -> Source:
                            f"of the model (e.g. {classes[:5]})")
     index = {c: i for i, c in enumerate(classes)}
     samples, ids = [], []
+    # A link out of a class folder to the root or to another class (``a/up -> ..``) is not
+    # followed: the images found through it would be counted again, under the wrong class.
+    seen = {_inode(root)} | {_inode(root / c) for c in found}
     for c in found:
-        for path in walk_images(root / c):
+        for path in walk_images(root / c, seen):
             samples.append((path, index[c]))
             ids.append(os.path.relpath(path, root))
     if not samples:
