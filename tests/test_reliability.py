@@ -737,13 +737,33 @@ def test_demo_evaluates_exactly_the_images_it_held_out(tmp_path):
     from vggnet.engine import load_config
     from vggnet.engine.config import RECIPES
     from vggnet.engine.run import open_data
-    data = make_folder(tmp_path / "mine", ("a", "b"), per_class=10, size=(40, 40))
+    data = make_folder(tmp_path / "mine", ("b",), per_class=10, size=(40, 40))
+    for i, name in enumerate((b"plain.png", b"caf\xe9.png", b"x,y.png")):  # not UTF-8; a comma: all travel
+        try:
+            write_image(data / "a" / os.fsdecode(name), seed=50 + i)
+        except OSError:
+            pass  # a file system that refuses the name
     train_dir, val_dir = _split_user_data(data)
     assert val_dir is None
-    cfg = load_config(str(RECIPES / "demo.yaml"), dict(data=train_dir, out=str(tmp_path / "r")))
+    # 90% held out: all of class a (2 or 3 images) is.
+    cfg = load_config(str(RECIPES / "demo.yaml"), dict(data=train_dir, out=str(tmp_path / "r"), val_fraction=0.9))
     listed = file_list(_heldout_list(cfg, tmp_path), root=train_dir)
     trained, validated = open_data(cfg)
     assert sorted(listed.ids) == sorted(validated.ids) and not set(listed.ids) & set(trained.ids)
+    assert "a/x,y.png" in listed.ids
+
+
+def test_label_file_paths_are_file_names_and_labels_are_text(world, tmp_path):
+    from vggnet.data.datasets import file_list
+    try:
+        write_image(tmp_path / os.fsdecode(b"caf\xe9.png"))
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    (tmp_path / "l.csv").write_bytes(b"caf\xe9.png,a\n")
+    assert [Path(p).name for p, _ in file_list(tmp_path / "l.csv").samples] == [os.fsdecode(b"caf\xe9.png")]
+    (tmp_path / "m.csv").write_bytes(b"caf\xe9.png,caf\xe9\n")
+    with pytest.raises(VGGError, match=r"m.csv:1: the label is not UTF-8"):
+        file_list(tmp_path / "m.csv")
 
 
 def test_unreadable_images_do_not_shrink_the_gradient():
@@ -816,7 +836,7 @@ def test_ddp_ranks_agree_on_stopping_whatever_step_the_signal_reaches_them():
     rank alone in a collective would hang)."""
     from vggnet.engine.train import SYNC_EVERY, _agree
 
-    world_size, barrier = 2, threading.Barrier(2, timeout=10)
+    barrier = threading.Barrier(2, timeout=10)
     box, decisions, calls = [None, None], [[], []], [0, 0]
 
     def rank(r, signal_at):

@@ -42,8 +42,14 @@ def _heldout_list(cfg, out: Path) -> str:
 
     source = open_source(cfg.data)
     _, held = split_holdout(source, cfg.val_fraction, cfg.seed)
-    rows = "".join(f"{i},{source.classes[label]}\n" for i, (_, label) in zip(held.ids, held.samples))
-    write_text(out / "val-heldout.csv", "path,label\n" + rows)
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")  # quoted: a name may hold a comma
+    writer.writerow(["path", "label"])
+    writer.writerows([i, source.classes[label]] for i, (_, label) in zip(held.ids, held.samples))
+    write_text(out / "val-heldout.csv", text.getvalue(), errors="surrogateescape")  # names as on disk
     return str(out / "val-heldout.csv")
 
 

@@ -222,8 +222,9 @@ def write_json(path, obj) -> Path:
     return atomic_write(path, write)
 
 
-def write_text(path, text: str) -> Path:
+def write_text(path, text: str, errors: str = "backslashreplace") -> Path:
+    """UTF-8 text; ``errors="surrogateescape"`` for file names, written as the bytes they have."""
     def write(tmp):
-        with open(tmp, "w", errors="backslashreplace") as f:
+        with open(tmp, "w", encoding="utf-8", errors=errors) as f:
             f.write(text)
     return atomic_write(path, write)

@@ -109,7 +109,10 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".txt") and b"\t" in head else ","
     rows = []
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of a path
+        # -sig: a byte-order mark is not part of a path. surrogateescape: a path is a file name,
+        # which on POSIX is bytes; one that is not UTF-8 is read as Python names such files (and
+        # as the demo writes its held-out list). A label is a class name: it must be text.
+        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             for n, row in enumerate(csv.reader(f, delimiter=delimiter), start=1):
                 if not row or row[0].startswith("#"):
                     continue
@@ -118,10 +121,12 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
                 if n == 1 and row[0].strip().lower() in ("path", "file", "filename", "image"):
                     continue
                 rows.append((row[0].strip(), row[1].strip()))
+                rows[-1][1].encode("utf-8")  # a label that is not UTF-8 text: UnicodeEncodeError
                 if len(rows) > MAX_FILES:
                     raise VGGError(f"{path}: more than {MAX_FILES:,} rows; refusing to read them all")
-    except UnicodeDecodeError as e:
-        raise VGGError(f"{path}: not UTF-8 text (byte {e.start}); a label file is 'path,label' rows") from None
+    except UnicodeError:
+        raise VGGError(f"{path}:{n}: the label is not UTF-8 text; a label file is 'path,label' rows, UTF-8") \
+            from None
     except csv.Error as e:
         raise VGGError(f"{path}: not a readable CSV file ({e})") from None
     if not rows:
