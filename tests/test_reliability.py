@@ -11,8 +11,8 @@ Tiny nets and a dozen 40-pixel images keep the whole module fast; commands run i
 import json
 import os
 import resource
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -23,10 +23,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import tiny
 from helpers import make_folder, write_image
+from PIL import Image
+
 from vggnet.cli import main
 from vggnet.errors import VGGError, describe
 from vggnet.models import init_weights, load_model, read_weights, save_weights
@@ -196,7 +196,7 @@ CASES = [
      "truncated.safetensors", NO),
     ("convert-not-a-state-dict", lambda w: ["convert", w.bad / "garbage.pth", w.root / "x.safetensors"],
      ["garbage.pth", "cannot read as a PyTorch state dict"], NO),
-    ("convert-output-is-folder", lambda w: ["convert", w.ckpt, w.ev], [str("ev"), "is a folder"], NO),
+    ("convert-output-is-folder", lambda w: ["convert", w.ckpt, w.ev], ["ev", "is a folder"], NO),
     ("convert-metadata-not-object", lambda w: ["convert", w.bad / "meta-list.safetensors", w.root / "x.pth"],
      ["meta-list.safetensors", "JSON object"], NO),
     ("evaluate-metadata-bad-dropout", lambda w: ["evaluate", "--checkpoint", w.bad / "meta-dropout.safetensors",
@@ -371,7 +371,7 @@ def test_full_disk_at_a_checkpoint_names_it_and_keeps_the_last_one(world, tmp_pa
     assert (run / "last.safetensors").read_bytes() == seen["before"]
     assert not list(run.glob(".*.tmp"))
     monkeypatch.setattr(st, "save_file", real)
-    rc, out, err = cli(capsys, *train_args(world.data, run, "--checkpoint-steps", "1", "--resume"))
+    rc, _, err = cli(capsys, *train_args(world.data, run, "--checkpoint-steps", "1", "--resume"))
     assert rc == 0, err
     assert all_finite(run / "final.safetensors")
 
@@ -484,7 +484,7 @@ def test_a_diverging_run_keeps_only_finite_checkpoints_and_says_what_they_hold(w
 
 def test_lr_10_with_a_checkpoint_every_step_never_writes_nan(world, tmp_path, capsys):
     run = tmp_path / "run"
-    rc, out, err = cli(capsys, *train_args(world.data, run, "--lr", "10", "--epochs", "3", "--checkpoint-steps", "1"))
+    rc, _, err = cli(capsys, *train_args(world.data, run, "--lr", "10", "--epochs", "3", "--checkpoint-steps", "1"))
     assert rc in (0, 2) and "Traceback" not in err
     if rc == 2:
         line = one_line(err)
@@ -537,7 +537,7 @@ def test_resume_knows_that_dot_slash_run_is_run(world, tmp_path, capsys):
     os.chdir(tmp_path)
     rewritten = dict(yaml_load(tmp_path / "run" / "config.yaml"), data="data", out="run")
     (tmp_path / "run" / "config.yaml").write_text(yaml_dump(rewritten))
-    rc, out, err = cli(capsys, *train_args("./data", "./run", "--resume"))
+    rc, _, err = cli(capsys, *train_args("./data", "./run", "--resume"))
     assert rc == 0 and "Traceback" not in err, err
 
 
@@ -651,6 +651,7 @@ def test_a_1x30000_image_is_refused_at_test_time_not_allocated(world, tmp_path, 
 
 def test_colour_statistics_of_a_large_image_stay_small_in_memory(tmp_path):
     import tracemalloc
+
     from vggnet.data import compute_stats, image_folder
     write_image(tmp_path / "d" / "a" / "big.png", (2000, 2000), colour=(10, 20, 30))
     source = image_folder(tmp_path / "d")

@@ -8,7 +8,6 @@ from pathlib import Path
 from ..errors import VGGError
 from ..fileio import loads_json
 
-
 MAX_LOG_BYTES = 200_000_000  # one short line per epoch: far more than any run writes
 
 

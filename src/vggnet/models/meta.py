@@ -206,8 +206,8 @@ class TrainInfo:
         scale = d.get("scale")
         if not isinstance(scale, (list, tuple)) or len(scale) != 2:
             raise _fail(where, f"field 'train.scale' must be [Smin, Smax], got {scale!r}")
-        from ..data.transforms import MAX_SIDE  # no run trains or validates at a larger S or Q
-
+        # No run trains or validates at a larger S or Q than MAX_SIDE.
+        from ..data.transforms import MAX_SIDE
         lo, hi = (_int(v, "train.scale", where, 1, MAX_SIDE) for v in scale)
         val_scale = d.get("val_scale")
         return cls((lo, hi), _int(d.get("crop", 224), "train.crop", where, 1, MAX_SIDE),
