@@ -167,7 +167,7 @@ def _diverged(run: Run, what: str, epoch: int, step: int) -> VGGError:
             if (run.run_dir / LAST).is_file() else "no checkpoint had been written yet")
     hint = "try a lower --lr" + (", or --init glorot" if run.cfg.init != "glorot" else "")
     return VGGError(f"the run diverged: {what} not finite at epoch {epoch + 1}, step {step}; stopping without "
-                    f"writing them ({kept}); {hint}")
+                    f"writing a checkpoint ({kept}); {hint}")
 
 
 def _check_finite(run: Run, value: float, epoch: int, step: int) -> None:
