@@ -204,12 +204,10 @@ def cmd_fuse(args) -> None:
 
 def cmd_report(args) -> None:
     """Tables from saved results, each kind in its paper's layout: classification (Tables 3-6),
-    localisation (Tables 8-9)."""
-    import json
-
+    localisation (Tables 8-9), transfer (Table 11)."""
     from .eval.posteriors import RESULTS
     from .eval.report import collect_rows, markdown, to_csv
-    from .fileio import claim_output, write_text
+    from .fileio import claim_output, read_json, write_text
     from .localization.report import loc_tables
 
     md_path = csv_path = None
@@ -223,10 +221,7 @@ def cmd_report(args) -> None:
         path = Path(d) / RESULTS
         if not path.is_file():
             raise VGGError(f"no results in {d} (expected {path})")
-        try:
-            kinds.setdefault(json.loads(path.read_text()).get("kind", "classification"), []).append(d)
-        except (ValueError, AttributeError):
-            raise VGGError(f"{path}: not a results file") from None
+        kinds.setdefault(str(read_json(path, "results file").get("kind", "classification")), []).append(d)
     md, csv = "", ""
     if "classification" in kinds:
         rows = collect_rows(kinds["classification"], per_scale=args.per_scale)
@@ -237,7 +232,7 @@ def cmd_report(args) -> None:
         md += ("\n" if md else "") + table11(transfer, title="Table 11 layout: deep features + linear SVMs")
         csv += table11(transfer, style="csv")
     if "localisation" in kinds:
-        results = [json.loads((Path(d) / RESULTS).read_text()) for d in kinds["localisation"]]
+        results = [read_json(Path(d) / RESULTS, "results file") for d in kinds["localisation"]]
         md += ("\n" if md else "") + loc_tables(results, "markdown")
         csv += loc_tables(results, "csv")
     print(md, end="")
@@ -602,6 +597,7 @@ def main(argv=None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")  # paths that are not valid UTF-8
     args = build_parser().parse_args(argv)
+    command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
     try:
         args.func(args)
         sys.stdout.flush()
@@ -609,14 +605,14 @@ def main(argv=None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except KeyboardInterrupt:
-        print(f"vggnet {args.command}: interrupted", file=sys.stderr)
+        print(f"vggnet {command}: interrupted", file=sys.stderr)
         return 130
     except SystemExit:
         raise
     except BaseException as e:
         if debug:
             raise
-        print(f"vggnet {args.command}: error: {describe(e)}", file=sys.stderr)
+        print(f"vggnet {command}: error: {describe(e)}", file=sys.stderr)
         return 2
     return 0
 

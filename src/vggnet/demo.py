@@ -42,8 +42,14 @@ def _heldout_list(cfg, out: Path) -> str:
 
     source = open_source(cfg.data)
     _, held = split_holdout(source, cfg.val_fraction, cfg.seed)
-    rows = "".join(f"{i},{source.classes[label]}\n" for i, (_, label) in zip(held.ids, held.samples))
-    write_text(out / "val-heldout.csv", "path,label\n" + rows)
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")  # quoted: a name may hold a comma
+    writer.writerow(["path", "label"])
+    writer.writerows([i, source.classes[label]] for i, (_, label) in zip(held.ids, held.samples))
+    write_text(out / "val-heldout.csv", text.getvalue(), errors="surrogateescape")  # names as on disk
     return str(out / "val-heldout.csv")
 
 
@@ -71,6 +77,10 @@ def run_demo(out=None, data=None, workers=None, progress=True, **overrides) -> d
     cfg = load_config(str(RECIPES / "demo.yaml"), dict(overrides, data=train_dir, val_data=val_dir,
                                                        out=str(out / "run"), workers=workers, progress=progress))
     check_settings(cfg)  # a bad setting is refused before the data set is written
+    if data is not None:  # and the user's images are found before the report folder is made
+        from .engine.objectives import objective_for
+        from .engine.run import open_data
+        objective_for(cfg).check_source(open_data(cfg)[0])
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
 

@@ -21,9 +21,20 @@ def unknown(kind: str, name, valid) -> VGGError:
     return VGGError(f"unknown {kind} {name!r}; valid: {', '.join(map(str, valid))}")
 
 
+def _message(exc: BaseException) -> str:
+    """The exception's own message. An exception raised in a DataLoader worker comes back with the
+    worker's traceback inside its message; only the original message is kept."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1].strip()
+    name, sep, rest = last.partition(": ")  # "vggnet.errors.VGGError: the message"
+    return rest if sep and " " not in name else ""
+
+
 def _os_error(e: OSError) -> str:
     where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
-    why = e.strerror or str(e) or type(e).__name__
+    why = e.strerror or _message(e) or type(e).__name__
     if e.errno == errno.ENOSPC:
         why += " (the files written before are intact; free some space and rerun or --resume)"
     return f"{where}: {why}" if where else why
@@ -32,15 +43,15 @@ def _os_error(e: OSError) -> str:
 def describe(exc: BaseException) -> str:
     """One line that says what failed and why, for any exception."""
     if isinstance(exc, VGGError):
-        text = str(exc)
+        text = _message(exc)
     elif isinstance(exc, OSError):
         text = _os_error(exc)
     elif isinstance(exc, MemoryError):
         text = "out of memory (use smaller inputs, scales or batches)"
     elif isinstance(exc, UnicodeError):
-        text = f"text that is not valid UTF-8 ({exc})"
+        text = f"text that is not valid UTF-8 ({_message(exc)})"
     elif isinstance(exc, RuntimeError) and "out of memory" in str(exc):
         text = "the device ran out of memory (use a smaller --batch-size or fewer/smaller scales)"
     else:
-        text = f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+        text = f"unexpected {type(exc).__name__}: {_message(exc)} (rerun with --debug for the traceback)"
     return " ".join(text.split())

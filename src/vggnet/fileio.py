@@ -11,8 +11,10 @@
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import struct
 import tempfile
 from pathlib import Path
@@ -24,6 +26,15 @@ SUFFIX_KINDS = {".md": "Markdown", ".csv": "CSV", ".yaml": "YAML", ".yml": "YAML
                 ".html": "HTML", ".onnx": "ONNX", ".caffemodel": "Caffe weights"}
 
 
+def loads_json(text):
+    """``json.loads``, where a document nested too deeply for the parser is a ValueError like any
+    other malformed document (not a RecursionError)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def _safetensors_kind(head: bytes, size: int, path: Path) -> str | None:
     if len(head) < 9 or head[8:9] != b"{":
         return None
@@ -33,7 +44,7 @@ def _safetensors_kind(head: bytes, size: int, path: Path) -> str | None:
     with open(path, "rb") as f:
         f.seek(8)
         try:
-            header = json.loads(f.read(n))
+            header = loads_json(f.read(n))
         except ValueError:
             return None
     meta = header.get("__metadata__") or {} if isinstance(header, dict) else {}
@@ -50,7 +61,7 @@ def _safetensors_kind(head: bytes, size: int, path: Path) -> str | None:
 
 def _json_kind(path: Path) -> str:
     try:
-        doc = json.loads(path.read_text())
+        doc = loads_json(path.read_text())
     except (ValueError, OSError, UnicodeDecodeError):
         return "JSON"
     if isinstance(doc, dict):
@@ -121,6 +132,12 @@ def check_writable_folder(folder) -> None:
         raise VGGError(f"cannot write into {folder}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise VGGError(f"cannot write into {folder}: permission denied")
+    try:  # the permission bits do not tell everything (root, a read-only mount): try it
+        fd, probe = tempfile.mkstemp(prefix=".vggnet-probe.", suffix=".tmp", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise VGGError(f"cannot write into {folder}: {e.strerror or e}") from None
 
 
 def _umask() -> int:
@@ -130,8 +147,32 @@ def _umask() -> int:
 
 
 def atomic_write(path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` and move the result to `path` only once it is complete on disk."""
+    """Call ``write(tmp_path)`` and move the result to `path` only once it is complete on disk.
+    A failure (a full disk, a permission denied) is reported against `path`, the file the user
+    named, not against the temporary file or no file at all."""
     path = Path(path)
+    try:
+        return _atomic_write(path, write)
+    except VGGError:
+        raise
+    except OSError as e:
+        if e.filename is None or Path(str(e.filename)).name.startswith(f".{path.name}."):
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
+    except Exception as e:  # writers report a failed write in their own types (safetensors, torch.save)
+        if "os error 28" in str(e) or _disk_full(path.parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise VGGError(f"cannot write {path}: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed write of this file
         stale.unlink(missing_ok=True)
@@ -154,6 +195,26 @@ def atomic_write(path, write: Callable[[str], None]) -> Path:
     return path
 
 
+def read_json(path, what: str, max_bytes: int = 100_000_000) -> dict:
+    """A JSON object written by this package (statistics, results), read with every failure --
+    missing, too large, not UTF-8, not JSON, not an object -- said in one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise VGGError(f"{what} not found: {path}")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise VGGError(f"{path}: {size:,} bytes, too large for a {what} (at most {max_bytes:,})")
+    try:
+        doc = loads_json(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise VGGError(f"{path}: not a {what} (not UTF-8 text, byte {e.start})") from None
+    except ValueError as e:
+        raise VGGError(f"{path}: not a {what} (not valid JSON: {e})") from None
+    if not isinstance(doc, dict):
+        raise VGGError(f"{path}: not a {what} (a JSON {type(doc).__name__}, not an object)")
+    return doc
+
+
 def write_json(path, obj) -> Path:
     def write(tmp):
         with open(tmp, "w") as f:
@@ -162,8 +223,9 @@ def write_json(path, obj) -> Path:
     return atomic_write(path, write)
 
 
-def write_text(path, text: str) -> Path:
+def write_text(path, text: str, errors: str = "backslashreplace") -> Path:
+    """UTF-8 text; ``errors="surrogateescape"`` for file names, written as the bytes they have."""
     def write(tmp):
-        with open(tmp, "w", errors="backslashreplace") as f:
+        with open(tmp, "w", encoding="utf-8", errors=errors) as f:
             f.write(text)
     return atomic_write(path, write)

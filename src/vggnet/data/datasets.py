@@ -41,17 +41,25 @@ class Source:
 MAX_FILES = 20_000_000  # a walk that finds more is refused: no data set of this field is that large
 
 
-def walk_images(root) -> list[str]:
+def _inode(path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def walk_images(root, seen: set | None = None) -> list[str]:
     """Every image file under `root`, in a stable order, following links to folders but entering
     each real folder once: a link loop (``class/up -> ..``) ends, and a folder reached twice
-    through links does not count its images twice."""
-    seen, out = set(), []
+    through links does not count its images twice. Folders in `seen` (their (device, inode)) are
+    not entered, except `root` itself; the set grows with the folders entered."""
+    seen = set() if seen is None else seen
+    out, first = [], True
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        st = os.stat(dirpath)
-        if (st.st_dev, st.st_ino) in seen:
+        key = _inode(dirpath)
+        if key in seen and not first:
             dirnames[:] = []
             continue
-        seen.add((st.st_dev, st.st_ino))
+        first = False
+        seen.add(key)
         dirnames.sort()
         out += [os.path.join(dirpath, name) for name in sorted(filenames) if is_image_file(name)]
         if len(out) > MAX_FILES:
@@ -75,8 +83,11 @@ def image_folder(root, classes: list[str] | None = None) -> Source:
                            f"of the model (e.g. {classes[:5]})")
     index = {c: i for i, c in enumerate(classes)}
     samples, ids = [], []
+    # A link out of a class folder to the root or to another class (``a/up -> ..``) is not
+    # followed: the images found through it would be counted again, under the wrong class.
+    seen = {_inode(root)} | {_inode(root / c) for c in found}
     for c in found:
-        for path in walk_images(root / c):
+        for path in walk_images(root / c, seen):
             samples.append((path, index[c]))
             ids.append(os.path.relpath(path, root))
     if not samples:
@@ -98,7 +109,10 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".txt") and b"\t" in head else ","
     rows = []
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of a path
+        # -sig: a byte-order mark is not part of a path. surrogateescape: a path is a file name,
+        # which on POSIX is bytes; one that is not UTF-8 is read as Python names such files (and
+        # as the demo writes its held-out list). A label is a class name: it must be text.
+        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             for n, row in enumerate(csv.reader(f, delimiter=delimiter), start=1):
                 if not row or row[0].startswith("#"):
                     continue
@@ -107,8 +121,12 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
                 if n == 1 and row[0].strip().lower() in ("path", "file", "filename", "image"):
                     continue
                 rows.append((row[0].strip(), row[1].strip()))
-    except UnicodeDecodeError as e:
-        raise VGGError(f"{path}: not UTF-8 text (byte {e.start}); a label file is 'path,label' rows") from None
+                rows[-1][1].encode("utf-8")  # a label that is not UTF-8 text: UnicodeEncodeError
+                if len(rows) > MAX_FILES:
+                    raise VGGError(f"{path}: more than {MAX_FILES:,} rows; refusing to read them all")
+    except UnicodeError:
+        raise VGGError(f"{path}:{n}: the label is not UTF-8 text; a label file is 'path,label' rows, UTF-8") \
+            from None
     except csv.Error as e:
         raise VGGError(f"{path}: not a readable CSV file ({e})") from None
     if not rows:

@@ -3,7 +3,6 @@ RGB value subtracted from every input (§2.1) and the eigen-decomposition of the
 covariance used by the PCA colour shift (§3.1)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,8 @@ class _PixelMoments(PathImages):
     def read(self, path, img):
         # A subsample on a regular grid, not an average, so pixel variance is kept.
         step = max(2, int(np.ceil(np.sqrt(img.width * img.height / PIXELS_PER_IMAGE))))
-        a = np.asarray(img, dtype=np.float64)[::step, ::step].reshape(-1, 3)
+        # Subsampled first, converted after: a large image is never held as float64 whole.
+        a = np.asarray(img)[::step, ::step].reshape(-1, 3).astype(np.float64)
         return {"sum": a.sum(0), "outer": a.T @ a, "count": a.shape[0]}
 
 
@@ -71,12 +71,24 @@ def save_stats(path, stats: dict) -> Path:
 
 
 def load_stats(path) -> dict:
+    """A statistics file of ``vggnet stats``, checked: the mean and the eigen-pairs are finite
+    numbers of the right shapes (a hand-edited or foreign file is refused here, by name, before a
+    run writes anything)."""
+    from ..fileio import read_json
+
     path = Path(path)
-    try:
-        stats = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise VGGError(f"cannot read statistics file {path}: {e}") from None
+    stats = read_json(path, "statistics file")
     for key in ("mean_rgb", "pca_eigval", "pca_eigvec"):
         if key not in stats:
             raise VGGError(f"{path}: not a statistics file (no {key!r}); make one with `vggnet stats`")
+    rows = [stats["mean_rgb"], stats["pca_eigval"]] + (stats["pca_eigvec"] if isinstance(stats["pca_eigvec"], list)
+                                                       else [None])
+    if len(rows) != 5 or not all(_finite_triple(r) for r in rows):
+        raise VGGError(f"{path}: a statistics file holds mean_rgb and pca_eigval (3 finite numbers each) and "
+                       f"pca_eigvec (3x3); this one does not: make it again with `vggnet stats`")
     return stats
+
+
+def _finite_triple(row) -> bool:
+    return isinstance(row, list) and len(row) == 3 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in row)

@@ -11,6 +11,7 @@ while writing leaves the previous file intact) and only ever with finite weights
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,10 +42,46 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, d: dict, where="") -> "TrainState":
+        """Read and check a checkpoint's state: a damaged or hand-edited one is refused here, by
+        name, rather than failing somewhere in the loop (or training on with nonsense)."""
+        def damaged(what):
+            return VGGError(f"{where}: the training state is damaged ({what})")
+
         names = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(d, dict) or not isinstance(d.get("epoch"), int) or not isinstance(d.get("step"), int):
-            raise VGGError(f"{where}: the training state is damaged (no epoch/step)")
-        return cls(**{k: v for k, v in d.items() if k in names})
+        if not isinstance(d, dict) or not _count(d.get("epoch")) or not _count(d.get("step")):
+            raise damaged("no epoch/step")
+        state = cls(**{k: v for k, v in d.items() if k in names})
+        if not isinstance(state.history, list) or not all(isinstance(r, dict) for r in state.history):
+            raise damaged("history is not a list of epoch records")
+        if not _count(state.bad_images) or not (state.best_val is None or isinstance(state.best_val, dict)):
+            raise damaged("bad_images / best_val")
+        _check_schedule(state.schedule, damaged)
+        if state.partial is not None:
+            p = state.partial
+            if not (isinstance(p, dict) and isinstance(p.get("sums"), list) and all(map(_number, p["sums"]))
+                    and _count(p.get("seen")) and _number(p.get("seconds")) and isinstance(p.get("bad"), list)):
+                raise damaged("the sums of the interrupted epoch")
+        return state
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_schedule(schedule, damaged) -> None:
+    """The plateau schedule's state (§3.1): the fields of PlateauSchedule, a positive finite rate."""
+    from .schedule import PlateauSchedule
+
+    fields = {f.name for f in dataclasses.fields(PlateauSchedule)}
+    if not isinstance(schedule, dict) or not schedule or set(schedule) - fields or "lr" not in schedule:
+        raise damaged("the learning-rate schedule")
+    numbers = {k: v for k, v in schedule.items() if not (k == "best" and v is None)}
+    if not all(_number(v) for v in numbers.values()) or not schedule["lr"] > 0:
+        raise damaged(f"learning-rate schedule {schedule}")
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -97,4 +134,7 @@ def load_last(run_dir) -> tuple[dict, WeightsMeta, TrainState]:
     tensors, meta = read_weights(path)
     if meta.train_state is None:
         raise VGGError(f"{path} has no training state")
+    for key, value in tensors.items():  # weights and momentum: resuming from NaN diverges at once
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise VGGError(f"{path}: tensor {key!r} is not finite; this checkpoint cannot be resumed")
     return tensors, meta, TrainState.from_dict(meta.train_state, str(path))

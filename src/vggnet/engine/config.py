@@ -163,8 +163,13 @@ def read_recipe(path: Path) -> dict:
         raise VGGError(f"{path}: {size:,} bytes; a recipe is a short settings file (at most {MAX_RECIPE_BYTES:,})")
     try:
         text = path.read_bytes().decode("utf-8")
-        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
-            raise VGGError(f"{path}: uses YAML aliases (*name); a recipe is a plain mapping of settings")
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):  # events only: nothing is expanded yet
+            if isinstance(event, yaml.AliasEvent):
+                raise VGGError(f"{path}: uses YAML aliases (*name); a recipe is a plain mapping of settings")
+            depth += isinstance(event, yaml.CollectionStartEvent) - isinstance(event, yaml.CollectionEndEvent)
+            if depth > 2:  # the settings mapping, and the scale's [Smin, Smax]
+                raise VGGError(f"{path}: nested collections; a recipe is a plain mapping of settings")
         loaded = yaml.safe_load(text)
     except UnicodeDecodeError as e:
         raise VGGError(f"{path}: not UTF-8 text (byte {e.start})") from None
@@ -233,7 +238,9 @@ def _check_range(name: str, value) -> None:
     lo, hi, lo_open, hi_open = RANGES[name]
     ok = (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi)
     if not ok:
-        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        def num(v):
+            return f"{v:,}" if isinstance(v, int) else f"{v:g}"
+        interval = f"{'(' if lo_open else '['}{num(lo)}, {num(hi)}{')' if hi_open else ']'}"
         raise VGGError(f"{name.replace('_', '-')} must be in {interval}, got {value!r}")
 
 
@@ -277,6 +284,8 @@ def check_paths(cfg: TrainConfig) -> None:
                              ("statistics file", cfg.stats, "is_file"), ("--init-from checkpoint", cfg.init_from, "is_file")):
         if path and not getattr(Path(path), kind)():
             raise VGGError(f"{name} not found: {path}")
+    if cfg.data_root and not Path(cfg.data_root).is_dir():
+        raise VGGError(f"--data-root {cfg.data_root}: not a folder (the root of a label file's paths)")
     if not cfg.out:
         raise VGGError("no run folder: give --out RUN_DIR")
 

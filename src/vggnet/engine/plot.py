@@ -2,26 +2,43 @@
 ``log.jsonl``, whatever the objective (every ``*_err`` figure of the log is drawn)."""
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 
 from ..errors import VGGError
+from ..fileio import loads_json
+
+MAX_LOG_BYTES = 200_000_000  # one short line per epoch: far more than any run writes
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def read_log(run_dir) -> list[dict]:
+    """The epoch records of a run's ``log.jsonl``, each checked: what is drawn is a finite number
+    (a damaged or hand-edited log is refused, by line, rather than drawn as nonsense)."""
     path = Path(run_dir) / "log.jsonl"
     if not path.is_file():
         raise VGGError(f"no training log in {run_dir} (expected {path})")
+    if path.stat().st_size > MAX_LOG_BYTES:
+        raise VGGError(f"{path}: {path.stat().st_size:,} bytes, more than a training log holds "
+                       f"(at most {MAX_LOG_BYTES:,})")
     rows = []
     for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = loads_json(line)
         except ValueError:
             raise VGGError(f"{path}:{n}: not a JSON record (the log is damaged)") from None
         if not isinstance(row, dict) or not all(k in row for k in ("epoch", "lr", "train_loss")):
             raise VGGError(f"{path}:{n}: not an epoch record of `vggnet train`")
+        drawn = ["epoch", "lr", "train_loss"] + [k for k in row if k.endswith("_err")]
+        wrong = [k for k in drawn if not _number(row[k])] + (["lr"] if _number(row["lr"]) and row["lr"] <= 0 else [])
+        if wrong:
+            raise VGGError(f"{path}:{n}: {wrong[0]} is {row[wrong[0]]!r}, not a finite{' positive' * (wrong[0] == 'lr')} "
+                           f"number (the log is damaged)")
         rows.append(row)
     if not rows:
         raise VGGError(f"{path} is empty: no epoch has finished yet")
@@ -46,7 +63,8 @@ def plot_run(run_dir, out=None) -> Path:
             label += f" (Q={rows[-1]['val_scale']})"
         ax[1].plot(ep, [r.get(key) for r in rows], "o-" if key.startswith("train") else "o--", label=label)
     ax[1].set(title="error (%)", xlabel="epoch")
-    ax[1].legend(fontsize=7)
+    if errors:
+        ax[1].legend(fontsize=7)
     ax[2].semilogy(ep, [r["lr"] for r in rows], "o-")
     ax[2].set(title="learning rate", xlabel="epoch")
     for a in ax:

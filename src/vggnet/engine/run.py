@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from ..data.datasets import Source, open_source, split_holdout
 from ..data.loaders import TrainBatches, train_loader
@@ -72,14 +71,20 @@ def _leftovers_only(run: Path) -> bool:
 
 
 def saved_config(run: Path) -> dict:
+    """The settings a run was started with: its config.yaml, or, when that is gone, the copy in
+    its checkpoint (a resume is always compared with something)."""
     path = run / "config.yaml"
     if not path.is_file():
+        if (run / LAST).is_file():
+            from ..models.weights import read_meta
+            train = read_meta(run / LAST).train
+            return dict(train.config) if train else {}
         return {}
+    from .config import read_recipe
     try:
-        saved = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise VGGError(f"{path}: damaged ({' '.join(str(e).split())[:200]})") from None
-    return saved if isinstance(saved, dict) else {}
+        return read_recipe(path)  # the same checks as a recipe: bounded, UTF-8, a flat mapping
+    except VGGError as e:
+        raise VGGError(f"the run's config.yaml is damaged ({e}); restore it or start a new run") from None
 
 
 def check_run_dir(cfg: TrainConfig) -> None:
@@ -184,12 +189,21 @@ def inherited_preprocessing(cfg: TrainConfig, source: Preprocessing | None, stat
     return dataclasses.replace(source, pca_eigval=mine.pca_eigval, pca_eigvec=mine.pca_eigvec)
 
 
-def check_inheritance(cfg: TrainConfig, source: Preprocessing | None) -> None:
+def given_stats(cfg: TrainConfig) -> dict | None:
+    """The statistics file given with --stats, read and checked before the run writes anything."""
+    if not cfg.stats:
+        return None
+    stats = load_stats(cfg.stats)
+    Preprocessing.from_stats(stats)
+    return stats
+
+
+def check_inheritance(cfg: TrainConfig, source: Preprocessing | None, given_stats: dict | None) -> None:
     """A warm start keeps the source's preprocessing; statistics given with --stats that say
     otherwise are refused rather than silently overruled."""
-    if source is None or not cfg.stats:
+    if source is None or given_stats is None:
         return
-    given = Preprocessing.from_stats(load_stats(cfg.stats))
+    given = Preprocessing.from_stats(given_stats)
     close = source.channel_order == "RGB" and source.value_range == 255.0 and source.std == (1.0, 1.0, 1.0) \
         and max(abs(a - b) for a, b in zip(source.mean, given.mean)) < 0.5
     if not close:
@@ -198,14 +212,14 @@ def check_inheritance(cfg: TrainConfig, source: Preprocessing | None) -> None:
                        f"drop --stats (the colour-shift statistics are then computed from the data)")
 
 
-def colour_stats(cfg: TrainConfig, dist: Dist, run_dir: Path, source: Source) -> dict:
+def colour_stats(cfg: TrainConfig, dist: Dist, run_dir: Path, source: Source, given: dict | None) -> dict:
     """Mean RGB and RGB eigen-pairs (§2.1, §3.1): given, cached in the run folder, or computed.
     Rank 0 alone decides where they come from and every rank joins the broadcast: a rank that
     looked for stats.json itself could find rank 0's fresh file and skip it."""
     stats = None
     if dist.is_main:
-        if cfg.stats:
-            stats = load_stats(cfg.stats)
+        if given is not None:
+            stats = given
         elif (run_dir / "stats.json").is_file() and cfg.resume:
             stats = load_stats(run_dir / "stats.json")
         else:
@@ -232,8 +246,15 @@ def make_optimizer(cfg: TrainConfig, net: VGG, policy: DevicePolicy) -> torch.op
 
 def restore(run: "Run") -> None:
     """Load a resumed run's weights, momentum, schedule and position from ``last``."""
+    from ..models.weights import check_state_dict
+
     tensors, saved, state = load_last(run.run_dir)
-    run.net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("optim.")})
+    weights = {k: v for k, v in tensors.items() if not k.startswith("optim.")}
+    try:
+        check_state_dict(run.net, weights)
+    except VGGError as e:
+        raise VGGError(f"{run.run_dir / LAST}: {e}") from None
+    run.net.load_state_dict(weights)
     load_optimizer_tensors(run.optimizer, tensors)
     run.state = state
     run.meta = run.meta.replace(preprocessing=saved.preprocessing, train=dataclasses.replace(
@@ -263,7 +284,8 @@ def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
     transform = TrainTransform(cfg.scale, cfg.crop)
     restoring = cfg.resume and (run_dir / LAST).is_file()
     net, warm, source_preprocessing = build_net(cfg, len(train_source.classes), objective.head, restoring)
-    check_inheritance(cfg, source_preprocessing)
+    stats = given_stats(cfg)
+    check_inheritance(cfg, source_preprocessing, stats)
     freeze(net, cfg.finetune)
     lock = None
     if dist.is_main:
@@ -271,7 +293,7 @@ def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
         lock = lock_run_dir(run_dir)
         if not (run_dir / "config.yaml").is_file() or not cfg.resume:
             save_config(run_dir / "config.yaml", cfg)
-    preprocessing = inherited_preprocessing(cfg, source_preprocessing, colour_stats(cfg, dist, run_dir, train_source))
+    preprocessing = inherited_preprocessing(cfg, source_preprocessing, colour_stats(cfg, dist, run_dir, train_source, stats))
     loader = train_loader(train_source, transform, sampler, cfg.workers, pin_memory=policy.device.type == "cuda",
                           targets=objective.train_targets(train_source))
     val_scale = cfg.val_scale or default_scales(cfg.scale, cfg.crop)[0]

@@ -35,7 +35,8 @@ class RunLog:
         with open(self.run_dir / LOG, "a") as f:
             f.write(json.dumps(record) + "\n")
         if bad:
-            with open(self.run_dir / BAD, "a") as f:
+            # surrogateescape: a file name that is not UTF-8 is written as the bytes it has on disk
+            with open(self.run_dir / BAD, "a", encoding="utf-8", errors="surrogateescape") as f:
                 f.write("".join(f"epoch {record['epoch']}: {b}\n" for b in bad))
         if self.writer is not None:
             for key, value in record.items():

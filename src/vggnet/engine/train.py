@@ -158,13 +158,26 @@ def _gather_bad(run: Run, bad: list[str]) -> list[str]:
     return [b for part in parts for b in part]
 
 
+def _diverged(run: Run, what: str, epoch: int, step: int) -> VGGError:
+    """The one message of a diverged run, true about what the last checkpoint holds (no checkpoint
+    is ever written with weights that are not finite)."""
+    state = run.state
+    where = (f"after epoch {state.epoch}" if state.step == 0 else f"after step {state.step} of epoch {state.epoch + 1}")
+    kept = (f"{run.run_dir / LAST} still holds the run as it was {where}"
+            if (run.run_dir / LAST).is_file() else "no checkpoint had been written yet")
+    hint = "try a lower --lr" + (", or --init glorot" if run.cfg.init != "glorot" else "")
+    return VGGError(f"the run diverged: {what} not finite at epoch {epoch + 1}, step {step}; stopping without "
+                    f"writing a checkpoint ({kept}); {hint}")
+
+
 def _check_finite(run: Run, value: float, epoch: int, step: int) -> None:
     if not math.isfinite(value):
-        state = run.state
-        kept = (f"{run.run_dir / LAST} still holds epoch {state.epoch + 1}, step {state.step}"
-                if (run.run_dir / LAST).is_file() else "no checkpoint had been written yet")
-        raise VGGError(f"loss is not finite at epoch {epoch + 1}, step {step}: the run diverged; stopping "
-                       f"({kept}); try a lower --lr, or --init glorot")
+        raise _diverged(run, "the loss is", epoch, step)
+
+
+def _check_weights(run: Run, epoch: int, step: int) -> None:
+    if not all(torch.isfinite(p).all() for p in run.net.parameters()):
+        raise _diverged(run, "the weights are", epoch, step)
 
 
 def train_one_epoch(run: Run, epoch: int, stop: StopFlag) -> dict:
@@ -236,23 +249,17 @@ def validate(run: Run) -> dict:
     if was_training:
         train_mode(run)
     n = counts[-2].item()
+    if n == 0:  # no image scored: an error of 0 of 0 would read as a perfect epoch
+        raise VGGError(f"none of the {len(run.val_source)} validation images could be read at Q={run.val_scale} "
+                       f"(run `vggnet data check {run.cfg.val_data or run.cfg.data}`)")
     figures = objective.summary(dict(zip(objective.val_fields, counts[:-2].tolist())), n, "val")
     return dict(figures, val_images=int(n), val_unreadable=int(counts[-1].item()))
-
-
-def _diverged(run: Run, epoch: int, step: int) -> VGGError:
-    state = run.state
-    kept = (f"{LAST} still holds epoch {state.epoch + 1}, step {state.step}" if (run.run_dir / LAST).is_file()
-            else "no checkpoint had been written yet")
-    return VGGError(f"the run diverged: the weights are not finite at epoch {epoch + 1}, step {step}; nothing was "
-                    f"written ({kept}); try a lower --lr, or --init glorot")
 
 
 def checkpoint(run: Run, epoch: int, step: int, partial: dict | None) -> None:
     """Record the position (the next step to run) and write ``last`` (rank 0). Weights that are
     not finite are never written: the previous checkpoint stays as it was."""
-    if not all(torch.isfinite(p).all() for p in run.net.parameters()):
-        raise _diverged(run, epoch if step else epoch - 1, step or run.steps_per_epoch)
+    _check_weights(run, epoch if step else epoch - 1, step or run.steps_per_epoch)
     state = run.state
     state.epoch, state.step, state.partial = epoch, step, partial
     state.schedule = run.schedule.state_dict()
@@ -262,6 +269,7 @@ def checkpoint(run: Run, epoch: int, step: int, partial: dict | None) -> None:
 
 def end_epoch(run: Run, epoch: int, figures: dict, log: RunLog) -> dict:
     """Validation, the plateau rule (§3.1), the checkpoints and the log of one finished epoch."""
+    _check_weights(run, epoch, run.steps_per_epoch)  # before validation: NaN weights score as nonsense
     v = validate(run)
     lr_used = run.schedule.lr
     sched = run.schedule.step(v[run.objective.monitor])

@@ -2,13 +2,9 @@
 (config, train S, test Q, protocol, top-1 and top-5 error), as Markdown and CSV."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from ..data.transforms import Scale
-from ..errors import VGGError
 from ..tables import columns, render
-from .posteriors import RESULTS
+from .posteriors import read_results
 
 COLUMNS = columns("config", "train S", "test Q", "protocol", ("top-1 err (%)", "top1_err", "{:.1f}"),
                   ("top-5 err (%)", "top5_err", "{:.1f}"), "images")
@@ -17,10 +13,7 @@ COLUMNS = columns("config", "train S", "test Q", "protocol", ("top-1 err (%)", "
 def collect_rows(dirs, per_scale: bool = False) -> list[dict]:
     rows = []
     for d in dirs:
-        path = Path(d) / RESULTS
-        if not path.is_file():
-            raise VGGError(f"no evaluation results in {d} (expected {path})")
-        r = json.loads(path.read_text())
+        r = read_results(d)
         train = Scale(*r["train_scale"]).paper() if r.get("train_scale") else "-"
         for protocol, v in r["protocols"].items():
             scales = r.get("scales") or []

@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import VGGError
+from ..fileio import loads_json
 
 FORMAT = "vggnet-weights/1"
 HEADS = ("classifier", "scr", "pcr")  # class scores; single-class / per-class box regression (App. A)
@@ -103,6 +104,12 @@ class ArchSpec:
             raise _fail(where, f"field 'batch_norm' must be true or false, got {spec.batch_norm!r}")
         if spec.head not in HEADS:
             raise _fail(where, f"names an unknown head {spec.head!r}; valid: {', '.join(HEADS)}")
+        from .zoo import check_model_args
+        try:  # every create_model argument checked here, so the error names the file
+            check_model_args(spec.arch, spec.num_classes, spec.width, spec.fc_dim, spec.crop_size, spec.dropout,
+                             spec.head)
+        except VGGError as e:
+            raise _fail(where, f"'model': {e}") from None
         return spec
 
 
@@ -199,10 +206,12 @@ class TrainInfo:
         scale = d.get("scale")
         if not isinstance(scale, (list, tuple)) or len(scale) != 2:
             raise _fail(where, f"field 'train.scale' must be [Smin, Smax], got {scale!r}")
-        lo, hi = (_int(v, "train.scale", where, 1, 100_000) for v in scale)
+        # No run trains or validates at a larger S or Q than MAX_SIDE.
+        from ..data.transforms import MAX_SIDE
+        lo, hi = (_int(v, "train.scale", where, 1, MAX_SIDE) for v in scale)
         val_scale = d.get("val_scale")
-        return cls((lo, hi), _int(d.get("crop", 224), "train.crop", where, 1, 100_000),
-                   None if val_scale is None else _int(val_scale, "train.val_scale", where, 1, 100_000),
+        return cls((lo, hi), _int(d.get("crop", 224), "train.crop", where, 1, MAX_SIDE),
+                   None if val_scale is None else _int(val_scale, "train.val_scale", where, 1, MAX_SIDE),
                    str(d.get("recipe") or ""), d.get("config") if isinstance(d.get("config"), dict) else {},
                    d.get("warm_start") if isinstance(d.get("warm_start"), dict) else None,
                    str(d.get("objective") or "classification"))
@@ -223,6 +232,10 @@ class WeightsMeta:
     def __post_init__(self):
         if len(self.classes) != self.model.num_classes:
             raise VGGError(f"metadata lists {len(self.classes)} classes for a net with {self.model.num_classes}")
+        if len(set(self.classes)) != len(self.classes):
+            twice = next(c for i, c in enumerate(self.classes) if c in self.classes[:i])
+            raise VGGError(f"class names must differ, but {twice!r} names two outputs (images of that class "
+                           f"would be scored against one of them only)")
 
     def replace(self, **changes) -> "WeightsMeta":
         return dataclasses.replace(self, **changes)
@@ -239,7 +252,7 @@ class WeightsMeta:
     @classmethod
     def from_json(cls, text: str, where="") -> "WeightsMeta":
         try:
-            d = json.loads(text)
+            d = loads_json(text)
         except ValueError as e:
             raise _fail(where, f"is not valid JSON ({e})") from None
         return cls.from_dict(d, where)
@@ -260,6 +273,8 @@ class WeightsMeta:
             raise _fail(where, "field 'classes' must be a list of names")
         if len(classes) != model.num_classes:
             raise _fail(where, f"lists {len(classes)} classes for a net with {model.num_classes}")
+        if len(set(classes)) != len(classes):
+            raise _fail(where, "field 'classes' names one class twice")
         train = d.get("train")
         return cls(model, classes, Preprocessing.from_dict(d.get("preprocessing") or {}, where),
                    TrainInfo.from_dict(train, where) if train else None,

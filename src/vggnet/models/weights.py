@@ -158,7 +158,8 @@ def _read_foreign_state(path) -> dict[str, torch.Tensor]:
         # weights_only: tensors and plain containers only, never arbitrary objects.
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a file that is not a state dict
-        raise VGGError(f"{path}: cannot read as a PyTorch state dict ({type(e).__name__}: {e})") from None
+        why = " ".join(str(e).split()).split(". ")[0][:200]  # torch's advice about weights_only does not apply
+        raise VGGError(f"{path}: cannot read as a PyTorch state dict ({type(e).__name__}: {why})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -274,11 +275,17 @@ def export_torchvision(model: VGG, path, classes=None) -> Path:
                        + ", ".join(f"{k} ({v})" for k, v in TORCHVISION_NAMES.items()))
     if model.spec.head != "classifier":
         raise VGGError(f"a {model.spec.head} box regressor has no torchvision counterpart")
-    if classes is not None:
-        from ..fileio import write_text
-        write_text(classes_file(path), "".join(f"{c}\n" for c in classes))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if str(path).endswith(".safetensors"):
         from safetensors.torch import save_file
-        return atomic_write(path, lambda tmp: save_file(state, tmp))
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+        atomic_write(path, lambda tmp: save_file(state, tmp))
+    else:
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+    if classes is not None:  # after the weights: a failed export leaves neither file
+        from ..fileio import write_text
+        try:
+            write_text(classes_file(path), "".join(f"{c}\n" for c in classes))
+        except BaseException:
+            Path(path).unlink(missing_ok=True)
+            raise
+    return Path(path)
