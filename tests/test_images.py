@@ -70,3 +70,52 @@ def test_data_check_cli_lists_planted_bad_files(tmp_path):
     assert out.returncode == 1
     assert "zero.jpg: empty file" in out.stdout and "notes.png: not an image" in out.stdout
     assert "checked 5 files: 3 readable, 2 unreadable" in out.stdout
+
+
+def _photo(path, size=(96, 64), subsampling=2, mode="RGB", progressive=False, seed=0):
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = np.linspace(0, 255, w)[None, :, None] * np.ones((h, 1, 3))
+    arr = np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+    img = Image.fromarray(arr, "RGB").convert(mode)
+    img.save(path, "JPEG", quality=90, subsampling=subsampling, progressive=progressive)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["420", "444", "grey", "progressive"])
+def test_fast_jpeg_decoding_matches_pillow(tmp_path, kind, monkeypatch):
+    from vggnet.data import images
+    if images.simplejpeg is None:
+        pytest.skip("simplejpeg is not installed: Pillow decodes every JPEG")
+    path = _photo(tmp_path / "a.jpg", subsampling=0 if kind == "444" else 2, mode="L" if kind == "grey" else "RGB",
+                  progressive=kind == "progressive")
+    fast = np.asarray(load_rgb(path), dtype=np.int16)
+    monkeypatch.setattr(images, "simplejpeg", None)
+    slow = np.asarray(load_rgb(path), dtype=np.int16)
+    assert fast.shape == slow.shape and np.abs(fast - slow).max() <= 2
+
+
+def test_reduced_decode_keeps_the_crop_geometry(tmp_path, monkeypatch):
+    """A JPEG decoded at 1/2 size by one decoder and in full by the other gives the same drawn
+    crop (S, position, flip, rescaled size) and nearly the same pixels."""
+    from vggnet.data import images
+    from vggnet.data.transforms import TrainTransform
+    path = _photo(tmp_path / "big.jpg", size=(301, 203))
+    t = TrainTransform("48:64", 32)
+    small = load_rgb(path, min_side=64)
+    assert small.size[1] < 203 and images.source_size(small) == (301, 203)
+    monkeypatch.setattr(images, "simplejpeg", None)
+    full = load_rgb(path)
+    for seed in range(5):
+        a, da = t.apply(small, 56, np.random.default_rng(seed))
+        b, db = t.apply(full, 56, np.random.default_rng(seed))
+        assert {k: da[k] for k in ("S", "x", "y", "size", "src_size", "flipped")} == \
+            {k: db[k] for k in ("S", "x", "y", "size", "src_size", "flipped")}
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 12  # same region, differently low-passed
+
+
+def test_cmyk_jpeg_goes_through_pillow(tmp_path):
+    path = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (40, 30), (0, 255, 255, 0)).save(path, "JPEG")
+    img = load_rgb(path)
+    assert img.mode == "RGB" and img.size == (40, 30) and img.getpixel((5, 5))[0] > 200

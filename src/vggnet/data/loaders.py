@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..errors import VGGError
 from ..progress import progress as progress_bar
 from .datasets import Source
-from .images import ImageReadError, load_rgb
+from .images import ImageReadError, load_rgb, source_size
 from .transforms import TrainTransform, center_crop, rescale
 
 
@@ -161,7 +161,7 @@ class CenterCrops(_TestImages):
         out = dict(image=center_crop(scaled, self.crop))
         if self.targets is not None:
             h, w = scaled.shape[-2:]
-            drawn = dict(src_size=img.size, size=(w, h), x=(w - self.crop) // 2, y=(h - self.crop) // 2,
+            drawn = dict(src_size=source_size(img), size=(w, h), x=(w - self.crop) // 2, y=(h - self.crop) // 2,
                          flipped=False)
             out.update(self.targets(index, drawn))
         return out
@@ -183,7 +183,7 @@ class ScaledImages(_TestImages):
         self.min_side = self.scales[-1]
 
     def _make(self, img, index):
-        return dict(images={q: _chw(rescale(img, q)) for q in self.scales}, src_size=img.size)
+        return dict(images={q: _chw(rescale(img, q)) for q in self.scales}, src_size=source_size(img))
 
 
 def scaled_loader(source: Source, scales, workers: int = 0, indices=None) -> DataLoader:

@@ -23,7 +23,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import VGGError
-from .images import load_rgb
+from .images import load_rgb, source_size
 
 RESAMPLE = Image.BILINEAR  # antialiased when shrinking (Pillow uses the full filter support)
 COLOUR_ALPHA_STD = 0.1  # §3.1 / Krizhevsky et al. 2012: alpha_i ~ N(0, 0.1)
@@ -117,7 +117,8 @@ class TrainTransform:
 
     def apply(self, img: Image.Image, s: int, rng: np.random.Generator):
         c = self.crop_size
-        w, h = scaled_size(img.width, img.height, s)
+        src = source_size(img)  # the geometry is the file's, whatever size it was decoded at
+        w, h = scaled_size(*src, s)
         x = int(rng.integers(0, w - c + 1))
         y = int(rng.integers(0, h - c + 1))
         fx, fy = img.width / w, img.height / h
@@ -127,16 +128,16 @@ class TrainTransform:
         if flipped:
             arr = arr[:, ::-1]
         alpha = rng.normal(0.0, COLOUR_ALPHA_STD, 3).astype(np.float32)  # §3.1 colour shift, per image
-        return np.ascontiguousarray(arr), dict(S=s, x=x, y=y, size=(w, h), src_size=img.size, flipped=flipped,
+        return np.ascontiguousarray(arr), dict(S=s, x=x, y=y, size=(w, h), src_size=src, flipped=flipped,
                                                alpha=alpha)
 
 
 def rescale(img: Image.Image, side: int) -> Image.Image:
     """The whole image, isotropically rescaled to smallest side `side` (test scale Q, §3.2). An
     extreme aspect ratio whose rescaled image would exceed MAX_SCALED_PIXELS is refused."""
-    w, h = scaled_size(img.width, img.height, side)
+    w, h = scaled_size(*source_size(img), side)
     if w * h > MAX_SCALED_PIXELS:
-        raise VGGError(f"a {img.width}x{img.height} image rescaled to Q={side} would be {w}x{h} pixels, "
+        raise VGGError(f"a {source_size(img)[0]}x{source_size(img)[1]} image rescaled to Q={side} would be {w}x{h} pixels, "
                        f"over the limit of {MAX_SCALED_PIXELS:,}")
     return img if (w, h) == img.size else img.resize((w, h), RESAMPLE)
 

@@ -59,15 +59,14 @@ class DevicePolicy:
 
 def make_policy(device: torch.device, amp: str = "auto", channels_last: str = "auto") -> DevicePolicy:
     """The settings resolved for `device`. ``auto``: bf16 and channels_last on CUDA (tensor cores
-    want both); on the CPU neither (bf16 is slow on most CPUs; channels_last is measured in
-    docs/BENCHMARKS.md)."""
+    want both); on the CPU channels_last only (measured faster for inference and training there,
+    docs/BENCHMARKS.md; bf16 is slow on most CPUs)."""
     if amp not in AMP_CHOICES:
         raise unknown("amp", amp, AMP_CHOICES)
     if channels_last not in SWITCHES:
         raise unknown("channels-last", channels_last, SWITCHES)
     cuda = device.type == "cuda"
-    return DevicePolicy(device, amp == "bf16" or (amp == "auto" and cuda),
-                        channels_last == "on" or (channels_last == "auto" and cuda))
+    return DevicePolicy(device, amp == "bf16" or (amp == "auto" and cuda), channels_last in ("on", "auto"))
 
 
 def configure_backends(policy: DevicePolicy, deterministic: bool = False) -> None:

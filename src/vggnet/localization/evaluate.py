@@ -61,6 +61,7 @@ class LocOptions:
     threshold: float = DEFAULT_THRESHOLD
     device: str = "auto"
     amp: str = "auto"
+    channels_last: str = "auto"
     workers: int = 0
     data_root: str | None = None
     on_bad_box: str = "fail"
@@ -84,7 +85,7 @@ def _class_scores_from_posteriors(folder, classes) -> dict:
 def plan(checkpoint, data, opts: LocOptions) -> dict:
     if opts.top_k < 1:
         raise VGGError(f"--top-k must be >= 1, got {opts.top_k}")
-    policy = make_policy(resolve_device(opts.device), opts.amp, "auto")
+    policy = make_policy(resolve_device(opts.device), opts.amp, opts.channels_last)
     model, meta = load_model(checkpoint, policy.device)
     if meta.model.head == "classifier":
         raise VGGError(f"{checkpoint} is a classifier; `vggnet loc evaluate` takes a box regressor "

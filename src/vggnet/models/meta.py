@@ -149,6 +149,8 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d, where="") -> "Preprocessing":
+        if isinstance(d, Preprocessing):
+            return d
         if not isinstance(d, dict):
             raise _fail(where, f"'preprocessing' must be an object, got {type(d).__name__}")
         order = str(d.get("channel_order", "RGB")).upper()
