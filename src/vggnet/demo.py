@@ -53,15 +53,12 @@ def _heldout_list(cfg, out: Path) -> str:
     return str(out / "val-heldout.csv")
 
 
-def run_demo(out=None, data=None, workers=None, progress=True, **overrides) -> dict:
-    """The whole pipeline; `overrides` are settings of ``configs/demo.yaml`` (epochs, arch, ...)."""
-    from .data.synth import make_synthetic
-    from .engine import load_config, train
+def _plan(out, data, workers, progress, overrides):
+    """The report folder, the data folders and the recipe, every check made before anything is
+    written (a bad setting is refused before the data set is generated)."""
+    from .engine import load_config
     from .engine.config import RECIPES, check_settings
-    from .engine.plot import plot_run
-    from .eval.runner import evaluate, format_table
 
-    t_start = time.perf_counter()
     out = Path(out) if out else Path.cwd() / datetime.now().strftime("vggnet-demo-%Y%m%d-%H%M%S")
     if out.exists() and not out.is_dir():
         raise VGGError(f"{out} is a file; give a new folder for --out")
@@ -76,11 +73,39 @@ def run_demo(out=None, data=None, workers=None, progress=True, **overrides) -> d
         train_dir, val_dir = _split_user_data(Path(data))
     cfg = load_config(str(RECIPES / "demo.yaml"), dict(overrides, data=train_dir, val_data=val_dir,
                                                        out=str(out / "run"), workers=workers, progress=progress))
-    check_settings(cfg)  # a bad setting is refused before the data set is written
+    check_settings(cfg)
     if data is not None:  # and the user's images are found before the report folder is made
         from .engine.objectives import objective_for
         from .engine.run import open_data
         objective_for(cfg).check_source(open_data(cfg)[0])
+    return out, cfg, train_dir, val_dir, workers
+
+
+def _evaluate_all(cfg, out: Path, train_dir, val_dir, workers, progress) -> tuple[dict, dict]:
+    """Every protocol at one test scale (§4.1) and at three (§4.2), on the validation images."""
+    from .eval.runner import evaluate, format_table
+
+    ckpt = out / "run" / "best.safetensors"
+    protocols = ["center", "dense", "multicrop", "dense+multicrop"]
+    eval_data, root = (val_dir, None) if val_dir else (_heldout_list(cfg, out), train_dir)
+    single = evaluate(ckpt, eval_data, protocols, out=out / "eval-single", workers=workers, progress=progress,
+                      data_root=root)
+    multi = evaluate(ckpt, eval_data, protocols, multi_scale=True, out=out / "eval-multi", workers=workers,
+                     progress=progress, data_root=root)
+    if progress:
+        print(format_table(single))
+        print(format_table(multi))
+    return single, multi
+
+
+def run_demo(out=None, data=None, workers=None, progress=True, **overrides) -> dict:
+    """The whole pipeline; `overrides` are settings of ``configs/demo.yaml`` (epochs, arch, ...)."""
+    from .data.synth import make_synthetic
+    from .engine import train
+    from .engine.plot import plot_run
+
+    t_start = time.perf_counter()
+    out, cfg, train_dir, val_dir, workers = _plan(out, data, workers, progress, overrides)
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
 
@@ -114,18 +139,9 @@ def run_demo(out=None, data=None, workers=None, progress=True, **overrides) -> d
 
     # 4. evaluation: every protocol, single scale (§4.1) and three scales (§4.2)
     say("[4/5] evaluating with every protocol at one and three test scales ...")
-    ckpt = out / "run" / "best.safetensors"
-    protocols = ["center", "dense", "multicrop", "dense+multicrop"]
-    eval_data, root = (val_dir, None) if val_dir else (_heldout_list(cfg, out), train_dir)
     t = time.perf_counter()
-    single = evaluate(ckpt, eval_data, protocols, out=out / "eval-single", workers=workers, progress=progress,
-                      data_root=root)
-    multi = evaluate(ckpt, eval_data, protocols, multi_scale=True, out=out / "eval-multi", workers=workers,
-                     progress=progress, data_root=root)
+    single, multi = _evaluate_all(cfg, out, train_dir, val_dir, workers, progress)
     timings["evaluate"] = time.perf_counter() - t
-    if progress:
-        print(format_table(single))
-        print(format_table(multi))
 
     # 5. report
     say("[5/5] writing the report ...")

@@ -229,3 +229,22 @@ def write_text(path, text: str, errors: str = "backslashreplace") -> Path:
         with open(tmp, "w", encoding="utf-8", errors=errors) as f:
             f.write(text)
     return atomic_write(path, write)
+
+
+def read_safetensors(path, what: str, framework: str = "pt") -> tuple[dict, dict]:
+    """The header metadata and the tensors of a safetensors file this package wrote (weights,
+    posteriors, box predictions, features), every failure said in one line naming the file."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise VGGError(f"{what} not found: {path}")
+    try:
+        tensors = {}
+        with safe_open(str(path), framework=framework) as f:
+            header = f.metadata() or {}
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise VGGError(f"{path}: not a {what} (not a readable safetensors file: {e})") from None
+    return header, tensors

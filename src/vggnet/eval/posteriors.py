@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import VGGError
-from ..fileio import atomic_write, loads_json, write_json
+from ..fileio import atomic_write, loads_json, read_safetensors, write_json
 
 POSTERIORS, RESULTS = "posteriors.safetensors", "results.json"
 
@@ -34,19 +34,14 @@ def save_posteriors(out, ids: list[str], classes: list[str], labels: torch.Tenso
 
 def load_posteriors(run_dir) -> dict:
     """dict(dir, ids, classes, scales, protocols, labels, probs={name: float32 (N, C)}, results)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     path = Path(run_dir) / POSTERIORS
     if not path.is_file():
         raise VGGError(f"no saved posteriors in {run_dir} (expected {path}; run `vggnet evaluate --out`)")
+    header, tensors = read_safetensors(path, "posteriors file of `vggnet evaluate`")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-        tensors = load_file(str(path))
         fields = {k: loads_json(header[k]) for k in ("ids", "classes", "scales", "protocols")}
         root = loads_json(header.get("root", "null"))
-    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
+    except (ValueError, KeyError) as e:
         raise VGGError(f"{path}: not a posteriors file of `vggnet evaluate` ({type(e).__name__}: {e})") from None
     kinds = dict(ids=str, classes=str, scales=int, protocols=str)
     wrong = [k for k, t in kinds.items() if not isinstance(fields[k], list) or not all(

@@ -36,7 +36,7 @@ from ..data.transforms import MAX_SIDE, Normalizer, Scale, center_crop, default_
 from ..engine.device import make_policy, resolve_device
 from ..errors import VGGError
 from ..eval.protocols import forward
-from ..fileio import atomic_write, claim_folder, write_json
+from ..fileio import atomic_write, claim_folder, loads_json, read_safetensors, write_json
 from ..models.weights import load_model
 from ..progress import progress
 from .boxes import decode, dense_windows, window_to_image
@@ -222,17 +222,15 @@ def save_predictions(out: Path, p: dict, passed: dict, checkpoint, data) -> Path
 
 
 def load_predictions(folder) -> dict:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     path = Path(folder) / BOXES
     if not path.is_file():
         raise VGGError(f"no saved box predictions in {folder} (expected {path}; run `vggnet loc evaluate --out`)")
+    header, tensors = read_safetensors(path, "box predictions file", framework="np")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            info = json.loads((f.metadata() or {})["vggnet-boxes"])
-        tensors = {k: v.numpy() for k, v in load_file(str(path)).items()}
-    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
+        info = loads_json(header["vggnet-boxes"])
+        if not isinstance(info, dict) or not isinstance(info.get("ids"), list):
+            raise ValueError("no image ids")
+    except (ValueError, KeyError) as e:
         raise VGGError(f"{path}: not a box predictions file ({type(e).__name__}: {e})") from None
     return dict(info, **tensors, dir=str(folder))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VGGError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, read_safetensors
 
 FORMAT = "vggnet-features/1"
 KEY = "vggnet-features"
@@ -43,18 +43,8 @@ def save_features(path, features: dict, force: bool = False) -> Path:
 
 def load_features(path) -> dict:
     """Read a features file, refusing anything else with a message that says what it is."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.numpy import load_file
-
     path = Path(path)
-    if not path.is_file():
-        raise VGGError(f"features file not found: {path}")
-    try:
-        with safe_open(str(path), framework="np") as f:
-            header = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise VGGError(f"{path}: not a features file (not a readable safetensors file: {e})") from None
+    header, tensors = read_safetensors(path, "features file", framework="np")
     if KEY not in header:
         what = "a weights file" if "vggnet" in header else "a safetensors file without features metadata"
         raise VGGError(f"{path}: not a features file ({what}); make one with `vggnet features`")
