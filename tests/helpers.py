@@ -26,3 +26,23 @@ def make_folder(root, classes=("a", "b", "c"), per_class=4, size=(40, 30), ext="
         for n in range(per_class):
             write_image(root / c / f"{c}{n}{ext}", size, seed=c_i * 100 + n)
     return root
+
+
+def kill_mid_epoch(process, run_dir, epoch=1, step=2, timeout=300):
+    """SIGKILL `process` (a training run) once its checkpoint is in the middle of `epoch`."""
+    import signal
+    import time
+
+    from vggnet.errors import VGGError
+    from vggnet.models import read_meta
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        try:
+            state = read_meta(Path(run_dir) / "last.safetensors").train_state
+            if state["epoch"] == epoch and state["step"] >= step:
+                break
+        except VGGError:
+            pass
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()

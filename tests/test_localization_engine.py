@@ -1,10 +1,8 @@
 """Appendix A through the training engine and the test protocols: tiny nets, synthetic boxes."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from vggnet.localization.evaluate import evaluate_loc, load_predictions, merge_r
 from vggnet.localization.objective import BoxRegression, box_iou, params_to_boxes
 from vggnet.models import load_model
 from conftest import tiny
+from helpers import kill_mid_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,18 +155,7 @@ def test_a_killed_loc_run_resumes_exactly(data, tmp_path):
     ref = run(tmp_path / "ref")
     assert ref.wait(timeout=300) == 0, ref.stderr.read()
     p = run(tmp_path / "run")
-    from vggnet.models import read_meta
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        try:
-            state = read_meta(tmp_path / "run/last.safetensors").train_state
-            if state["epoch"] == 1 and state["step"] >= 2:
-                break
-        except VGGError:
-            pass
-        time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+    kill_mid_epoch(p, tmp_path / "run")
     r = run(tmp_path / "run", "--resume")
     assert r.wait(timeout=300) == 0, r.stderr.read()
     a, _ = load_model(tmp_path / "ref/final.safetensors")

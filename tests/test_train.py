@@ -15,6 +15,7 @@ from vggnet.data.transforms import Scale
 from vggnet.engine import PlateauSchedule, load_config, train
 from vggnet.errors import VGGError
 from vggnet.models import WARM_START_LAYERS, load_model
+from helpers import kill_mid_epoch
 
 
 @pytest.fixture(scope="module")
@@ -177,20 +178,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(synth, tmp_path):
     run = tmp_path / "run"
     p = _cli(_args(synth, run))
     # Kill it without warning once it is in the middle of its second epoch.
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        last = run / "last.safetensors"
-        if last.is_file():
-            try:
-                from vggnet.models import read_weights
-                state = read_weights(last)[1].train_state
-                if state["epoch"] == 1 and state["step"] >= 2:
-                    break
-            except VGGError:
-                pass
-        time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+    kill_mid_epoch(p, run)
     assert not (run / "final.safetensors").exists()
     r = _cli(_args(synth, run, "--resume"))
     assert r.wait(timeout=300) == 0, r.stderr.read()
