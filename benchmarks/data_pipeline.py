@@ -61,6 +61,7 @@ def main():
     p.add_argument("--crop", type=int, default=224)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--passes", type=int, default=2, help="passes over the files per measurement")
+    p.add_argument("--repeats", type=int, default=3, help="measurements per setting; the median is reported")
     args = p.parse_args()
     files = sorted(os.path.join(args.data, f) for f in os.listdir(args.data) if is_image_file(f))
     paths = files * args.passes
@@ -75,11 +76,12 @@ def main():
 
     print(f"# {len(files)} files x {args.passes} passes, S in [{smin},{smax}], crop {args.crop}, uint8 out; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(f"(median of {args.repeats} measurements, alternating vggnet and naive)")
     print("| workers | vggnet img/s | per worker | naive img/s | per worker | speed-up |")
     print("|---|---|---|---|---|---|")
     for w in args.workers:
-        a = measure(paths, ours, w)
-        b = measure(paths, base, w)
+        runs = [(measure(paths, ours, w), measure(paths, base, w)) for _ in range(args.repeats)]
+        a, b = float(np.median([r[0] for r in runs])), float(np.median([r[1] for r in runs]))
         print(f"| {w} | {a:.0f} | {a / w:.0f} | {b:.0f} | {b / w:.0f} | {a / b:.2f}x |")
 
 

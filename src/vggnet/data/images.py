@@ -77,10 +77,8 @@ def _reduction(w: int, h: int, min_side: int | None) -> int:
     return k
 
 
-def _turbo(path, min_side: int | None) -> Image.Image | None:
-    """A JPEG through libjpeg-turbo (simplejpeg), or None for Pillow to try."""
-    with open(path, "rb") as f:
-        data = f.read()
+def _turbo(data: bytes, min_side: int | None) -> Image.Image | None:
+    """A JPEG's bytes through libjpeg-turbo (simplejpeg), or None for Pillow to try."""
     try:
         h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
@@ -94,7 +92,7 @@ def _turbo(path, min_side: int | None) -> Image.Image | None:
             arr = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=-(-h // k), min_width=-(-w // k))
     except Exception:  # a damaged file: Pillow decides and names the reason
         return None
-    img = Image.fromarray(arr, "RGB")
+    img = Image.frombuffer("RGB", (arr.shape[1], arr.shape[0]), arr, "raw", "RGB", 0, 1)  # no copy
     img.info["source_size"] = (w, h)
     return img
 
@@ -108,8 +106,8 @@ def load_rgb(path, min_side: int | None = None) -> Image.Image:
             raise ImageReadError(path, "empty file (0 bytes)")
         if simplejpeg is not None and size < 2**31:
             with open(path, "rb") as f:
-                jpeg = f.read(3) == b"\xff\xd8\xff"
-            img = _turbo(path, min_side) if jpeg else None
+                head = f.read(3)
+                img = _turbo(head + f.read(), min_side) if head == b"\xff\xd8\xff" else None
             if img is not None:
                 return img
         with warnings.catch_warnings():
