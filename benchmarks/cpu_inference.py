@@ -1,7 +1,8 @@
-"""CPU inference: ``vggnet evaluate``'s own path (the device policy: channels_last on the CPU)
-against a plain eager PyTorch VGG-16 (NCHW, fp32, same weights, same threads, same batches), in
-the same run; and the peak memory (RSS) of dense evaluation at Q = 512 and of ``vggnet features``
-over three scales, each against the process's RSS with the net loaded.
+"""CPU inference: ``vggnet evaluate``'s own path (the device policy: channels_last, and bf16
+autocast where the CPU has AMX units) against a plain eager PyTorch VGG-16 (NCHW, fp32, same
+weights, same threads, same batches), in the same run, with the agreement of their top-1 classes;
+and the peak memory (RSS) of dense evaluation at Q = 512 and of ``vggnet features`` over three
+scales, each against the process's RSS with the net loaded.
 
     python benchmarks/cpu_inference.py ../shared/data/imagenet-sample [--images 24 --dense-images 4]
         [--width 1 --fc-dim 4096] [--compile]
@@ -43,10 +44,12 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def center_images_per_s(ev: Evaluator, images: list, q: int, batch: int = 8) -> float:
+def center_images_per_s(ev: Evaluator, images: list, q: int, batch: int = 8) -> tuple[float, torch.Tensor]:
     crops = torch.stack([center_crop(im[q], ev.crop) for im in images])
     ev.center(crops[:2])  # warm-up
-    return len(crops) / timed(lambda: [ev.center(c) for c in crops.split(batch)])
+    out = []
+    seconds = timed(lambda: out.extend(ev.center(c) for c in crops.split(batch)))
+    return len(crops) / seconds, torch.cat(out)
 
 
 def dense_images_per_s(ev: Evaluator, images: list, scales) -> float:
@@ -61,13 +64,16 @@ def rss_of(code: str) -> dict:
 
 
 MEMORY = """
-import json, resource, sys
+import json, re
+def status(key):
+    return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
 from vggnet.models import load_model
-load_model({ckpt!r})
-loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+model, _ = load_model({ckpt!r})
+loaded = status("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # the peak (VmHWM) from here on
 from vggnet.cli import main
 main({argv!r})
-print(json.dumps(dict(loaded=loaded, peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+print(json.dumps(dict(loaded=loaded, peak=status("VmHWM"))))
 """
 
 
@@ -88,30 +94,34 @@ def main():
     norm = Normalizer(PRESETS["vggnet"])
     cpu = torch.device("cpu")
     variants = {"eager NCHW fp32 (baseline)": (model, DevicePolicy(cpu)),
+                "channels_last, fp32": (model, DevicePolicy(cpu, False, True)),
                 "vggnet (device policy)": (model, make_policy(cpu))}
     if args.compile:
         variants["vggnet + torch.compile"] = (torch.compile(model), make_policy(cpu))
     print(f"# D (width x{args.width}, FC {args.fc_dim}) on {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"{len(images)} ImageNet images (centre crop, Q=256), {args.dense_images} for dense (Q=256,384,512, flips)")
-    print("| variant | memory format | centre crop img/s | dense 3 scales img/s |")
-    print("|---|---|---|---|")
-    rates = {}
+    print("| variant | settings | centre crop img/s | dense 3 scales img/s | top-1 same as baseline | "
+          "largest posterior change |")
+    print("|---|---|---|---|---|---|")
+    rates, reference = {}, None
     for name, (net, policy) in variants.items():
         policy.prepare(model)
         ev = Evaluator(net, norm, policy)
         ev.crop = model.crop_size
         with torch.no_grad():
-            c = center_images_per_s(ev, images, 256)
+            c, probs = center_images_per_s(ev, images, 256)
             d = dense_images_per_s(ev, images[:args.dense_images], scales)
+        reference = probs if reference is None else reference
         rates[name] = (c, d)
-        fmt = "channels_last" if policy.channels_last else "NCHW"
-        print(f"| {name} | {fmt} | {c:.2f} | {d:.3f} |")
+        same = (probs.argmax(1) == reference.argmax(1)).float().mean().item()
+        change = (probs - reference).abs().max().item()
+        print(f"| {name} | {policy.describe()} | {c:.2f} | {d:.3f} | {100 * same:.0f}% | {change:.1e} |")
         model.to(memory_format=torch.contiguous_format)
     base = rates["eager NCHW fp32 (baseline)"]
     for name, (c, d) in rates.items():
         if name != "eager NCHW fp32 (baseline)":
-            print(f"\n{name} / baseline: centre crop {c / base[0]:.2f}x, dense {d / base[1]:.2f}x")
+            print(f"{name} / baseline: centre crop {c / base[0]:.2f}x, dense {d / base[1]:.2f}x")
     if args.no_memory:
         return
     with tempfile.TemporaryDirectory() as tmp:

@@ -64,7 +64,7 @@ def main():
     # ours (in a function, so that its memory is freed before the baseline runs)
     def measure_ours():
         cfg = TrainConfig(arch="D", width=args.width, crop=c, batch_size=n, compile=args.compile, colour_shift=False)
-        policy = make_policy(dev, cfg.amp, cfg.channels_last)
+        policy = make_policy(dev, cfg.amp, cfg.channels_last, training=True)
         configure_backends(policy)
         net = policy.prepare(init_weights(create_model("D", 1000, width=args.width, crop_size=c), "gaussian"))
         run = Run(cfg=cfg, dist=Dist(device=dev), policy=policy, objective=Classification(), run_dir=None,

@@ -57,7 +57,7 @@ def test_training_and_evaluation_are_bit_identical_to_the_recorded_run(tmp_path)
         assert train(cfg)["status"] == "done"
         evaluate(tmp_path / "run/final.safetensors", tmp_path / "d/val",
                  ["center", "dense", "multicrop", "dense+multicrop"], scales=[32, 40], out=tmp_path / "ev",
-                 channels_last="off")
+                 channels_last="off", amp="off")
     finally:
         torch.set_num_threads(threads)
     model, _ = load_model(tmp_path / "run/final.safetensors")

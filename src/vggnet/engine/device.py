@@ -57,16 +57,33 @@ class DevicePolicy:
         return f"{self.device}" + (", bf16" if self.amp else "") + (", channels_last" if self.channels_last else "")
 
 
-def make_policy(device: torch.device, amp: str = "auto", channels_last: str = "auto") -> DevicePolicy:
-    """The settings resolved for `device`. ``auto``: bf16 and channels_last on CUDA (tensor cores
-    want both); on the CPU channels_last only (measured faster for inference and training there,
-    docs/BENCHMARKS.md; bf16 is slow on most CPUs)."""
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (bf16 matrix units, Sapphire Rapids and later)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(probe and probe())
+    except Exception:
+        return False
+
+
+def make_policy(device: torch.device, amp: str = "auto", channels_last: str = "auto",
+                training: bool = False) -> DevicePolicy:
+    """The settings resolved for `device`; ``auto`` chooses what was measured to pay there
+    (docs/BENCHMARKS.md):
+
+    - channels_last: on, on CUDA and on the CPU (oneDNN's convolutions avoid reordering);
+    - bf16 autocast: on CUDA; on the CPU for inference only, and only where the CPU has AMX
+      bf16 units (measured 2.7x for dense evaluation, 3.9x for centre crops over fp32 there; on
+      other CPUs bf16 is slower). CPU training stays fp32 unless asked (``--amp bf16``): its
+      results then do not depend on which CPU ran them.
+    """
     if amp not in AMP_CHOICES:
         raise unknown("amp", amp, AMP_CHOICES)
     if channels_last not in SWITCHES:
         raise unknown("channels-last", channels_last, SWITCHES)
     cuda = device.type == "cuda"
-    return DevicePolicy(device, amp == "bf16" or (amp == "auto" and cuda), channels_last in ("on", "auto"))
+    auto_bf16 = cuda or (device.type == "cpu" and not training and cpu_has_amx())
+    return DevicePolicy(device, amp == "bf16" or (amp == "auto" and auto_bf16), channels_last in ("on", "auto"))
 
 
 def configure_backends(policy: DevicePolicy, deterministic: bool = False) -> None:

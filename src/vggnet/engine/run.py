@@ -277,7 +277,7 @@ def wrap(cfg: TrainConfig, dist: Dist, net: VGG) -> torch.nn.Module:
 def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
     check_run_dir(cfg)
     run_dir = Path(cfg.out)
-    policy = make_policy(dist.device, cfg.amp, cfg.channels_last)
+    policy = make_policy(dist.device, cfg.amp, cfg.channels_last, training=True)
     train_source, val_source = objective.open_data(cfg)
     objective.check_source(train_source)
     sampler = TrainBatches(len(train_source), cfg.batch_size, cfg.seed, dist.rank, dist.world_size)
