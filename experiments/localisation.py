@@ -78,11 +78,12 @@ def main():
                 cmds[f"protocol 2 {name} Q={qs} ({part})"] = cmd
                 run(cmd, log, ev / "results.json")
     rows = []
-    sets = {f"{n} Q={q}": [f"{n}-Q{q.replace(',', '+')}"] for n in ("PCR-all-S73", "PCR-all-S110")
+    sets = {(n, q): [f"{n}-Q{q.replace(',', '+')}"] for n in ("PCR-all-S73", "PCR-all-S110")
             for q in DENSE_SCALES[n.split("-")[-1]]}
-    sets["fusion S73 + S110 (Q=73,110 + Q=110,146)"] = ["PCR-all-S73-Q73+110", "PCR-all-S110-Q110+146"]
-    for label, members in sets.items():
-        tuned = out / "merge" / f"{label.split(' (')[0].replace(' ', '_').replace('=', '')}-tune"
+    sets[("fusion of S73 and S110", "73,110 + 110,146")] = ["PCR-all-S73-Q73+110", "PCR-all-S110-Q110+146"]
+    for (net, qs), members in sets.items():
+        label = f"{net} Q={qs}"
+        tuned = out / "merge" / f"{'fusion' if len(members) > 1 else members[0]}-tune"
         cmd = VGGNET + ["loc", "merge", *[out / "eval" / f"{m}-tune" for m in members], "--data", files["tune"],
                         "--root", data, "--tune", "--out", tuned]
         cmds[f"choose t: {label}"] = cmd
@@ -93,7 +94,7 @@ def main():
                         "--root", data, "--threshold", str(t), "--out", final]
         cmds[f"report: {label}"] = cmd
         run(cmd, log, final / "results.json")
-        rows.append((label, t, final, [out / "eval" / f"{m}-report" for m in members]))
+        rows.append((net, qs, t, final, [out / "eval" / f"{m}-report" for m in members]))
     write_section(Path(args.results), "localisation", report(out, files, rows, cmds))
     print(f"wrote {args.results}")
 
@@ -121,19 +122,20 @@ def report(out: Path, files: dict, rows: list, cmds: dict) -> str:
          loc_tables(t8, "markdown").split("### Table 9")[0].split("\n", 2)[2].strip(), ""]
     L += ["## Table 9 analogue: protocol 2 (dense over the whole image, greedy merge, top-5 classes from the "
           "classification net D, S = 110, dense at Q = 110,146)", "",
-          f"{_load(Path(rows[0][2]))['images']} `report` images; t chosen on the `tune` images "
+          f"{_load(Path(rows[0][3]))['images']} `report` images; t chosen on the `tune` images "
           f"(the merge grid and its errors are in `runs/imagenette-loc/merge/*-tune/results.json`).", "",
           "| net | test Q | method | top-1 loc err | top-5 loc err | t |", "|---|---|---|---|---|---|"]
-    for label, t, final, members in rows:
+    crops = {}
+    for net, qs, t, final, members in rows:
         r = _load(final)
-        L.append(f"| {label.split(' Q=')[0]} | {label.split('Q=')[-1].rstrip(')')} | dense + merge | "
-                 f"{r['dense']['top1_loc_err']:.1f} | {r['dense']['top5_loc_err']:.1f} | {t:g} |")
-        if len(members) == 1:
-            m = _load(members[0])
-            if m.get("center_topk"):
-                L.append(f"| {label.split(' Q=')[0]} | {m['center_q']} | centre crop | "
-                         f"{m['center_topk']['top1_loc_err']:.1f} | {m['center_topk']['top5_loc_err']:.1f} | - |")
-    base = _load(rows[0][3][0])
+        L.append(f"| {net} | {qs} | dense + merge | {r['dense']['top1_loc_err']:.1f} | "
+                 f"{r['dense']['top5_loc_err']:.1f} | {t:g} |")
+        if len(members) == 1 and _load(members[0]).get("center_topk"):
+            crops.setdefault(net, _load(members[0]))
+    for net, m in crops.items():  # the centre crop alone, with the same class guesses
+        L.append(f"| {net} | {m['center_q']} | centre crop | {m['center_topk']['top1_loc_err']:.1f} | "
+                 f"{m['center_topk']['top5_loc_err']:.1f} | - |")
+    base = _load(rows[0][4][0])
     for name, e in base["baselines"].items():
         L.append(f"| baseline | - | {name} | {e['top1_loc_err']:.1f} | {e['top5_loc_err']:.1f} | - |")
     c = base["classification"]

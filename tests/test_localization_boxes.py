@@ -104,6 +104,9 @@ def test_training_target_picks_the_largest_visible_box_and_its_class():
     assert cls == 1
     np.testing.assert_allclose(decode(params[None], (0, 0), 50), [[0, 10, 10, 20]])
     assert training_target(boxes[2:], [2], (200, 200), drawn, 50) is None
+    # the target is the object's whole box, beyond the crop where the object is
+    params, cls = training_target(boxes[:1], [3], (200, 200), drawn, 50)
+    np.testing.assert_allclose(decode(params[None], (0, 0), 50), [[-10, 0, 5, 15]])
 
 
 def test_window_to_image_undoes_a_flip_of_the_whole_rescaled_image():

@@ -1,4 +1,4 @@
-"""OverFeat-style greedy merging (Appendix A, SPEC §4 Decision) and ranking guesses."""
+"""OverFeat-style greedy merging (Appendix A) and ranking guesses."""
 import numpy as np
 import pytest
 

@@ -9,7 +9,7 @@ from vggnet.models import (WARM_START_LAYERS, check_state_dict, complexity, crea
                            import_torchvision, init_weights, list_models, load_model, save_weights, warm_start)
 from conftest import tiny
 
-# SPEC §1 / Table 2: exact parameter counts at the defaults (1000 classes, 224 crop).
+# Table 2: exact parameter counts at the defaults (1000 classes, 224 crop).
 EXPECTED_PARAMS = {"A": 132_863_336, "A-LRN": 132_863_336, "B": 133_047_848, "C": 133_638_952,
                    "D": 138_357_544, "E": 143_667_240, "B-5x5": 134_503_528}
 EXPECTED_GMACS = {"A": 7.61, "B": 11.31, "D": 15.47, "E": 19.63}

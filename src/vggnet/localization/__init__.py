@@ -1,4 +1,4 @@
-"""Localisation (Appendix A, SPEC §4): boxes and their parameterisation, box data, OverFeat-style
+"""Localisation (Appendix A): boxes and their parameterisation, box data, OverFeat-style
 greedy merging, the ILSVRC localisation error and a contact sheet. Pure functions: the
 localisation net, its training and the CLI build on these."""
 from .boxdata import BoxImage, BoxSource, read_box_csv, read_voc_annotations, split_by_image, write_box_csv

@@ -1,4 +1,4 @@
-"""Images with ground-truth boxes: the localisation data (Appendix A, SPEC §4).
+"""Images with ground-truth boxes: the localisation data (Appendix A).
 
 Two formats:
 

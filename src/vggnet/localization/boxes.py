@@ -1,4 +1,4 @@
-"""Boxes and their parameterisation for localisation (Appendix A, SPEC §4).
+"""Boxes and their parameterisation for localisation (Appendix A).
 
 Conventions, used by every function of ``vggnet.localization``:
 
@@ -8,7 +8,7 @@ Conventions, used by every function of ``vggnet.localization``:
   merge and the metrics run on the CPU).
 - a box *parameter* vector is ``(cx, cy, w, h)`` relative to the input window that produced it
   (the training crop, or at dense test time the crop-sized window of one output location), in
-  units of the crop side (SPEC §4 Decision), so one regressor serves every position and scale.
+  units of the crop side (decision), so one regressor serves every position and scale.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def clip(boxes, width: float, height: float) -> np.ndarray:
     return b
 
 
-# -- parameterisation (SPEC §4 Decision) -------------------------------------------------------
+# -- parameterisation (decision) -------------------------------------------------------
 
 def encode(boxes, window_xy, crop: float) -> np.ndarray:
     """Pixel boxes -> (N, 4) parameters ``(cx, cy, w, h)`` relative to the window whose top-left
@@ -108,7 +108,7 @@ def boxes_through_transform(boxes, src_size, drawn: dict, crop: int) -> tuple[np
     ``src_size = (W, H)`` is rescaled isotropically to ``drawn["size"] = (w, h)`` (factors w/W and
     h/H per axis, as the resampling uses), the crop is ``[x, x + crop) x [y, y + crop)`` of that
     rescaled image, then mirrored about the crop's vertical centre line when ``drawn["flipped"]``.
-    Boxes are then clipped to the crop (SPEC §4 Decision: a crop keeps the boxes it overlaps,
+    Boxes are then clipped to the crop (decision: a crop keeps the boxes it overlaps,
     clipped); a box with no visible area is dropped.
 
     `src_size` is the size of the image the boxes refer to (the file's own size, e.g.
@@ -118,6 +118,15 @@ def boxes_through_transform(boxes, src_size, drawn: dict, crop: int) -> tuple[np
 
     Returns ``(crop_boxes (K, 4), kept (K,) int64 indices into boxes)``.
     """
+    out = clip(crop_frame(boxes, src_size, drawn, crop), crop, crop)
+    visible = (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
+    kept = np.flatnonzero(visible)
+    return out[kept], kept
+
+
+def crop_frame(boxes, src_size, drawn: dict, crop: int) -> np.ndarray:
+    """Source-image boxes in the training crop's pixel frame, whole (not clipped): a box may
+    extend beyond the crop, where its object does."""
     b = as_boxes(boxes)
     W, H = src_size
     w, h = drawn["size"]
@@ -128,15 +137,12 @@ def boxes_through_transform(boxes, src_size, drawn: dict, crop: int) -> tuple[np
         # A pixel column u of the crop becomes column crop-1-u, so the edge coordinate x becomes
         # crop - x, and the left and right edges swap.
         out[:, [0, 2]] = crop - out[:, [2, 0]]
-    out = clip(out, crop, crop)
-    visible = (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
-    kept = np.flatnonzero(visible)
-    return out[kept], kept
+    return out
 
 
 def choose_target(boxes_in_crop) -> int | None:
     """The index of the regression target among the crop's (clipped) boxes: the box with the
-    largest visible area (SPEC §4 Decision: "the box of the crop's object"); ties go to the first.
+    largest visible area (decision: "the box of the crop's object"); ties go to the first.
     None when no box has visible area (the crop shows no object)."""
     a = area(boxes_in_crop)
     if len(a) == 0 or a.max() <= 0:
@@ -146,14 +152,19 @@ def choose_target(boxes_in_crop) -> int | None:
 
 def training_target(boxes, box_classes, src_size, drawn: dict, crop: int):
     """The regression target of one training crop: ``(params (4,), class index)``, or None when
-    no ground-truth box is visible in the crop. The class is the chosen box's own class, which
-    selects the 4 outputs a per-class regressor (PCR) is penalised on (Appendix A)."""
+    no ground-truth box is visible in the crop. The object is the one whose box, clipped to the
+    crop, has the largest visible area; the target is that object's *whole* box in the crop's
+    frame, which may extend beyond the crop (decision: a window that sees part of an object
+    predicts where the whole object is, so that boxes from windows and scales that each see a
+    part can be merged into the object's box, App. A protocol 2; measured in docs/RESULTS.md:
+    clipped targets cannot predict objects larger than the crop). The class is the object's own,
+    which selects the 4 outputs a per-class regressor (PCR) is penalised on."""
     in_crop, kept = boxes_through_transform(boxes, src_size, drawn, crop)
     t = choose_target(in_crop)
     if t is None:
         return None
-    params = encode(in_crop[t:t + 1], (0.0, 0.0), crop)[0]
-    return params, int(np.asarray(box_classes)[kept[t]])
+    whole = crop_frame(as_boxes(boxes)[kept[t]:kept[t] + 1], src_size, drawn, crop)
+    return encode(whole, (0.0, 0.0), crop)[0], int(np.asarray(box_classes)[kept[t]])
 
 
 # -- testing: dense windows back to the original image (Appendix A, protocol 2) ------------------
@@ -161,7 +172,7 @@ def training_target(boxes, box_classes, src_size, drawn: dict, crop: int):
 def dense_windows(map_h: int, map_w: int, stride: int = DENSE_STRIDE) -> np.ndarray:
     """Top-left corners (x, y) of the crop-sized input window of every location of a dense
     (map_h, map_w) output map, row-major: location (i, j) is row ``i * map_w + j`` and its window
-    starts at ``(stride * j, stride * i)`` of the rescaled image (SPEC §4 Decision). This matches
+    starts at ``(stride * j, stride * i)`` of the rescaled image (decision). This matches
     flattening a (4, H, W) box map with ``permute(1, 2, 0).reshape(-1, 4)``."""
     i, j = np.meshgrid(np.arange(map_h), np.arange(map_w), indexing="ij")
     return np.stack([j.ravel() * stride, i.ravel() * stride], axis=1).astype(np.float64)

@@ -1,9 +1,9 @@
-"""OverFeat's greedy merging of box predictions, as Appendix A uses it (SPEC §4 Decision).
+"""OverFeat's greedy merging of box predictions, as Appendix A uses it (decision).
 
 For one class, the boxes predicted at every location, scale and net are merged greedily: the pair
 of current boxes with the smallest match score is replaced by their merge, until the smallest
 match score reaches the threshold t. The paper (and OverFeat, Sermanet et al. 2014 §4.3) give
-neither the exact match score nor t; SPEC §4 decides:
+neither the exact match score nor t; we decide:
 
 - ``match(a, b) = |centre(a) - centre(b)| / size(a, b) - IoU(a, b)``, where
   ``size(a, b) = ((w_a + h_a) / 2 + (w_b + h_b) / 2) / 2`` is the mean of the two boxes' sizes

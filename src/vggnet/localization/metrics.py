@@ -1,4 +1,4 @@
-"""Localisation error, the ILSVRC rule (Appendix A, SPEC §4 "Error").
+"""Localisation error, the ILSVRC rule (Appendix A, "Error").
 
 A guess ``(class, box)`` is correct when the class is the image's ground-truth class and the box
 overlaps a ground-truth box *of that class* with IoU >= 0.5 (the paper writes "above 0.5"; the

@@ -24,7 +24,7 @@ byte N"), files over :data:`MAX_FILE_BYTES` are refused before they are read, an
 shape must account for exactly the values the file stores, so nothing is ever allocated from a size
 the file merely claims. Nothing is executed and nothing is unpickled.
 
-Mapping onto Table 1 (SPEC §1): the release names its layers as the paper does (conv1_1 ... conv5_k,
+Mapping onto Table 1 (§2.1): the release names its layers as the paper does (conv1_1 ... conv5_k,
 fc6, fc7, fc8) and Caffe's layouts are PyTorch's: conv weights (out, in, kh, kw), fully connected
 weights (out, in) (the 2014 files store them as a legacy 4-D blob (1, 1, out, in), and biases as
 (1, 1, 1, out)). Caffe's InnerProduct flattens its (N, C, H, W) input row-major, index c*H*W + h*W + w,
@@ -421,7 +421,7 @@ def caffe_layers(model: VGG, preprocessing: dict | None = None) -> list[CaffeLay
     The blobs are views of the model's parameters (no copy: fc6 alone is 392 MB at full size).
 
     `preprocessing` is the input convention the model was trained with; None means it already takes
-    Caffe's input. An RGB model with Caffe's value range and mean (ours, SPEC §1) becomes a BGR one by
+    Caffe's input. An RGB model with Caffe's value range and mean (ours) becomes a BGR one by
     reversing conv1_1's input channels, which is exact (zero padding is the mean pixel in both).
     """
     if not isinstance(model, VGG):

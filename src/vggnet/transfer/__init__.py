@@ -1,4 +1,4 @@
-"""Deep features + linear SVM on small target data sets (Appendix B, SPEC §5).
+"""Deep features + linear SVM on small target data sets (Appendix B).
 
 Pipeline: :func:`compute_features` (per-scale descriptors of a fixed net) -> :func:`save_features`
 -> (:func:`stack_nets` for late fusion) -> :func:`run_splits` (Caltech-style, mean class recall)

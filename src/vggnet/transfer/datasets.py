@@ -4,7 +4,7 @@
   file, read by :mod:`vggnet.data.datasets` as for the ILSVRC nets.
 - Multi-label (PASCAL VOC classification): a CSV with a ``path`` column then one column per class
   holding the VOC devkit's values, 1 = present, -1 = absent, 0 = present only as "difficult"
-  objects (such an image is ignored for that class when VOC-2007 AP is computed, SPEC §5).
+  objects (such an image is ignored for that class when VOC-2007 AP is computed).
 
 A multi-label source is a :class:`~vggnet.data.datasets.Source` (so the test-time loaders read it
 unchanged) with the (N, C) int8 label matrix beside it.

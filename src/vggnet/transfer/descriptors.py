@@ -1,4 +1,4 @@
-"""The image descriptor of Appendix B (SPEC §5).
+"""The image descriptor of Appendix B.
 
 Per test scale Q: the whole image rescaled so its smallest side is Q, the net applied densely
 (§3.2), a named layer's map (fc7 after its ReLU by default; fc8 is removed in the paper, any name

@@ -1,7 +1,7 @@
-"""Transfer metrics (Appendix B, SPEC §5). Values are fractions in [0, 1].
+"""Transfer metrics (Appendix B). Values are fractions in [0, 1].
 
 Average precision of a ranking, from labels in {1, -1, 0} (0: the class is present only as
-"difficult" objects; such an image is ignored for that class, SPEC §5):
+"difficult" objects; such an image is ignored for that class):
 
 - ``voc07_ap``: the VOC-2007 devkit's 11-point interpolated AP, the mean over recall thresholds
   t = 0, 0.1, ..., 1 of the highest precision reached at any recall >= t (0 if none). The

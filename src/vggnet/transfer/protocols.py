@@ -1,4 +1,4 @@
-"""The two evaluation protocols of Appendix B (SPEC §5), from saved features (no network runs).
+"""The two evaluation protocols of Appendix B, from saved features (no network runs).
 
 - :func:`run_splits` (Caltech-101/256 style, single-label): per random split, an SVM trained on
   the split's training images (C chosen on 20% of them), mean class recall on its test images;

@@ -1,4 +1,4 @@
-"""Train/test splits of the transfer protocol (Appendix B, SPEC §5).
+"""Train/test splits of the transfer protocol (Appendix B).
 
 Caltech-101/256 style: several random splits, each with a fixed number of training images per
 class and up to a number of test images per class from the rest (Caltech-101: 3 splits, 30 train,
@@ -6,7 +6,7 @@ up to 50 test; Caltech-256: 3 splits, 60 train, all the rest). Splits are drawn 
 number) alone and saved as JSON with the image ids they index, so a run can be repeated exactly
 and a split file cannot silently be applied to other images.
 
-Within the training part, 20% of the images are held out to choose the SVM's C (SPEC §5):
+Within the training part, 20% of the images are held out to choose the SVM's C (Appendix B):
 stratified per class for single-label data, uniformly at random for multi-label data.
 """
 from __future__ import annotations

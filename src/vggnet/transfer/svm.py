@@ -1,10 +1,10 @@
-"""Linear SVMs on the deep descriptors (Appendix B, SPEC §5), with scikit-learn's ``LinearSVC``.
+"""Linear SVMs on the deep descriptors (Appendix B), with scikit-learn's ``LinearSVC``.
 
 - Single-label data: one-vs-rest, the predicted class is the highest-scoring one.
 - Multi-label data: one binary SVM per class, positives (1) against negatives (-1); images
   labelled 0 ("difficult" only) are left out of that class's training, as they are of its AP.
 
-The regularisation C is chosen on training data only (SPEC §5: "20% of the training images are a
+The regularisation C is chosen on training data only (Appendix B: "20% of the training images are a
 validation set"): :func:`select_C` receives nothing but the training arrays, splits off 20%
 (stratified per class for single-label data), fits each C of the grid on the other 80% and keeps
 the C with the best mean class recall (single-label) or mean area-under-curve AP (multi-label;
