@@ -39,7 +39,7 @@ from ..eval.protocols import forward
 from ..fileio import atomic_write, claim_folder, loads_json, read_safetensors, write_json
 from ..models.weights import load_model
 from ..progress import progress
-from .boxes import decode, dense_windows, window_to_image
+from .boxes import clip, decode, dense_windows, window_to_image
 from .merge import merge_per_class, rank_guesses
 from .metrics import gt_class_box_error, localisation_error
 from .objective import open_boxes
@@ -120,7 +120,8 @@ def _box_outputs(p: dict, c: int) -> slice:
 
 @torch.no_grad()
 def _center_boxes(p: dict, image: torch.Tensor, classes, size) -> np.ndarray:
-    """The centre crop's boxes for `classes` (protocol 1: the ground-truth class), image pixels."""
+    """The centre crop's boxes for `classes` (protocol 1: the ground-truth class), in image pixels,
+    clipped to the image like protocol 2's (a box cannot localise beyond the picture)."""
     crop = p["model"].crop_size
     out = forward(p["model"], p["norm"], p["policy"], center_crop(image, crop)[None])[0].cpu()
     h, w = image.shape[-2:]
@@ -128,7 +129,7 @@ def _center_boxes(p: dict, image: torch.Tensor, classes, size) -> np.ndarray:
                    ((w - crop) // 2, (h - crop) // 2), crop)
     boxes[:, 0::2] *= size[0] / w
     boxes[:, 1::2] *= size[1] / h
-    return boxes
+    return clip(boxes, *size)
 
 
 @torch.no_grad()
