@@ -95,6 +95,14 @@ def main():
         cmds[f"report: {label}"] = cmd
         run(cmd, log, final / "results.json")
         rows.append((net, qs, t, final, [out / "eval" / f"{m}-report" for m in members]))
+    picture = ROOT / "docs" / "images" / "localisation-gallery.png"
+    if not picture.exists():
+        from vggnet.localization.evaluate import draw_gallery, load_predictions
+        from vggnet.localization.objective import open_boxes
+        pred = load_predictions(out / "eval" / "PCR-all-S110-Q110-report")
+        source = open_boxes(files["report"], data, pred["classes"])
+        t = json.loads((out / "merge" / "PCR-all-S110-Q110-tune" / "results.json").read_text())["dense"]["threshold"]
+        draw_gallery(pred, source, t, picture, 16)
     write_section(Path(args.results), "localisation", report(out, files, rows, cmds))
     print(f"wrote {args.results}")
 
@@ -163,6 +171,7 @@ def report(out: Path, files: dict, rows: list, cmds: dict) -> str:
           "classification net D, S = 110, dense at Q = 110,146)", "",
           f"{_load(Path(rows[0][3]))['images']} `report` images; t chosen on the `tune` images "
           f"(the merge grid and its errors are in `runs/imagenette-loc/merge/*-tune/results.json`).", "",
+          "![protocol 2, PCR-all-S110 at Q = 110: ground truth and the top-1 guess](images/localisation-gallery.png)", "",
           "| net | test Q | method | top-1 loc err | top-5 loc err | t |", "|---|---|---|---|---|---|"]
     crops = {}
     for net, qs, t, final, members in rows:

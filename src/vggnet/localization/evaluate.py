@@ -405,8 +405,10 @@ def merge_runs(dirs, data, threshold: float | None = None, tune: bool = False, t
 def draw_gallery(pred: dict, source, threshold: float, out_png, n: int = 16, top_k: int = 5) -> Path:
     """A contact sheet of `n` images (the first of each class in turn, so every class shows): the
     ground-truth boxes and the top-1 guess of protocol 2 (or protocol 1's box), green when right."""
+    from ..predict import class_names
     from .gallery import contact_sheet
     from .metrics import box_hits
+    names = class_names(source.classes)  # readable names for ImageNet wnids
     dense = len(pred["boxes"]) > 0
     guesses = _guesses(pred, threshold, 1) if dense else None
     order = sorted(range(len(source)), key=lambda i: (sum(source.images[j].label == source.images[i].label
@@ -419,8 +421,8 @@ def draw_gallery(pred: dict, source, threshold: float, out_png, n: int = 16, top
         else:
             cls, box = im.label, pred["center"][i]
         right = cls == im.label and box_hits(box, im.gt_boxes())
-        items.append(dict(image=im.path, gt_boxes=im.gt_boxes(), gt_labels=[source.classes[im.label]],
-                          pred_boxes=[box], pred_labels=[source.classes[cls]], pred_correct=[right],
+        items.append(dict(image=im.path, gt_boxes=im.gt_boxes(), gt_labels=[names[im.label]],
+                          pred_boxes=[box], pred_labels=[names[cls]], pred_correct=[right],
                           caption=Path(im.path).name))
     what = "protocol 2, top-1 guess" if dense else "protocol 1, ground-truth class, centre crop"
     return contact_sheet(items, out_png, cols=min(4, len(items)), thumb=192, title=f"localisation: {what}")
