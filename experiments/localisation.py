@@ -167,8 +167,8 @@ def report(out: Path, files: dict, rows: list, cmds: dict) -> str:
          f"classification and is unaffected.", "",
          "## Table 8 analogue: protocol 1 (ground-truth class, centre crop at Q = S)", "",
          loc_tables(t8, "markdown").split("### Table 9")[0].split("\n", 2)[2].strip(), ""]
-    L += ["## Table 9 analogue: protocol 2 (dense over the whole image, greedy merge, top-5 classes from the "
-          "classification net D, S = 110, dense at Q = 110,146)", "",
+    L += ["## Table 9 analogue: protocol 2 (dense over the whole image at the row's Q, greedy merge; the top-5 "
+          "classes and the locations' scores from the classification net D, S = 110, run densely at the same Q)", "",
           f"{_load(Path(rows[0][3]))['images']} `report` images; t chosen on the `tune` images "
           f"(the merge grid and its errors are in `runs/imagenette-loc/merge/*-tune/results.json`).", "",
           "![protocol 2, PCR-all-S110 at Q = 110: ground truth and the top-1 guess](images/localisation-gallery.png)", "",
