@@ -65,7 +65,7 @@ def cmd_export(args) -> None:
     from .models.export import export_onnx
 
     r = export_onnx(args.checkpoint, args.onnx, dense=args.dense, force=args.force)
-    print(f"wrote {r['out']} ({r['arch']}, {'dense score map, any H x W >= ' if r['dense'] else 'crop '}{r['crop']}; "
+    print(f"wrote {r['out']} ({r['arch']}, output '{r['output']}', {'any H x W >= ' if r['dense'] else 'crop '}{r['crop']}; "
           f"input: uint8 RGB images, {r['preprocessing']} inside the graph); checked with ONNX Runtime: "
           f"largest relative difference {r['gap']:.1e}; class names: {r['classes_file']}")
 
@@ -125,23 +125,29 @@ def cmd_stats(args) -> None:
 
 
 # -- train / plot ----------------------------------------------------------------------------------
-def add_train_arguments(s) -> None:
+def add_train_arguments(s, defaults: dict | None = None, hidden=()) -> None:
+    """Every TrainConfig setting as a flag; `defaults` are the command's own (shown in --help)."""
     import dataclasses
 
-    from .engine.config import CHOICES, TrainConfig, field_types
+    from .engine.config import CHOICES, HELP, TrainConfig, field_types
 
-    s.add_argument("--config", metavar="RECIPE.yaml", help="YAML recipe (configs/); flags override it")
+    s.add_argument("--config", metavar="RECIPE.yaml", help="YAML recipe (configs/, or a shipped recipe's name); "
+                   "flags override it; with --resume, the run's own config.yaml by default")
     types_ = field_types()
     for f in dataclasses.fields(TrainConfig):
+        if f.name in hidden:
+            continue
         flag = "--" + f.name.replace("_", "-")
         t = types_[f.name]
+        default = (defaults or {}).get(f.name, f.default)
+        shown = f"{HELP.get(f.name, '')} (default {default if default not in ('', None) else 'none'})"
         if f.name == "resume":
             s.add_argument(flag, action="store_true", default=None, help="continue the run in --out")
         elif t is bool:
-            s.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default {f.default})")
+            s.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=shown)
         else:
             s.add_argument(flag, dest=f.name, type=str if f.name in ("scale",) else t, default=None,
-                           choices=CHOICES.get(f.name), help=f"(default {f.default})")
+                           choices=CHOICES.get(f.name), help=shown)
 
 
 def cmd_train(args, base: dict | None = None) -> None:
@@ -152,7 +158,10 @@ def cmd_train(args, base: dict | None = None) -> None:
     from .engine.config import TrainConfig
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    cfg = load_config(args.config, overrides, base)
+    recipe = args.config
+    if args.resume and args.out and not recipe and (Path(args.out) / "config.yaml").is_file():
+        recipe = str(Path(args.out) / "config.yaml")  # `--resume --out RUN` alone continues that run
+    cfg = load_config(recipe, overrides, base)
     result = train(cfg)
     if result["status"] == "interrupted":
         print(f"interrupted: {result['stop_reason']} ({result['run_dir']})", file=sys.stderr)
@@ -226,7 +235,8 @@ def cmd_report(args) -> None:
     md, csv = "", ""
     if "classification" in kinds:
         rows = collect_rows(kinds["classification"], per_scale=args.per_scale)
-        md, csv = markdown(rows, args.title), to_csv(rows)
+        title = args.title or ("Tables 3-6 layout: classification error" if len(kinds) > 1 else None)
+        md, csv = markdown(rows, title), to_csv(rows)
     transfer = kinds.get("single", []) + kinds.get("multi", [])
     if transfer:
         from .transfer.report import table11
@@ -248,8 +258,27 @@ LOC_DEFAULTS = dict(objective="boxes", head="pcr", lr=1e-3)  # App. A: fine-tune
 
 
 def cmd_loc_train(args) -> None:
+    """App. A: a box regressor started from a classification net; unless the recipe or the flags
+    say otherwise, it takes that net's shape and training scale ("trained at the same scale")."""
+    import dataclasses
+
+    from .engine import load_config
+    from .engine.config import TrainConfig
+    from .models.weights import read_meta
+
     args.objective = "boxes"
-    cmd_train(args, base=LOC_DEFAULTS)
+    base = dict(LOC_DEFAULTS)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    init_from = load_config(args.config, overrides, base).init_from if not args.resume else None
+    if init_from and Path(init_from).is_file():
+        meta = read_meta(init_from)
+        spec = meta.model
+        base.update(arch=spec.arch, width=spec.width, fc_dim=spec.fc_dim, crop=spec.crop_size,
+                    batch_norm=spec.batch_norm, dropout=spec.dropout)
+        if meta.train:
+            lo, hi = meta.train.scale
+            base["scale"] = str(lo) if lo == hi else f"{lo}:{hi}"
+    cmd_train(args, base=base)
 
 
 def cmd_loc_evaluate(args) -> None:
@@ -281,6 +310,9 @@ def cmd_loc_merge(args) -> None:
         print(render(r["tuned"], columns(("threshold t", "threshold", "{:g}"), ("top-1 loc err", "top1_loc_err", "{:.1f}%"),
                                          (f"top-{k} loc err", f"top{k}_loc_err", "{:.1f}%")),
                      title=f"merging threshold on {r['images']} images (chosen: t={r['dense']['threshold']:g})"))
+        best = min(r["tuned"], key=lambda row: (row[f"top{k}_loc_err"], row["threshold"]))
+        if best.get("note"):
+            print(f"note: {best['note']}")
     print(loc_tables([r], "text"))
 
 
@@ -299,6 +331,18 @@ def cmd_features(args) -> None:
           + (f"; {len(r['unreadable'])} unreadable images left out" if r["unreadable"] else ""))
 
 
+def parse_cs(text: str) -> list[float]:
+    """--C 0.01,0.1,1: a grid of positive, finite regularisation constants."""
+    import math
+    try:
+        cs = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise VGGError(f"--C takes comma-separated numbers, e.g. 0.01,0.1,1; got {text!r}") from None
+    if not cs or not all(math.isfinite(c) and c > 0 for c in cs):
+        raise VGGError(f"--C values must be positive and finite, got {text!r}")
+    return sorted(set(cs))
+
+
 def cmd_transfer(args) -> None:
     from .eval.runner import parse_scales
     from .transfer.commands import transfer_command
@@ -308,7 +352,7 @@ def cmd_transfer(args) -> None:
                          parse_scales(args.scales) if args.scales else None, args.splits, args.train_per_class,
                          args.test_per_class or None, args.splits_file, args.test_features, args.test_fraction,
                          args.seed, dataset=args.dataset, force=args.force,
-                         **({"Cs": [float(c) for c in args.C.split(",")]} if args.C else {}))
+                         **({"Cs": parse_cs(args.C)} if args.C else {}))
     print(table11([r], style="text"))
     if r["kind"] == "single":
         print("chosen C per split: " + ", ".join(f"{s['C']:g}" for s in r["per_split"]))
@@ -337,8 +381,11 @@ def _commands_localisation(sub) -> None:
     s = sub.add_parser("loc", help="localisation (Appendix A): box-regression nets, protocols 1 and 2, merging")
     lsub = s.add_subparsers(dest="loc_command", metavar="LOC_COMMAND")
     lsub.required = True
-    s = lsub.add_parser("train", help="train a box regressor (SCR/PCR) from a classification net, L2 loss")
-    add_train_arguments(s)
+    s = lsub.add_parser("train", help="train a box regressor (SCR/PCR) from a classification net, L2 loss",
+                        description="App. A: the classification net of --init-from with its last layer replaced by "
+                        "a box regressor, trained with a Euclidean loss. Unless given, the net's shape (arch, width, "
+                        "fc-dim, crop, batch norm) and training scale are the classifier's; head pcr, lr 1e-3.")
+    add_train_arguments(s, dict(LOC_DEFAULTS, arch="from --init-from", scale="from --init-from"), hidden=("objective",))
     s.set_defaults(func=cmd_loc_train)
     s = lsub.add_parser("evaluate", help="protocol 1 (centre crop, GT class) and 2 (dense + greedy merge, top-k)")
     s.add_argument("--checkpoint", required=True, help="a localisation net of `vggnet loc train`")
@@ -357,7 +404,7 @@ def _commands_localisation(sub) -> None:
     s.add_argument("--out", help="folder for boxes.safetensors, results.json and gallery.png")
     s.add_argument("--force", action="store_true", help="replace results saved in --out before")
     s.add_argument("--device", default="auto")
-    s.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA (fp32 throughout)")
+    s.add_argument("--no-amp", action="store_true", help="no bf16 autocast (the default on CUDA and on CPUs with AMX units): fp32 throughout")
     s.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
                    help="NHWC activations (auto: on, measured faster on CPU and GPU)")
     s.add_argument("--workers", type=WORKERS, default=_default_workers())
@@ -408,7 +455,7 @@ def _commands_transfer(sub) -> None:
     s.add_argument("--out", required=True, help="features file to write (.safetensors)")
     s.add_argument("--force", action="store_true")
     s.add_argument("--device", default="auto")
-    s.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA (fp32 throughout)")
+    s.add_argument("--no-amp", action="store_true", help="no bf16 autocast (the default on CUDA and on CPUs with AMX units): fp32 throughout")
     s.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
                    help="NHWC activations (auto: on, measured faster on CPU and GPU)")
     s.add_argument("--workers", type=WORKERS, default=_default_workers())
@@ -451,7 +498,7 @@ def _commands_weights(sub) -> None:
     s = sub.add_parser("info", help="the model zoo: Tables 1 and 2")
     s.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("convert", help="convert weights: torchvision or Caffe files in, torchvision files out")
+    s = sub.add_parser("convert", help="convert weights: torchvision or Caffe files to vggnet's format, and vggnet's to torchvision's")
     s.add_argument("src", help="input weights (.pth / .safetensors / .caffemodel)")
     s.add_argument("dst", help="output file")
     s.add_argument("--to", choices=["vggnet", "torchvision"],
@@ -527,7 +574,7 @@ def _commands_evaluation(sub) -> None:
     s.add_argument("--multi-scale", action="store_true", help="default scales per §4.2 ({S-32,S,S+32} or {Smin,mid,Smax})")
     s.add_argument("--out", help="folder for posteriors.safetensors and results.json")
     s.add_argument("--device", default="auto")
-    s.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA (fp32 throughout)")
+    s.add_argument("--no-amp", action="store_true", help="no bf16 autocast (the default on CUDA and on CPUs with AMX units): fp32 throughout")
     s.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
                    help="NHWC activations (auto: on, measured faster on CPU and GPU)")
     s.add_argument("--workers", type=WORKERS, default=_default_workers())
@@ -608,7 +655,8 @@ def main(argv=None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")  # paths that are not valid UTF-8
     args = build_parser().parse_args(argv)
-    command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
+    command = " ".join(filter(None, (args.command, getattr(args, "data_command", None),
+                                     getattr(args, "loc_command", None))))
     try:
         args.func(args)
         sys.stdout.flush()

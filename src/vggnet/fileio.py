@@ -95,6 +95,10 @@ def file_kind(path) -> str:
     return SUFFIX_KINDS.get(path.suffix.lower(), "file")
 
 
+def _a(kind: str) -> str:
+    return ("an " if kind[:1].lower() in "aeiou" or kind.startswith(("ONNX", "HTML")) else "a ") + kind
+
+
 def claim_output(path, kind: str, force: bool = False) -> Path:
     """Check, before any work, that `path` may be written as a `kind` file (see module doc)."""
     path = Path(path)
@@ -102,12 +106,12 @@ def claim_output(path, kind: str, force: bool = False) -> Path:
         raise VGGError(f"{path} is a folder; give a file name to write")
     if path.exists():
         existing = file_kind(path)
+        if existing != kind:
+            raise VGGError(f"{path} holds {_a(existing)} file, not {_a(kind)} file; refusing to overwrite it, "
+                           f"even with --force (it replaces only a file of the same kind)")
         if not force:
             raise VGGError(f"{path} exists ({existing}); refusing to overwrite it (use --force to replace it "
                            f"with a new {kind} file)")
-        if existing != kind:
-            raise VGGError(f"{path} holds a {existing} file, not a {kind} file; refusing to overwrite it, "
-                           f"even with --force")
     check_writable_folder(path.parent)
     return path
 

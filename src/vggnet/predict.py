@@ -30,6 +30,8 @@ def class_names(classes: list[str]) -> list[str]:
 
 def _picture(image):
     if isinstance(image, (str, Path)):
+        if Path(image).is_dir():
+            raise VGGError(f"{image} is a folder; predict takes image files (use `vggnet evaluate` for a data set)")
         return str(image), load_rgb(image)
     if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image
         return "<image>", _to_rgb(image)
@@ -50,6 +52,8 @@ def predict(weights, images, protocol: str = "dense", multi_scale: bool = False,
             device: str = "auto", channels_last: str = "auto") -> list[dict]:
     if protocol not in ALL_PROTOCOLS:
         raise unknown("protocol", protocol, ALL_PROTOCOLS)
+    if scales and multi_scale:
+        raise VGGError("give --scales or --multi-scale, not both")
     policy = make_policy(resolve_device(device), "auto", channels_last)
     model, meta = load_model(weights, policy.device) if isinstance(weights, (str, Path)) else weights
     if meta.model.head != "classifier":

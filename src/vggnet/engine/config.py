@@ -75,6 +75,39 @@ class TrainConfig:
     recipe: str = ""  # name of the paper experiment this reproduces, e.g. "Table 3, D, S=256"
 
 
+# One line of --help per setting (the comments above say why; these say what).
+HELP = {
+    "arch": "Table 1 configuration or torchvision name: A, A-LRN, B, C, D, E, B-5x5, vgg11 ... vgg19_bn",
+    "width": "conv widths x this (1 = the paper's)", "fc_dim": "width of fc6 and fc7 (4096 in the paper)",
+    "crop": "training crop side, a multiple of 32 (224 in the paper)", "dropout": "dropout on fc6 and fc7",
+    "batch_norm": "batch norm after every conv (not in the paper)",
+    "objective": "what is learnt: classification, or boxes (App. A; see `vggnet loc train`)",
+    "head": "last layer: classifier; box heads scr (4 outputs) or pcr (4 per class)",
+    "data": "training data: image folder or path,label CSV (boxes: box CSV or XML folder)",
+    "data_root": "root of the image paths of a CSV", "val_data": "validation data (default: hold out --val-fraction)",
+    "val_fraction": "part of --data held out for validation when --val-data is not given",
+    "scale": "training scale S (256) or jittering range Smin:Smax (256:512)",
+    "val_scale": "test scale Q of the per-epoch validation (default: S, or (Smin+Smax)/2)",
+    "stats": "statistics of `vggnet stats` (default: computed into the run folder)",
+    "stats_max_images": "images sampled for the statistics", "colour_shift": "PCA colour shift (§3.1)",
+    "workers": "decoding processes", "on_bad_image": "an unreadable training image: skip (counted) or fail",
+    "on_bad_box": "a bad box row: fail (before any work) or skip", "batch_size": "global batch, split across processes",
+    "micro_batch": "per-process micro-batch (gradient accumulation); 0: none", "lr": "initial learning rate",
+    "momentum": "SGD momentum", "weight_decay": "L2 weight decay", "decay_biases": "decay biases too",
+    "epochs": "epoch cap (the plateau rule usually stops earlier)", "lr_factor": "learning-rate drop factor",
+    "lr_patience": "epochs without improvement before a drop", "lr_drops": "drops before training stops",
+    "min_delta": "improvement (points) that counts", "init": "random initialisation: gaussian or glorot",
+    "init_std": "std of the gaussian initialisation", "init_from": "checkpoint to warm-start from",
+    "finetune": "all layers, or fc (fc6-fc8 only, conv layers frozen)",
+    "init_layers": "layers copied from --init-from: auto, paper, all, all-but-head", "seed": "random seed",
+    "out": "run folder (new, or the one to --resume)", "device": "auto, cpu, cuda, cuda:N",
+    "amp": "bf16 autocast: auto (on CUDA), bf16, off", "channels_last": "NHWC activations: auto (on), on, off",
+    "compile": "torch.compile the model", "deterministic": "deterministic algorithms (slower)",
+    "checkpoint_minutes": "mid-epoch checkpoint at least this often", "checkpoint_steps": "also every N steps (0: off)",
+    "max_steps_per_epoch": "cap steps per epoch (0: whole epochs)", "tensorboard": "write TensorBoard events",
+    "progress": "progress bar on a terminal", "recipe": "name of the paper experiment, recorded in the weights",
+}
+
 CHOICES = {"on_bad_image": ("skip", "fail"), "on_bad_box": ("fail", "skip"), "finetune": ("all", "fc"),
            "objective": ("classification", "boxes"), "head": ("auto", "classifier", "scr", "pcr"), "init": ("gaussian", "glorot"), "init_layers": ("auto", "paper", "all", "all-but-head"),
            "amp": ("auto", "bf16", "off"), "channels_last": ("auto", "on", "off")}

@@ -37,7 +37,8 @@ def fuse(run_dirs, protocol: str | None = None) -> dict:
         fused[p] = torch.stack([r["probs"][p] for r in runs]).mean(0)
         rows[p] = topk_errors(fused[p], first["labels"])
         rows[p]["members"] = [topk_errors(r["probs"][p], first["labels"]) for r in runs]
-    return dict(runs=[r["dir"] for r in runs], archs=[r["results"].get("arch") for r in runs], images=len(first["ids"]),
+    return dict(runs=[r["dir"] for r in runs], archs=[r["results"].get("arch") for r in runs], root=first.get("root"),
+                images=len(first["ids"]),
                 protocols=rows, fused=fused, labels=first["labels"], ids=first["ids"], classes=first["classes"])
 
 
@@ -46,7 +47,7 @@ def save_fusion(out, result: dict) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_posteriors(out, result["ids"], result["classes"], result["labels"], result["fused"], [],
-                    list(result["fused"]))
+                    list(result["fused"]), root=result.get("root"))
     save_results(out, dict(arch="+".join(a or "?" for a in result["archs"]), fused_from=result["runs"],
                            images=result["images"],
                            protocols={p: {k: v for k, v in r.items() if k != "members"}

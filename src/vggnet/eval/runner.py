@@ -67,6 +67,11 @@ def plan(checkpoint, data, opts: EvalOptions) -> dict:
         raise VGGError(f"--batch-size must be >= 1, got {opts.batch_size}")
     policy = make_policy(resolve_device(opts.device), opts.amp, opts.channels_last)
     model, meta = load_model(checkpoint, policy.device)
+    if meta.model.head != "classifier":
+        raise VGGError(f"{checkpoint} is a box regressor ({meta.model.head.upper()}); evaluate it with "
+                       f"`vggnet loc evaluate`")
+    if opts.scales and opts.multi_scale:
+        raise VGGError("give --scales or --multi-scale, not both")
     model.eval()
     policy.prepare(model)
     crop = model.crop_size

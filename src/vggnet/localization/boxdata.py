@@ -88,7 +88,7 @@ def _finish(problems: list[str], on_bad: str) -> None:
     """on_bad="fail": one error naming the first problem, the total, and the way out."""
     if problems and on_bad == "fail":
         more = f" ({len(problems)} problems in total)" if len(problems) > 1 else ""
-        raise VGGError(f"{problems[0]}{more}; with on_bad='skip' the bad boxes are dropped and the rest kept")
+        raise VGGError(f"{problems[0]}{more}; with --on-bad-box skip the bad boxes are dropped and the rest kept")
 
 
 class _ImageSizes:

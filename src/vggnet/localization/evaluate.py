@@ -82,9 +82,19 @@ def _class_scores_from_posteriors(folder, classes) -> dict:
     return {str(Path(root, i).resolve()): post["probs"][protocol][n] for n, i in enumerate(post["ids"])}
 
 
+def check_threshold(t) -> None:
+    if t is not None and not (isinstance(t, (int, float)) and -1 <= t < 1e6):
+        raise VGGError(f"--threshold must be a number >= -1 (the lowest match score), got {t!r}")
+
+
 def plan(checkpoint, data, opts: LocOptions) -> dict:
     if opts.top_k < 1:
         raise VGGError(f"--top-k must be >= 1, got {opts.top_k}")
+    check_threshold(opts.threshold)
+    if opts.classifier and opts.posteriors:
+        raise VGGError("give --classifier or --posteriors, not both")
+    if opts.scales and opts.multi_scale:
+        raise VGGError("give --scales or --multi-scale, not both")
     policy = make_policy(resolve_device(opts.device), opts.amp, opts.channels_last)
     model, meta = load_model(checkpoint, policy.device)
     if meta.model.head == "classifier":
@@ -373,6 +383,11 @@ def tune_threshold(pred: dict, source, top_k: int = 5, grid=TUNE_GRID) -> tuple[
     images, not the ones reported), and the error at every threshold tried (ties: the lower t)."""
     rows = [score(pred, source, t, top_k)["dense"] for t in grid]
     best = min(rows, key=lambda r: (r[f"top{top_k}_loc_err"], r["threshold"]))
+    errors = [r[f"top{top_k}_loc_err"] for r in rows]
+    if len(set(errors)) == 1:
+        best["note"] = "every threshold gives the same error (one box per class: nothing to merge)"
+    elif best["threshold"] in (grid[0], grid[-1]):
+        best["note"] = f"the best t is at the end of the grid ({grid[0]:g} ... {grid[-1]:g}); the optimum may lie beyond"
     return best["threshold"], rows
 
 
@@ -380,6 +395,9 @@ def merge_runs(dirs, data, threshold: float | None = None, tune: bool = False, t
                on_bad_box: str = "fail", out=None, force=False) -> dict:
     """Protocol 2 from saved boxes of one or several localisation nets (no network run): with
     `tune`, the threshold is chosen on `data`; otherwise `threshold` is used."""
+    check_threshold(threshold)
+    if tune and threshold is not None:
+        raise VGGError("give --threshold or --tune, not both")
     if out is not None:
         claim_folder(out, {RESULTS: "results"}, force)
     preds = [load_predictions(d) for d in dirs]
@@ -391,10 +409,14 @@ def merge_runs(dirs, data, threshold: float | None = None, tune: bool = False, t
     if tune:
         threshold, tried = tune_threshold(fused, source, top_k)
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    members = [json.loads((Path(p["dir"]) / RESULTS).read_text()) if (Path(p["dir"]) / RESULTS).is_file() else {}
+               for p in preds]
     result = dict(kind="localisation", fused_from=[p["dir"] for p in preds], data=str(data), images=len(source),
-                  top_k=top_k, scales=sorted({q for p in preds for q in p["scales"]}), tuned=tried,
-                  members=[json.loads((Path(p["dir"]) / RESULTS).read_text()) if (Path(p["dir"]) / RESULTS).is_file()
-                           else {} for p in preds])
+                  top_k=top_k, scales=sorted({q for p in preds for q in p["scales"]}), tuned=tried, members=members)
+    if len(preds) == 1:  # one net re-merged: it keeps its own description (Tables 8 and 9)
+        result.update({k: members[0][k] for k in ("arch", "head", "finetune", "train_scale", "center_q")
+                       if k in members[0]})
+        result["fused_from"] = None
     result.update(score(fused, source, threshold, top_k))
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)

@@ -81,15 +81,24 @@ def export_onnx(checkpoint, out, dense: bool = False, force: bool = False) -> di
     dynamic = {"images": {0: batch, **(shapes if dense else {})}}
     report = {}
 
+    boxes = model.spec.head != "classifier"  # a box regressor (App. A) exports its boxes
+    output = ("box_map" if dense else "boxes") if boxes else ("score_map" if dense else "scores")
+
     def write(tmp):
         import contextlib
         import io
+        import logging
         import warnings
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's chatter
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(module, (example,), dynamo=True, input_names=["images"],
-                                        output_names=["score_map" if dense else "scores"], dynamic_shapes=dynamic,
-                                        verbose=False)
+        quiet = logging.getLogger("torch.onnx")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # the exporter's notes about optional torchvision operators
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                program = torch.onnx.export(module, (example,), dynamo=True, input_names=["images"],
+                                            output_names=[output], dynamic_shapes=dynamic, verbose=False)
+        finally:
+            quiet.setLevel(level)
         program.save(tmp)
         report["gap"] = check_onnx(tmp, module, crop, dense)
 
@@ -101,4 +110,4 @@ def export_onnx(checkpoint, out, dense: bool = False, force: bool = False) -> di
         raise VGGError(f"ONNX export of {checkpoint} failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
     write_text(classes_file(out), "".join(f"{c}\n" for c in meta.classes))
     return dict(out=str(out), dense=dense, gap=report["gap"], classes_file=str(classes_file(out)),
-                arch=model.arch, preprocessing=meta.preprocessing.describe(), crop=crop)
+                arch=model.arch, preprocessing=meta.preprocessing.describe(), crop=crop, output=output)

@@ -56,6 +56,10 @@ def _header(path: Path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        from ..fileio import file_kind
+        kind = file_kind(path)
+        if kind in ("PyTorch state dict", "Caffe weights"):
+            raise VGGError(f"{path}: {kind}; import it first: vggnet convert {path} NAME.safetensors") from None
         raise VGGError(f"{path}: not a readable safetensors file ({e})") from None
 
 

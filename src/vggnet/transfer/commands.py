@@ -44,6 +44,17 @@ def features_command(checkpoint, data, out, scales=None, layer: str = "fc7", for
                 images_per_s=features.get("images_per_s"), unreadable=features["unreadable"])
 
 
+def dataset_name(data) -> str | None:
+    """A name for the tables: the data folder's (its parent's for train/val/images folders and for
+    label files)."""
+    if not data:
+        return None
+    p = Path(str(data))
+    if p.suffix.lower() in (".csv", ".tsv", ".txt") or p.name.lower() in ("train", "val", "test", "images"):
+        p = p.parent
+    return p.name or None
+
+
 def _open(paths) -> dict:
     feats = [load_features(p) for p in paths]
     return feats[0] if len(feats) == 1 else stack_nets(feats)
@@ -53,8 +64,6 @@ def transfer_command(features, out=None, protocol: str = "auto", combine: str = 
                      splits: int = 3, train_per_class: int = 30, test_per_class: int | None = 50,
                      splits_file=None, test_features=None, test_fraction: float = 0.5, seed: int = 0,
                      Cs=DEFAULT_CS, dataset: str | None = None, force: bool = False) -> dict:
-    if out is not None:
-        claim_folder(out, {"splits.json": "splits"} if protocol != "multilabel" else {}, force)
     train = _open(features)
     kind = train["label_kind"]
     if protocol == "auto":
@@ -62,6 +71,13 @@ def transfer_command(features, out=None, protocol: str = "auto", combine: str = 
     if (protocol == "multilabel") != (kind == "multi"):
         raise VGGError(f"--protocol {protocol} does not fit {'multi' if kind == 'multi' else 'single'}-label features; "
                        f"use {'multilabel' if kind == 'multi' else 'splits'}")
+    if protocol == "splits" and test_features:
+        raise VGGError("--test-features goes with the multilabel protocol; the splits protocol draws its test images")
+    if out is not None:  # every output claimed before any work
+        outputs = {"results.json": "results", "per_class.csv": "CSV"}
+        outputs.update({"splits.json": "splits", "confusion.png": "PNG"} if protocol == "splits" else {})
+        claim_folder(out, outputs, force)
+    dataset = dataset or dataset_name(train.get("data"))
     if protocol == "splits":
         if splits_file:
             drawn = load_splits(splits_file, train["ids"])

@@ -133,7 +133,7 @@ def compute_features(model, normalizer: Normalizer, source, scales, layer: str =
         if "error" in item:
             path, reason = item["error"]
             if not skip_unreadable:
-                raise VGGError(f"unreadable image {path}: {reason} (skip such images to leave them out; "
+                raise VGGError(f"unreadable image {path}: {reason} (--skip-unreadable leaves such images out; "
                                f"they are listed)")
             unreadable.append(f"{path}: {reason}")
             continue

@@ -3,6 +3,8 @@ column per data set; VOC-style cells are mean AP (the AP definition is named in 
 Caltech-style cells are mean class recall, mean ± std over the splits. All in percent."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..tables import columns, render
 from .protocols import load_results
 
@@ -29,9 +31,15 @@ def table11(results, ap_kind: str = "VOC07 11-point", title: str | None = None, 
     results = [load_results(r) if not isinstance(r, dict) else r for r in results]
     rows: dict[str, dict] = {}
     headers: dict[str, str] = {}
-    for r in results:
+    for n, r in enumerate(results):
         header = headers.setdefault(r["dataset"], _header(r["dataset"], r, ap_kind))
-        rows.setdefault(r["setting"], {"net / descriptor": r["setting"]})[header] = _cell(r, ap_kind)
+        label = r["setting"]
+        if header in rows.get(label, {}):  # two results for one cell: named by their nets' run folders
+            where = ", ".join(Path(str(net.get("checkpoint") or "?")).parent.name or "?" for net in r["nets"])
+            label = f"{label} ({where})"
+            if header in rows.get(label, {}):
+                label = f"{label} #{n + 1}"
+        rows.setdefault(label, {"net / descriptor": label})[header] = _cell(r, ap_kind)
     cols = columns("net / descriptor", *headers.values())
     return render([{h: row.get(h, "-") for h in ["net / descriptor", *headers.values()]} for row in rows.values()],
                   cols, style, title)
