@@ -80,7 +80,7 @@ def test_every_bad_row_names_file_and_line_and_skip_keeps_the_rest(folder, case)
     with pytest.raises(VGGError) as e:
         read_box_csv(path, classes=["cat", "dog"])
     msg = str(e.value)
-    assert msg.startswith(f"{path}:4: ") and reason in msg and "on_bad='skip'" in msg
+    assert msg.startswith(f"{path}:4: ") and reason in msg and "--on-bad-box skip" in msg
     src = read_box_csv(path, classes=["cat", "dog"], on_bad="skip")
     assert sum(len(im.boxes) for im in src.images) == 4  # the good rows, all kept
     assert src.skipped[0].startswith(f"{path}:4: ") and reason in src.skipped[0]
