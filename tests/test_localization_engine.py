@@ -10,27 +10,20 @@ import pytest
 import torch
 
 from vggnet.cli import main
-from vggnet.data.synth import make_synthetic
 from vggnet.engine import load_config, train
 from vggnet.errors import VGGError
 from vggnet.localization.evaluate import evaluate_loc, load_predictions, merge_runs
 from vggnet.localization.objective import BoxRegression, box_iou, params_to_boxes
 from vggnet.models import load_model
 from conftest import tiny
-from helpers import kill_mid_epoch
+from helpers import boxed_world, kill_mid_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("loc")
-    make_synthetic(root / "d", classes=3, per_class=16, val_per_class=4, size=48, seed=2, workers=2)
-    cfg = load_config(None, dict(arch="A", width=1 / 16, fc_dim=32, crop=32, scale="40", data=str(root / "d/train"),
-                                 val_data=str(root / "d/val"), batch_size=8, epochs=1, workers=0, out=str(root / "cls"),
-                                 progress=False, init="glorot", dropout=0.0))
-    train(cfg)
-    return root
+    return boxed_world(tmp_path_factory.mktemp("loc"), seed=2)
 
 
 def loc_cfg(data, out, **kw):

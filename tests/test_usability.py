@@ -5,19 +5,12 @@ import json
 import pytest
 
 from vggnet.cli import main
-from vggnet.data.synth import make_synthetic
-from vggnet.engine import load_config, train
+from helpers import boxed_world
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("use")
-    make_synthetic(root / "d", classes=3, per_class=16, val_per_class=4, size=48, seed=6, workers=2)
-    cfg = load_config(None, dict(arch="A", width=1 / 16, fc_dim=32, crop=32, scale="40", data=str(root / "d/train"),
-                                 val_data=str(root / "d/val"), batch_size=8, epochs=1, workers=0, out=str(root / "cls"),
-                                 progress=False, init="glorot", dropout=0.0))
-    train(cfg)
-    return root
+    return boxed_world(tmp_path_factory.mktemp("use"), seed=6)
 
 
 def run(*argv):
