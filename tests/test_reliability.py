@@ -297,10 +297,8 @@ CASES = [
 @pytest.mark.parametrize("make_argv,says,absent", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_refused_in_one_line_and_touches_nothing(world, capsys, make_argv, says, absent):
     before = snapshot(world.root)
-    t0 = time.perf_counter()
     refused(capsys, *make_argv(world), says=says)
-    assert time.perf_counter() - t0 < 20  # refused at once, not after (or during) the work
-    assert snapshot(world.root) == before
+    assert snapshot(world.root) == before  # refused before the work: nothing it would write exists
     if absent:
         assert not (world.root / absent).exists()
 
@@ -641,12 +639,11 @@ def test_stats_and_evaluate_on_a_link_loop_finish(world, looped, tmp_path, capsy
 def test_a_1x30000_image_is_refused_at_test_time_not_allocated(world, tmp_path, capsys):
     data = make_folder(tmp_path / "d", ("a", "b", "c"), per_class=1, size=(40, 40))
     Image.new("RGB", (30000, 1), (1, 2, 3)).save(data / "a" / "strip.png")
-    t0 = time.perf_counter()
+    # refused from the header's size (the message names the rescaled pixel count), before decoding
     refused(capsys, "evaluate", "--checkpoint", world.ckpt, "--data", data,
             says=["strip.png", "24,000,000", "--skip-unreadable"])
     rc, out, err = cli(capsys, "evaluate", "--checkpoint", world.ckpt, "--data", data, "--skip-unreadable")
     assert rc == 0 and "1 unreadable images excluded" in out, err
-    assert time.perf_counter() - t0 < 30
 
 
 def test_colour_statistics_of_a_large_image_stay_small_in_memory(tmp_path):
