@@ -52,7 +52,8 @@ def cmd_predict(args) -> None:
     from .tables import columns, render
 
     results = predict(args.checkpoint, args.images, args.protocol, args.multi_scale,
-                      parse_scales(args.scales) if args.scales else None, args.top, args.device, args.channels_last)
+                      parse_scales(args.scales) if args.scales else None, args.top, args.device,
+                      args.channels_last, args.amp)
     if args.json:
         print(json.dumps(results, indent=1))
         return
@@ -92,6 +93,18 @@ def cmd_data_imagenet_labels(args) -> None:
             else loc_solution_to_labels(args.loc_solution, args.images))
     write_label_file(rows, args.out, force=args.force)
     print(f"wrote {len(rows)} rows (path,wnid) to {args.out}; use: vggnet evaluate --data {args.out} --root VAL_FOLDER")
+
+
+def cmd_data_tiny_imagenet(args) -> None:
+    from .data.tinyimagenet import read_tiny_imagenet, write_lists
+
+    r = write_lists(read_tiny_imagenet(args.root), args.out, force=args.force)
+    print(f"{r['classes']} classes, {r['train']} training and {r['val']} validation images -> "
+          f"{r['out']}: train.csv, val.csv, train-boxes.csv, val-boxes.csv, classes.tsv; paths are relative to "
+          f"{r['root']}: pass it as --data-root (train) or --root (evaluate, loc, features)")
+    if r["unboxed_classes"]:
+        print(f"{len(r['unboxed_classes'])} classes have no training boxes ({', '.join(r['unboxed_classes'][:5])}): "
+              f"their images are in train.csv, not in train-boxes.csv")
 
 
 def cmd_data_check(args) -> None:
@@ -189,7 +202,7 @@ def cmd_evaluate(args) -> None:
 
     result = evaluate(args.checkpoint, args.data, args.protocol, out=args.out, force=args.force,
                       scales=parse_scales(args.scales) if args.scales else None, multi_scale=args.multi_scale,
-                      device=args.device, amp="off" if args.no_amp else "auto", channels_last=args.channels_last,
+                      device=args.device, amp=args.amp, channels_last=args.channels_last,
                       workers=args.workers,
                       batch_size=args.batch_size, half=args.half, skip_unreadable=args.skip_unreadable,
                       data_root=args.root, progress=sys.stderr.isatty())
@@ -290,7 +303,7 @@ def cmd_loc_evaluate(args) -> None:
                      protocols=tuple(args.protocol), scales=parse_scales(args.scales) if args.scales else None,
                      multi_scale=args.multi_scale, classifier=args.classifier, posteriors=args.posteriors,
                      top_k=args.top_k, flip=args.flip, threshold=args.threshold, device=args.device,
-                     amp="off" if args.no_amp else "auto", channels_last=args.channels_last, workers=args.workers,
+                     amp=args.amp, channels_last=args.channels_last, workers=args.workers,
                      data_root=args.root,
                      on_bad_box=args.on_bad_box, progress=True)
     print(loc_tables([r], "text"))
@@ -323,7 +336,7 @@ def cmd_features(args) -> None:
 
     r = features_command(args.checkpoint, args.data, args.out, parse_scales(args.scales) if args.scales else None,
                          args.layer, force=args.force, data_root=args.root, device=args.device,
-                         workers=args.workers, batch_size=args.batch_size, amp="off" if args.no_amp else "auto",
+                         workers=args.workers, batch_size=args.batch_size, amp=args.amp,
                          channels_last=args.channels_last,
                          progress=True, skip_unreadable=args.skip_unreadable)
     print(f"{r['images']} images ({r['label_kind']}-label, {r['classes']} classes): {r['layer']} descriptors "
@@ -403,11 +416,7 @@ def _commands_localisation(sub) -> None:
     s.add_argument("--on-bad-box", choices=["fail", "skip"], default="fail")
     s.add_argument("--out", help="folder for boxes.safetensors, results.json and gallery.png")
     s.add_argument("--force", action="store_true", help="replace results saved in --out before")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--no-amp", action="store_true", help="no bf16 autocast (the default on CUDA and on CPUs with AMX units): fp32 throughout")
-    s.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
-                   help="NHWC activations (auto: on, measured faster on CPU and GPU)")
-    s.add_argument("--workers", type=WORKERS, default=_default_workers())
+    add_runtime_flags(s)
     s.set_defaults(func=cmd_loc_evaluate)
     s = lsub.add_parser("merge", help="protocol 2 from saved boxes: tune the threshold, fuse nets (no network run)")
     s.add_argument("dirs", nargs="+", help="folders of `vggnet loc evaluate --out` (several: fusion, the union of boxes)")
@@ -433,9 +442,7 @@ def _commands_deploy(sub) -> None:
     s.add_argument("--scales", help="test scales Q, e.g. 256,384,512")
     s.add_argument("--top", type=integer(1, 100_000), default=5)
     s.add_argument("--json", action="store_true", help="JSON instead of tables")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
-                   help="NHWC activations (auto: on, measured faster on CPU and GPU)")
+    add_runtime_flags(s, workers=False)
     s.set_defaults(func=cmd_predict)
     s = sub.add_parser("export", help="ONNX model with the preprocessing inside, checked with ONNX Runtime")
     s.add_argument("checkpoint")
@@ -454,11 +461,7 @@ def _commands_transfer(sub) -> None:
     s.add_argument("--layer", default="fc7", help="fc7 (default), fc6, pool5, conv5_3, ...: global-average-pooled")
     s.add_argument("--out", required=True, help="features file to write (.safetensors)")
     s.add_argument("--force", action="store_true")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--no-amp", action="store_true", help="no bf16 autocast (the default on CUDA and on CPUs with AMX units): fp32 throughout")
-    s.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
-                   help="NHWC activations (auto: on, measured faster on CPU and GPU)")
-    s.add_argument("--workers", type=WORKERS, default=_default_workers())
+    add_runtime_flags(s)
     s.add_argument("--batch-size", type=integer(1, 100_000), default=16)
     s.add_argument("--skip-unreadable", action="store_true")
     s.set_defaults(func=cmd_features)
@@ -532,6 +535,12 @@ def _commands_data(sub) -> None:
     d.add_argument("--out", required=True, help="CSV to write")
     d.add_argument("--force", action="store_true")
     d.set_defaults(func=cmd_data_imagenet_labels)
+    d = dsub.add_parser("tiny-imagenet", help="Tiny ImageNet-200's layout -> label and box CSVs (train, val)")
+    d.add_argument("root", help="the tiny-imagenet-200 folder (wnids.txt, words.txt, train/, val/)")
+    d.add_argument("--out", required=True, help="folder for train.csv, val.csv, train-boxes.csv, val-boxes.csv, "
+                   "classes.tsv")
+    d.add_argument("--force", action="store_true", help="replace those files if they exist")
+    d.set_defaults(func=cmd_data_tiny_imagenet)
     d = dsub.add_parser("check", help="decode every image and list the unreadable ones with their reason")
     d.add_argument("data", help="image folder (any layout) or .csv/.tsv label file")
     d.add_argument("--root", help="root of the paths in a label file (default: its folder)")
@@ -573,11 +582,7 @@ def _commands_evaluation(sub) -> None:
     s.add_argument("--scales", help="test scales Q, e.g. 256,384,512 (default: from the training scale, §4.1)")
     s.add_argument("--multi-scale", action="store_true", help="default scales per §4.2 ({S-32,S,S+32} or {Smin,mid,Smax})")
     s.add_argument("--out", help="folder for posteriors.safetensors and results.json")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--no-amp", action="store_true", help="no bf16 autocast (the default on CUDA and on CPUs with AMX units): fp32 throughout")
-    s.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
-                   help="NHWC activations (auto: on, measured faster on CPU and GPU)")
-    s.add_argument("--workers", type=WORKERS, default=_default_workers())
+    add_runtime_flags(s)
     s.add_argument("--batch-size", type=integer(1, 100_000), default=32, help="equal-sized images per batch")
     s.add_argument("--half", action="store_true", help="store posteriors as float16")
     s.add_argument("--skip-unreadable", action="store_true", help="exclude unreadable images (counted) instead of failing")
@@ -634,6 +639,17 @@ WORKERS, SEED = integer(0, 256), integer(0, 2**32 - 1)
 def _default_workers() -> int:
     import os
     return min(8, max(1, (os.cpu_count() or 1)))
+
+
+def add_runtime_flags(s, workers: bool = True) -> None:
+    """The device policy's flags (engine/device.py), one spelling for every command that runs a net."""
+    s.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    s.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
+                   help="bf16 autocast (auto: on CUDA and on CPUs with amx_bf16/avx512_bf16; off: fp32)")
+    s.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                   help="NHWC activations (auto: on, measured faster on CPU and GPU)")
+    if workers:
+        s.add_argument("--workers", type=WORKERS, default=_default_workers())
 
 
 class Parser(argparse.ArgumentParser):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import VGGError
 from .images import is_image_file
+from .tinyimagenet import is_tiny_root, is_tiny_val_folder, val_samples
 
 
 @dataclass
@@ -148,9 +149,21 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
     return Source(samples, list(classes), str(root), "list", [p for p, _ in rows])
 
 
+def tiny_val_folder(folder, classes: list[str] | None = None) -> Source:
+    """Tiny ImageNet's ``val/``: one image folder, labels in ``val_annotations.txt``."""
+    pairs, classes = val_samples(folder, classes)
+    index = {c: i for i, c in enumerate(classes)}
+    return Source([(p, index[w]) for p, w in pairs], classes, str(folder), "tiny-imagenet-val",
+                  [os.path.relpath(p, folder) for p, _ in pairs])
+
+
 def open_source(spec, root=None, classes: list[str] | None = None) -> Source:
-    """A folder (ImageFolder layout) or a label file (``.csv``/``.tsv``/``.txt``)."""
+    """A folder (ImageFolder layout; Tiny ImageNet's ``val/``) or a label file (``.csv``/``.tsv``/``.txt``)."""
     spec = Path(spec)
+    if spec.is_dir() and is_tiny_root(spec):
+        raise VGGError(f"{spec} is a Tiny ImageNet folder: give {spec / 'train'} or {spec / 'val'}")
+    if spec.is_dir() and is_tiny_val_folder(spec):
+        return tiny_val_folder(spec, classes)
     if spec.is_dir():
         return image_folder(spec, classes)
     if spec.suffix.lower() in (".csv", ".tsv", ".txt"):

@@ -52,6 +52,7 @@ class TrainConfig:
     lr_factor: float = 0.1
     lr_patience: int = 2  # epochs without validation improvement before a drop
     lr_drops: int = 3  # the paper decreased the rate 3 times, then stopped
+    lr_milestones: str = ""  # "6,9": a fixed schedule instead of the plateau rule (equal schedules)
     min_delta: float = 0.0  # improvement of val top-1 error (percentage points) that counts
     init: str = "gaussian"
     init_std: float = 0.01
@@ -63,7 +64,7 @@ class TrainConfig:
     out: str | None = None
     resume: bool = False
     device: str = "auto"
-    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16) | on | off
     channels_last: str = "auto"
     compile: bool = False
     deterministic: bool = False
@@ -96,12 +97,13 @@ HELP = {
     "momentum": "SGD momentum", "weight_decay": "L2 weight decay", "decay_biases": "decay biases too",
     "epochs": "epoch cap (the plateau rule usually stops earlier)", "lr_factor": "learning-rate drop factor",
     "lr_patience": "epochs without improvement before a drop", "lr_drops": "drops before training stops",
+    "lr_milestones": "fixed schedule: divide the rate by lr-factor after these epochs, e.g. 6,9 (plateau rule off)",
     "min_delta": "improvement (points) that counts", "init": "random initialisation: gaussian or glorot",
     "init_std": "std of the gaussian initialisation", "init_from": "checkpoint to warm-start from",
     "finetune": "all layers, or fc (fc6-fc8 only, conv layers frozen)",
     "init_layers": "layers copied from --init-from: auto, paper, all, all-but-head", "seed": "random seed",
     "out": "run folder (new, or the one to --resume)", "device": "auto, cpu, cuda, cuda:N",
-    "amp": "bf16 autocast: auto (on CUDA), bf16, off", "channels_last": "NHWC activations: auto (on), on, off",
+    "amp": "bf16 autocast, fp32 weights: auto (on CUDA and on CPUs with amx_bf16/avx512_bf16), on, off", "channels_last": "NHWC activations: auto (on), on, off",
     "compile": "torch.compile the model", "deterministic": "deterministic algorithms (slower)",
     "checkpoint_minutes": "mid-epoch checkpoint at least this often", "checkpoint_steps": "also every N steps (0: off)",
     "max_steps_per_epoch": "cap steps per epoch (0: whole epochs)", "tensorboard": "write TensorBoard events",
@@ -110,7 +112,7 @@ HELP = {
 
 CHOICES = {"on_bad_image": ("skip", "fail"), "on_bad_box": ("fail", "skip"), "finetune": ("all", "fc"),
            "objective": ("classification", "boxes"), "head": ("auto", "classifier", "scr", "pcr"), "init": ("gaussian", "glorot"), "init_layers": ("auto", "paper", "all", "all-but-head"),
-           "amp": ("auto", "bf16", "off"), "channels_last": ("auto", "on", "off")}
+           "amp": ("auto", "on", "off"), "channels_last": ("auto", "on", "off")}
 # Settings a resumed run may change; everything else must match the saved config.
 RESUME_MAY_CHANGE = {"resume", "out", "device", "workers", "epochs", "progress", "tensorboard", "compile",
                      "checkpoint_minutes", "checkpoint_steps"}
@@ -277,12 +279,29 @@ def _check_range(name: str, value) -> None:
         raise VGGError(f"{name.replace('_', '-')} must be in {interval}, got {value!r}")
 
 
+def parse_milestones(text) -> tuple[int, ...]:
+    """``"6,9"`` -> (6, 9): increasing epoch numbers >= 1 (empty: the plateau rule)."""
+    text = str(text or "").strip()
+    if not text:
+        return ()
+    try:
+        epochs = tuple(int(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise VGGError(f"lr-milestones must be epoch numbers like 6,9, got {text!r}") from None
+    if any(e < 1 for e in epochs) or list(epochs) != sorted(set(epochs)):
+        raise VGGError(f"lr-milestones must be increasing epoch numbers >= 1, got {text!r}")
+    return epochs
+
+
 def check_settings(cfg: TrainConfig, world_size: int = 1) -> None:
     """Refuse impossible settings (no file is looked at): the recipe on its own."""
+    parse_milestones(cfg.lr_milestones)
     from ..data.transforms import MAX_SIDE, check_scale
     from ..models.zoo import check_model_args
     from .device import resolve_device
 
+    if cfg.amp == "bf16":
+        cfg.amp = "on"  # the older spelling, in config.yaml files of earlier runs
     for name, choices in CHOICES.items():
         if getattr(cfg, name) not in choices:
             raise unknown(name.replace("_", "-"), getattr(cfg, name), choices)

@@ -21,7 +21,7 @@ from ..errors import VGGError
 from ..models import VGG, create_model, init_weights, load_model, warm_start
 from ..models.meta import Preprocessing, TrainInfo, WeightsMeta
 from .checkpoint import LAST, TrainState, load_last, load_optimizer_tensors
-from .config import RESUME_MAY_CHANGE, TrainConfig, same_setting, save_config, to_dict
+from .config import RESUME_MAY_CHANGE, TrainConfig, parse_milestones, same_setting, save_config, to_dict
 
 LOCK = "run.lock"
 from .device import DevicePolicy, make_policy
@@ -260,7 +260,7 @@ def restore(run: "Run") -> None:
     run.meta = run.meta.replace(preprocessing=saved.preprocessing, train=dataclasses.replace(
         run.meta.train, warm_start=saved.train.warm_start if saved.train else None))
     run.normalizer = Normalizer(saved.preprocessing).to(run.policy.device)
-    run.schedule = PlateauSchedule.from_state(state.schedule)
+    run.schedule = PlateauSchedule.from_state(state.schedule, parse_milestones(run.cfg.lr_milestones))
     for g in run.optimizer.param_groups:
         g["lr"] = run.schedule.lr
 
@@ -299,8 +299,10 @@ def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
     val_scale = cfg.val_scale or default_scales(cfg.scale, cfg.crop)[0]
     policy.prepare(net)
     optimizer = make_optimizer(cfg, net, policy)
-    schedule = PlateauSchedule(cfg.lr, cfg.lr_factor, cfg.lr_patience, cfg.lr_drops, cfg.min_delta)
-    info = TrainInfo(tuple(cfg.scale), cfg.crop, val_scale, cfg.recipe, to_dict(cfg), warm, objective.name)
+    schedule = PlateauSchedule(cfg.lr, cfg.lr_factor, cfg.lr_patience, cfg.lr_drops, cfg.min_delta,
+                               milestones=parse_milestones(cfg.lr_milestones))
+    info = TrainInfo(tuple(cfg.scale), cfg.crop, val_scale, cfg.recipe, to_dict(cfg), warm, objective.name,
+                     f"{policy.precision} ({policy.reason})")
     meta = WeightsMeta(net.spec, list(train_source.classes), preprocessing, info)
     run = Run(cfg, dist, policy, objective, run_dir, train_source, val_source, val_scale, sampler, loader,
               Normalizer(preprocessing).to(policy.device), net, net, optimizer, schedule, meta, TrainState())

@@ -277,7 +277,8 @@ def end_epoch(run: Run, epoch: int, figures: dict, log: RunLog) -> dict:
         g["lr"] = run.schedule.lr
     bad = figures.pop("bad")
     record = dict(epoch=epoch + 1, lr=lr_used, **{k: figures[k] for k in figures if k != "images"}, **v,
-                  val_scale=run.val_scale, bad_images=len(bad), lr_dropped=sched["dropped"], time=time.time())
+                  val_scale=run.val_scale, bad_images=len(bad), lr_dropped=sched["dropped"], time=time.time(),
+                  precision=run.policy.precision)
     state = run.state
     state.history.append(record)
     state.bad_images += len(bad)
@@ -311,6 +312,8 @@ def train(cfg: TrainConfig, objective=None) -> dict:
         validate_config(cfg, d.world_size)
         run = build_run(cfg, d, objective or objective_for(cfg))
         log = RunLog(run.run_dir, run.objective, d.is_main, cfg.tensorboard)
+        if d.is_main:
+            print(f"device: {run.policy.describe()}", flush=True)
         if cfg.resume:
             log.resume(run.state.history)
         try:

@@ -196,10 +196,12 @@ class TrainInfo:
     config: dict = field(default_factory=dict)
     warm_start: dict | None = None
     objective: str = "classification"
+    precision: str = ""  # what the device policy chose, and why: "bf16 autocast (auto: CPU has amx_bf16)"
 
     def to_dict(self) -> dict:
         return dict(scale=list(self.scale), crop=self.crop, val_scale=self.val_scale, recipe=self.recipe,
-                    config=self.config, warm_start=self.warm_start, objective=self.objective)
+                    config=self.config, warm_start=self.warm_start, objective=self.objective,
+                    precision=self.precision)
 
     @classmethod
     def from_dict(cls, d, where="") -> "TrainInfo":
@@ -216,7 +218,7 @@ class TrainInfo:
                    None if val_scale is None else _int(val_scale, "train.val_scale", where, 1, MAX_SIDE),
                    str(d.get("recipe") or ""), d.get("config") if isinstance(d.get("config"), dict) else {},
                    d.get("warm_start") if isinstance(d.get("warm_start"), dict) else None,
-                   str(d.get("objective") or "classification"))
+                   str(d.get("objective") or "classification"), str(d.get("precision") or ""))
 
 
 @dataclass
