@@ -311,6 +311,8 @@ def check_settings(cfg: TrainConfig, world_size: int = 1) -> None:
 def check_paths(cfg: TrainConfig) -> None:
     """Refuse missing inputs and a missing run folder name (the files' contents are checked when
     the run is built, still before anything is written)."""
+    if cfg.resume and not cfg.out:  # the data and every setting come from the run folder
+        raise VGGError("--resume continues a run: give its folder with --out RUN_DIR")
     if not cfg.data:
         raise VGGError("no training data: give --data (an image folder or a label file)")
     for name, path, kind in (("training data", cfg.data, "exists"), ("validation data", cfg.val_data, "exists"),
