@@ -104,7 +104,7 @@ def cmd_data_check(args) -> None:
     bad = check_files(paths, workers=args.workers, progress=sys.stderr.isatty())
     for path, reason in bad:
         print(f"UNREADABLE {path}: {reason}")
-    print(f"checked {len(paths)} files: {len(paths) - len(bad)} readable, {len(bad)} unreadable")
+    print(f"checked {len(paths)} images: {len(paths) - len(bad)} readable, {len(bad)} unreadable")
     if bad:
         raise SystemExit(1)
 
@@ -120,12 +120,12 @@ def cmd_data_split(args) -> None:
 
 
 def cmd_stats(args) -> None:
-    from .data.datasets import open_source
+    from .data.datasets import unlabelled_source
     from .data.stats import compute_stats, save_stats
     from .fileio import claim_output
 
     out = claim_output(args.out, "statistics", args.force)
-    source = open_source(args.data, args.root)
+    source = unlabelled_source(args.data, args.root)  # no labels needed: any folder of images will do
     stats = compute_stats(source, max_images=args.max_images, seed=args.seed, workers=args.workers,
                           progress=sys.stderr.isatty())
     save_stats(out, stats)
@@ -169,12 +169,10 @@ def cmd_train(args, base: dict | None = None) -> None:
     import os
 
     from .engine import load_config, train
-    from .engine.config import TrainConfig
+    from .engine.config import TrainConfig, resume_recipe
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    recipe = args.config
-    if args.resume and args.out and not recipe and (Path(args.out) / "config.yaml").is_file():
-        recipe = str(Path(args.out) / "config.yaml")  # `--resume --out RUN` alone continues that run
+    recipe = resume_recipe(args.config, args.out, args.resume)  # `--resume --out RUN` alone continues that run
     cfg = load_config(recipe, overrides, base)
     result = train(cfg)
     if result["status"] == "interrupted":
@@ -380,7 +378,7 @@ def cmd_transfer(args) -> None:
 def cmd_demo(args) -> None:
     import time
 
-    from .demo import run_demo, summary_table
+    from .demo import path_hint, run_demo, summary_table
 
     t = time.perf_counter()
     overrides = {k: getattr(args, k) for k in ("epochs", "crop", "scale", "arch") if getattr(args, k) is not None}
@@ -388,6 +386,8 @@ def cmd_demo(args) -> None:
     print()
     print(summary_table(result))
     print(f"\nreport: {result['report']}   ({time.perf_counter() - t:.0f} s)")
+    if path_hint():
+        print(f"next: {path_hint()}")
 
 
 # -- parser ------------------------------------------------------------------------------------------
@@ -568,7 +568,7 @@ def _commands_data(sub) -> None:
     d.set_defaults(func=cmd_data_split)
 
     s = sub.add_parser("stats", help="training-set mean RGB and RGB covariance eigen-pairs (for PCA colour shift)")
-    s.add_argument("data", help="image folder (class sub-folders) or .csv/.tsv label file")
+    s.add_argument("data", help="image folder (any layout) or .csv/.tsv label file")
     s.add_argument("--out", required=True, help="JSON file to write")
     s.add_argument("--root", help="root of the paths in a label file")
     s.add_argument("--max-images", type=integer(1, 10_000_000), default=10_000)

@@ -17,22 +17,7 @@ from pathlib import Path
 
 from ..errors import VGGError
 from ..fileio import claim_output, write_text
-from .datasets import MAX_FILES, Source, split_holdout
-
-PATH_COLUMNS = ("path", "file", "filename", "image")
-CLASS_COLUMNS = ("label", "wnid", "class", "name")
-PARTS = ("train", "val", "tune")
-
-
-def _columns(header: list[str], path: Path) -> tuple[int, int]:
-    """The path and class columns a header names (refused when it lacks one)."""
-    names = [c.strip().lower() for c in header]
-    found = [next((names.index(n) for n in group if n in names), None) for group in (PATH_COLUMNS, CLASS_COLUMNS)]
-    if None in found:
-        missing = "a path" if found[0] is None else "a class"
-        raise VGGError(f"{path}: the header {','.join(header)!r} has no {missing} column "
-                       f"(expected e.g. path,label or path,wnid,xmin,ymin,xmax,ymax)")
-    return found[0], found[1]
+from .datasets import MAX_FILES, Source, is_header, label_columns, split_holdout
 
 
 def read_table(path: Path) -> tuple[list[str] | None, list[list[str]], str]:
@@ -46,7 +31,7 @@ def read_table(path: Path) -> tuple[list[str] | None, list[list[str]], str]:
             for row in csv.reader(f, delimiter=delimiter):
                 if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
                     continue
-                if header is None and not rows and any(c.strip().lower() in PATH_COLUMNS for c in row):
+                if header is None and not rows and is_header(row):
                     header = row
                     continue
                 rows.append(row)
@@ -61,7 +46,7 @@ def read_table(path: Path) -> tuple[list[str] | None, list[list[str]], str]:
 
 def by_image(path: Path, header, rows) -> tuple[list[str], dict[str, list[int]], dict[str, str]]:
     """Image ids in first-seen order, the rows of each, and each image's class (its first row's)."""
-    p_col, c_col = _columns(header, path) if header else (0, 1)
+    p_col, c_col = label_columns(header, path) if header else (0, 1)
     order, members, label = [], {}, {}
     for n, row in enumerate(rows):
         if len(row) <= max(p_col, c_col):
@@ -115,7 +100,7 @@ def split_file(path, val: float = 0.1, tune: float = 0.0, seed: int = 0, root=No
     for file in files.values():
         claim_output(file, "CSV" if suffix == ".csv" else "file", force)
     out_dir.mkdir(parents=True, exist_ok=True)
-    p_col = _columns(header, path)[0] if header else 0
+    p_col = label_columns(header, path)[0] if header else 0
     result = {}
     for name, file in files.items():
         chosen = sorted(n for image in parts[name] for n in members[image])  # the file's own order

@@ -221,6 +221,14 @@ def read_recipe(path: Path) -> dict:
     return loaded
 
 
+def resume_recipe(recipe: str | None, out, resume) -> str | None:
+    """The recipe of a run: the one given, or, to continue a run (`resume` with its folder `out`
+    alone), the run's own config.yaml."""
+    if resume and out and not recipe and (Path(out) / "config.yaml").is_file():
+        return str(Path(out) / "config.yaml")
+    return recipe
+
+
 def load_config(recipe: str | None = None, overrides: dict | None = None, base: dict | None = None) -> TrainConfig:
     """Defaults <- `base` (a command's own defaults) <- the recipe <- `overrides` (the flags)."""
     values = {k: coerce(k, v) for k, v in (base or {}).items()}

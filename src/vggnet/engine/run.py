@@ -128,6 +128,16 @@ def lock_run_dir(run: Path):
     return handle
 
 
+def release_lock(run: "Run", remove: bool) -> None:
+    """Close the run folder's lock; with `remove` (the run ended cleanly) its file is deleted first,
+    while still held, so no other run's lock is ever deleted."""
+    if run.lock is None:
+        return
+    if remove:
+        (run.run_dir / LOCK).unlink(missing_ok=True)
+    run.lock.close()
+
+
 def open_data(cfg: TrainConfig) -> tuple[Source, Source]:
     """The training and validation sources: ``val_data``, or a stratified hold-out of ``data``."""
     source = open_source(cfg.data, cfg.data_root)
