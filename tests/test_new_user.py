@@ -78,7 +78,8 @@ def test_the_nets_transform_is_what_evaluate_feeds_it(world, tmp_path, monkeypat
 
 def test_report_rows_name_their_run_in_markdown_and_csv(world, tmp_path, capsys):
     for name in ("e1", "e2"):
-        vggnet.evaluate(world.result["best_weights"], str(world.data), ["center", "dense"], out=tmp_path / name)
+        vggnet.evaluate(world.result["best_weights"], str(world.data), ["center", "dense"],
+                        out=tmp_path / name)
     assert main(["report", str(tmp_path / "e1"), str(tmp_path / "e2"), "--out", str(tmp_path / "t.md")]) == 0
     rows = list(csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text())))
     assert len(rows) == 4 and {r["run"] for r in rows} == {str(tmp_path / "e1"), str(tmp_path / "e2")}
@@ -92,7 +93,8 @@ def test_report_rows_name_their_run_in_markdown_and_csv(world, tmp_path, capsys)
 def _loc_result(run, data, err):
     return dict(kind="localisation", arch="A", head="pcr", finetune="all", train_scale=[40, 40], center_q=40,
                 images=10, data=data, run=run, top_k=5, scales=[40],
-                center={"gt_class_err": err, "whole_image_gt_class_err": err + 10, "mean_box_gt_class_err": err + 5},
+                center={"gt_class_err": err, "whole_image_gt_class_err": err + 10,
+                        "mean_box_gt_class_err": err + 5},
                 dense={"threshold": 0.0, "top1_loc_err": err, "top5_loc_err": err - 1},
                 baselines={"whole image": {"top1_loc_err": err + 20, "top5_loc_err": err + 19}})
 
@@ -108,7 +110,8 @@ def test_localisation_tables_name_the_run_and_the_data_of_each_baseline():
         baselines = [r[0] for r in body if r[0].startswith("data: ")]
         assert "data: val-boxes.csv" in baselines and "data: other-boxes.csv" in baselines
         assert len({tuple(r) for r in body}) == len(body)
-    assert "run" not in loc_tables([dict(results[0], run=None)], "text").splitlines()[1]  # one result: no column
+    one = loc_tables([dict(results[0], run=None)], "text")
+    assert "run" not in one.splitlines()[1]  # results that name no folder: no run column
 
 
 def _box_world(root, per_class=10):
@@ -129,7 +132,8 @@ def _images(path):
 def test_data_split_by_image_seeded_stratified_and_readable(tmp_path, capsys):
     boxes, rows = _box_world(tmp_path)
     out = tmp_path / "parts"
-    argv = ["data", "split", str(boxes), "--val", "0.2", "--tune", "0.1", "--seed", "3", "--out-dir", str(out)]
+    argv = ["data", "split", str(boxes), "--val", "0.2", "--tune", "0.1", "--seed", "3",
+            "--out-dir", str(out)]
     assert main(argv) == 0
     parts = {n: out / f"boxes-{n}.csv" for n in ("train", "val", "tune")}
     said = capsys.readouterr().out
@@ -138,7 +142,8 @@ def test_data_split_by_image_seeded_stratified_and_readable(tmp_path, capsys):
     ids = {n: {im.path for im in s.images} for n, s in sources.items()}
     assert not (ids["train"] & ids["val"] or ids["train"] & ids["tune"] or ids["val"] & ids["tune"])
     assert len(set().union(*ids.values())) == 30
-    assert sum(len(p.read_text().splitlines()) - 1 for p in parts.values()) == len(rows)  # every box kept once
+    # every box kept, once
+    assert sum(len(p.read_text().splitlines()) - 1 for p in parts.values()) == len(rows)
     for s in sources.values():
         assert set(s.classes) == {"n01", "n02", "n03"}  # stratified: every class in every part
     assert (len(ids["val"]), len(ids["tune"])) == (6, 3)
@@ -146,7 +151,7 @@ def test_data_split_by_image_seeded_stratified_and_readable(tmp_path, capsys):
     assert main(argv) == 2 and "exists" in capsys.readouterr().err  # nothing replaced without --force
     assert main(argv + ["--force"]) == 0 and {n: p.read_text() for n, p in parts.items()} == first  # seeded
     assert main(argv[:-4] + ["--seed", "4", "--out-dir", str(tmp_path / "other")]) == 0
-    assert _images(tmp_path / "other" / "boxes-val.csv") != {r.split(",")[0] for r in first["val"].splitlines()[1:]}
+    assert _images(tmp_path / "other" / "boxes-val.csv") != _images(parts["val"])
     labels = tmp_path / "labels.csv"
     labels.write_text("path,label\n" + "".join(f"img/{c}/{i}.png,{c}\n" for c in ("n01", "n02", "n03")
                                                for i in range(10)))

@@ -170,9 +170,11 @@ def test_onnx_export_writes_its_input_contract_and_class_names_beside_and_inside
     train = dict(scale=[40, 56], crop=32)
     save_weights(tmp_path / "w.safetensors", model, dict(classes=classes, preprocessing=PRE, train=train))
     out = tmp_path / "m.onnx"
-    assert main(["export", str(tmp_path / "w.safetensors"), "--onnx", str(out)] + (["--dense"] if dense else [])) == 0
+    argv = ["export", str(tmp_path / "w.safetensors"), "--onnx", str(out)] + (["--dense"] if dense else [])
+    assert main(argv) == 0
     said = capsys.readouterr().out
-    assert "NCHW" in said and "resize the smallest side to 48" in said and str(out.with_suffix(".json")) in said
+    assert "NCHW" in said and "resize the smallest side to 48" in said
+    assert str(out.with_suffix(".json")) in said
     beside = json.loads(out.with_suffix(".json").read_text())
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     for contract, names in ((beside["input"], beside["classes"]),
@@ -181,7 +183,8 @@ def test_onnx_export_writes_its_input_contract_and_class_names_beside_and_inside
         assert contract["resize_smallest_side"] == 48  # the middle of the jittered training range (§4.1)
         assert contract["crop"] == (None if dense else 32)
         assert contract["shape"] == (["N", 3, "H", "W"] if dense else ["N", 3, 32, 32])
-        assert names == [{"class": "n01440764", "name": "tench"}, {"class": "n02102040", "name": "English springer"},
+        assert names == [{"class": "n01440764", "name": "tench"},
+                         {"class": "n02102040", "name": "English springer"},
                          {"class": "mine", "name": "mine"}]
     assert out.with_name("m.classes.txt").read_text().split() == classes
     assert main(["export", str(tmp_path / "w.safetensors"), "--onnx", str(tmp_path / "n.onnx")]) == 0

@@ -41,8 +41,8 @@ def train(data=None, out=None, *, config: str | None = None, val_data=None, resu
 
 
 def evaluate(checkpoint, data, protocols=("dense",), *, scales=None, multi_scale: bool = False, out=None,
-             force: bool = False, data_root=None, device: str = "auto", workers: int = 0, batch_size: int = 32,
-             progress: bool = False, **options) -> dict:
+             force: bool = False, data_root=None, device: str = "auto", workers: int = 0,
+             batch_size: int = 32, progress: bool = False, **options) -> dict:
     """Evaluate weights under the paper's protocols (§3.2, §4), as ``vggnet evaluate`` does.
 
     checkpoint: a vggnet weight file; data: image folder or ``path,label`` CSV (paths relative to

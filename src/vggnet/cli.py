@@ -68,8 +68,9 @@ def cmd_export(args) -> None:
     c = r["contract"]
     print(f"wrote {r['out']} ({r['arch']}, output '{r['output']}'); input 'images': uint8 RGB, NCHW "
           f"({', '.join(map(str, c['shape']))}): {c['steps']}; {r['preprocessing']} inside the graph; "
-          f"checked with ONNX Runtime: largest relative difference {r['gap']:.1e}; input contract and class names "
-          f"(id, name): {r['contract_file']} (and the model's metadata), class ids: {r['classes_file']}")
+          f"checked with ONNX Runtime: largest relative difference {r['gap']:.1e}; input contract and class "
+          f"names (id, name): {r['contract_file']} (and the model's metadata), "
+          f"class ids: {r['classes_file']}")
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -112,11 +113,12 @@ def cmd_data_check(args) -> None:
 def cmd_data_split(args) -> None:
     from .data.splitfile import split_file
 
-    r = split_file(args.data, val=args.val, tune=args.tune, seed=args.seed, root=args.root, out_dir=args.out_dir,
-                   force=args.force)
+    r = split_file(args.data, val=args.val, tune=args.tune, seed=args.seed, root=args.root,
+                   out_dir=args.out_dir, force=args.force)
     for name, part in r["parts"].items():
         print(f"{name}: {part['images']} images ({part['rows']} rows) -> {part['file']}")
-    print(f"{r['images']} images of {r['classes']} classes split by image, stratified by class (seed {r['seed']})")
+    print(f"{r['images']} images of {r['classes']} classes split by image, stratified by class "
+          f"(seed {r['seed']})")
 
 
 def cmd_stats(args) -> None:
@@ -172,7 +174,7 @@ def cmd_train(args, base: dict | None = None) -> None:
     from .engine.config import TrainConfig, resume_recipe
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    recipe = resume_recipe(args.config, args.out, args.resume)  # `--resume --out RUN` alone continues that run
+    recipe = resume_recipe(args.config, args.out, args.resume)  # `--resume --out RUN` alone continues it
     cfg = load_config(recipe, overrides, base)
     result = train(cfg)
     if result["status"] == "interrupted":
@@ -255,7 +257,8 @@ def cmd_report(args) -> None:
         md += ("\n" if md else "") + table11(transfer, title="Table 11 layout: deep features + linear SVMs")
         csv += table11(transfer, style="csv")
     if "localisation" in kinds:
-        results = [dict(read_json(Path(d) / RESULTS, "results file"), run=str(d)) for d in kinds["localisation"]]
+        results = [dict(read_json(Path(d) / RESULTS, "results file"), run=str(d))
+                   for d in kinds["localisation"]]
         md += ("\n" if md else "") + loc_tables(results, "markdown")
         csv += loc_tables(results, "csv")
     print(md, end="")
@@ -399,7 +402,8 @@ def _commands_localisation(sub) -> None:
                         description="App. A: the classification net of --init-from with its last layer replaced by "
                         "a box regressor, trained with a Euclidean loss. Unless given, the net's shape (arch, width, "
                         "fc-dim, crop, batch norm) and training scale are the classifier's; head pcr, lr 1e-3.")
-    inherited = {k: "from --init-from" for k in ("arch", "width", "fc_dim", "crop", "batch_norm", "dropout", "scale")}
+    inherited = {k: "from --init-from"
+                 for k in ("arch", "width", "fc_dim", "crop", "batch_norm", "dropout", "scale")}
     add_train_arguments(s, dict(LOC_DEFAULTS, **inherited), hidden=("objective",))
     s.set_defaults(func=cmd_loc_train)
     s = lsub.add_parser("evaluate", help="protocol 1 (centre crop, GT class) and 2 (dense + greedy merge, top-k)")
@@ -527,7 +531,8 @@ def _commands_weights(sub) -> None:
 
 
 def _commands_data(sub) -> None:
-    s = sub.add_parser("data", help="data sets: make the synthetic one, check one for unreadable files, split one")
+    s = sub.add_parser("data", help="data sets: make the synthetic one, check one for unreadable files, "
+                       "split one")
     dsub = s.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     dsub.required = True
     d = dsub.add_parser("synth", help="write the built-in synthetic data set (JPEGs, folder layout, boxes)")
@@ -553,13 +558,17 @@ def _commands_data(sub) -> None:
     d.add_argument("--workers", type=WORKERS, default=_default_workers())
     d.set_defaults(func=cmd_data_check)
 
-    d = dsub.add_parser("split", help="split a label or box file by image into train / val / tune files (seeded)",
-                        description="Every row of an image goes to one part; the parts are stratified by class "
-                        "and depend on --seed alone. Writes NAME-train.csv, NAME-val.csv and, with --tune, "
-                        "NAME-tune.csv (App. A: the merging threshold is tuned on images held out of both).")
+    d = dsub.add_parser("split", help="split a label or box file by image into train / val / tune files "
+                        "(seeded)",
+                        description="Every row of an image goes to one part; the parts are stratified by "
+                        "class and depend on --seed alone. Writes NAME-train.csv, NAME-val.csv and, with "
+                        "--tune, NAME-tune.csv (App. A: the merging threshold is tuned on images held out of "
+                        "both).")
     d.add_argument("data", help="label file (path,label) or box file (path,wnid,xmin,ymin,xmax,ymax)")
-    d.add_argument("--val", type=float, default=0.1, help="fraction of the images for validation (default 0.1)")
-    d.add_argument("--tune", type=float, default=0.0, help="fraction of the images for tuning (default 0: none)")
+    d.add_argument("--val", type=float, default=0.1, help="fraction of the images for validation "
+                   "(default 0.1)")
+    d.add_argument("--tune", type=float, default=0.0, help="fraction of the images for tuning "
+                   "(default 0: none)")
     d.add_argument("--seed", type=SEED, default=0)
     d.add_argument("--root", help="root of the paths in the file (default: its folder)")
     d.add_argument("--out-dir", help="folder for the parts (default: the file's folder); paths are rewritten "
@@ -688,7 +697,8 @@ def refuse_unknown(parser, args, extra: list[str]) -> None:
     flags = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
     unknown_flags = [e.split("=")[0] for e in extra if e.startswith("-")]
     guess = difflib.get_close_matches(unknown_flags[0], flags, n=1) if unknown_flags else []
-    parser.error(f"unrecognized arguments: {' '.join(extra)}" + (f"; did you mean {guess[0]}?" if guess else ""))
+    parser.error(f"unrecognized arguments: {' '.join(extra)}"
+                 + (f"; did you mean {guess[0]}?" if guess else ""))
 
 
 def main(argv=None) -> int:

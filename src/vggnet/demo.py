@@ -45,7 +45,9 @@ def command() -> str:
     found = shutil.which("vggnet")
     if found and (not script.is_file() or Path(found).resolve() == script.resolve()):
         return "vggnet"
-    return shlex.quote(str(script.absolute())) if script.is_file() else f"{shlex.quote(sys.executable)} -m vggnet"
+    if script.is_file():
+        return shlex.quote(str(script.absolute()))
+    return f"{shlex.quote(sys.executable)} -m vggnet"
 
 
 def path_hint() -> str:

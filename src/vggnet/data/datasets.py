@@ -146,8 +146,8 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
     index = {c: i for i, c in enumerate(classes)}
     missing = [p for p, _ in rows if not (root / p).is_file()]
     if missing == [rows[0][0]] and len(rows) > 1:  # only the first row: an unknown header
-        raise VGGError(f"{path}: the first row {','.join(first)!r} is neither an image under {root} nor a header "
-                       f"naming the columns (expected path,label; a path column may be called "
+        raise VGGError(f"{path}: the first row {','.join(first)!r} is neither an image under {root} nor a "
+                       f"header naming the columns (expected path,label; a path column may be called "
                        f"{'/'.join(PATH_COLUMNS)}, a label column {'/'.join(LABEL_COLUMNS)})")
     if missing:
         raise VGGError(f"{path}: {len(missing)} listed images do not exist under {root}, e.g. "
@@ -169,7 +169,8 @@ def label_columns(header: list[str], path) -> tuple[int, int]:
     """The positions of the path and label columns a header names: the columns are read by name,
     never by position, so a header that lacks one is refused rather than read wrongly."""
     names = [c.strip().lower() for c in header]
-    found = [next((names.index(n) for n in group if n in names), None) for group in (PATH_COLUMNS, LABEL_COLUMNS)]
+    found = [next((names.index(n) for n in group if n in names), None)
+             for group in (PATH_COLUMNS, LABEL_COLUMNS)]
     if None in found:
         missing, group = ("path", PATH_COLUMNS) if found[0] is None else ("label", LABEL_COLUMNS)
         raise VGGError(f"{path}: the header {','.join(header)!r} names no {missing} column "
@@ -218,7 +219,8 @@ def unlabelled_source(target, root=None) -> Source:
     if not target.is_dir():
         return open_source(target, root)
     paths = image_files(target)
-    return Source([(p, 0) for p in paths], ["-"], str(target), "folder", [os.path.relpath(p, target) for p in paths])
+    ids = [os.path.relpath(p, target) for p in paths]
+    return Source([(p, 0) for p in paths], ["-"], str(target), "folder", ids)
 
 
 def image_files(target, root=None) -> list[str]:

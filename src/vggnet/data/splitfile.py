@@ -50,7 +50,8 @@ def by_image(path: Path, header, rows) -> tuple[list[str], dict[str, list[int]],
     order, members, label = [], {}, {}
     for n, row in enumerate(rows):
         if len(row) <= max(p_col, c_col):
-            raise VGGError(f"{path}: row {n + 1 + bool(header)} has {len(row)} fields; expected a path and a class")
+            raise VGGError(f"{path}: row {n + 1 + bool(header)} has {len(row)} fields; "
+                           f"expected a path and a class")
         image = os.path.normpath(row[p_col].strip())
         if image not in members:
             order.append(image)
@@ -63,7 +64,8 @@ def plan_parts(order, label, val: float, tune: float, seed: int) -> dict[str, li
     """The images of each part: val + tune held out of the whole (stratified), then the held-out
     images split between val and tune the same way."""
     if not (0 <= val < 1 and 0 <= tune < 1 and 0 < val + tune < 1):
-        raise VGGError(f"--val and --tune must be fractions with 0 < val + tune < 1, got {val:g} and {tune:g}")
+        raise VGGError(f"--val and --tune must be fractions with 0 < val + tune < 1, "
+                       f"got {val:g} and {tune:g}")
     classes = sorted(set(label.values()))
     index = {c: i for i, c in enumerate(classes)}
     source = Source([(image, index[label[image]]) for image in order], classes, "", "list", list(order))

@@ -314,7 +314,8 @@ def describe_run(run: Run) -> str:
     return (f"{start}: net {net.arch} (width x{cfg.width:g}, FC {cfg.fc_dim}, crop {cfg.crop}, "
             f"{params / 1e6:,.2f}M parameters) on {len(run.train_source):,} images of "
             f"{len(run.train_source.classes)} classes, validating on {len(run.val_source):,} images"
-            f"{'' if cfg.val_data else ' held out of --data'}; S {cfg.scale.paper()}, batch {cfg.batch_size}, "
+            f"{'' if cfg.val_data else ' held out of --data'}; "
+            f"S {cfg.scale.paper()}, batch {cfg.batch_size}, "
             f"{run.steps_per_epoch} steps per epoch; device {policy.device}"
             + (f" x {run.dist.world_size} processes" if run.dist.enabled else "")
             + f", precision {'bf16 autocast' if policy.amp else 'fp32'}"
@@ -336,7 +337,8 @@ def train(cfg: TrainConfig, objective=None) -> dict:
         try:
             summary = run_epochs(run, log)
             if summary["status"] == "done" and d.is_main:
-                save_final(run.run_dir, run.net, run.meta, run.state.history[-1] if run.state.history else None)
+                last = run.state.history[-1] if run.state.history else None
+                save_final(run.run_dir, run.net, run.meta, last)
         finally:
             log.close()
             release_lock(run, remove=summary is not None)  # a run that ended cleanly leaves no run.lock

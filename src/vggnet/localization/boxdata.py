@@ -88,8 +88,8 @@ def _missing_images_hint(problems: list[str], root, found_any: bool) -> str:
     """When no image is found at all, the likely cause is the root the paths are read from, not
     the boxes (skipping them would leave nothing)."""
     if problems and not found_any and all("image not found" in p for p in problems):
-        return (f"; the image paths are read relative to {root}: if the images are in another folder, give it "
-                f"with --data-root (loc evaluate / loc merge: --root)")
+        return (f"; the image paths are read relative to {root}: if the images are in another folder, "
+                f"give it with --data-root (loc evaluate / loc merge: --root)")
     return ""
 
 
@@ -199,9 +199,8 @@ def _result(col: _Collector, classes, found_names, on_bad: str, root, what) -> B
     classes = sorted(found_names) if classes is None else list(classes)
     images, dropped = col.build(classes)
     if not images:
-        raise VGGError(f"{what}: no usable boxes"
-                       + (f" ({len(col.problems)} problems, first: {col.problems[0]})" if col.problems else "")
-                       + _missing_images_hint(col.problems, root, found_any))
+        first = f" ({len(col.problems)} problems, first: {col.problems[0]})" if col.problems else ""
+        raise VGGError(f"{what}: no usable boxes{first}{_missing_images_hint(col.problems, root, found_any)}")
     return BoxSource(images, classes, str(root), col.problems + dropped)
 
 

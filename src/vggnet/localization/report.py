@@ -41,8 +41,8 @@ def table8_rows(results: list[dict]) -> list[dict]:
             if key in c:
                 baselines.setdefault((r.get("data"), name), (c[key], r.get("images")))
     for (data, name), (err, n) in baselines.items():
-        rows.append({"net": name, "head": "-", "fine-tuned": "-", "train S": "-", "test Q": "-", "err": err, "images": n,
-                     "run": _data_label(data)})
+        rows.append({"net": name, "head": "-", "fine-tuned": "-", "train S": "-", "test Q": "-", "err": err,
+                     "images": n, "run": _data_label(data)})
     return rows
 
 
@@ -57,7 +57,8 @@ def table9_rows(results: list[dict]) -> list[dict]:
         k = r.get("top_k", 5)
         base = {"net": _net(r), "train S": _s(r.get("train_scale")) if not r.get("fused_from") else
                 " + ".join(_s(m.get("train_scale")) for m in r.get("members") or []),
-                "test Q": ",".join(map(str, r.get("scales") or [])), "images": r.get("images"), "run": r.get("run")}
+                "test Q": ",".join(map(str, r.get("scales") or [])), "images": r.get("images"),
+                "run": r.get("run")}
         rows.append(dict(base, method=f"dense + merge (t={d['threshold']:g})", top1=d["top1_loc_err"],
                          top5=d[f"top{k}_loc_err"]))
         if r.get("center_topk"):
@@ -85,7 +86,8 @@ def loc_tables(results: list[dict], style: str = "markdown") -> str:
     t8, t9 = table8_rows(results), table9_rows(results)
     run = [Column("run")] if any(r.get("run") for r in results) else []
     if t8:
-        parts.append(render(t8, run + TABLE8, style, "Table 8 layout: localisation error, ground-truth class, centre crop"))
+        parts.append(render(t8, run + TABLE8, style,
+                            "Table 8 layout: localisation error, ground-truth class, centre crop"))
     if t9:
         parts.append(render(t9, run + TABLE9, style,
                             "Table 9 layout: localisation error, predicted classes (top-1 / top-5)"))

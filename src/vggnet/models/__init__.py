@@ -12,4 +12,5 @@ __all__ = ["TABLE1", "TORCHVISION_NAMES", "WARM_START_LAYERS", "parse_config", "
            "init_weights", "warm_start", "PRESETS", "ArchSpec", "Preprocessing", "TrainInfo", "WeightsMeta", "VGG",
            "check_crop_size", "build_checked", "check_state_dict", "export_torchvision", "import_torchvision",
            "is_vggnet_file", "load_model", "read_meta", "read_weights", "save_weights", "complexity",
-           "create_model", "list_models", "model_from_spec", "resolve_arch", "EvalTransform", "create_transform"]
+           "create_model", "list_models", "model_from_spec", "resolve_arch", "EvalTransform",
+           "create_transform"]

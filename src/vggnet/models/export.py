@@ -124,7 +124,8 @@ def export_onnx(checkpoint, out, dense: bool = False, force: bool = False) -> di
                                             output_names=[output], dynamic_shapes=dynamic, verbose=False)
         finally:
             quiet.setLevel(level)
-        program.model.metadata_props.update({"vggnet.input": json.dumps(contract), "vggnet.classes": json.dumps(classes),
+        program.model.metadata_props.update({"vggnet.input": json.dumps(contract),
+                                              "vggnet.classes": json.dumps(classes),
                                               "vggnet.input_steps": contract["steps"]})
         program.save(tmp)
         report["gap"] = check_onnx(tmp, module, crop, dense)
@@ -136,7 +137,8 @@ def export_onnx(checkpoint, out, dense: bool = False, force: bool = False) -> di
     except Exception as e:  # the exporter's own failures: one line, named
         raise VGGError(f"ONNX export of {checkpoint} failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
     write_text(classes_file(out), "".join(f"{c}\n" for c in meta.classes))
-    write_json(out.with_suffix(".json"), dict(model=out.name, arch=model.arch, input=contract, classes=classes))
+    write_json(out.with_suffix(".json"),
+               dict(model=out.name, arch=model.arch, input=contract, classes=classes))
     return dict(out=str(out), dense=dense, gap=report["gap"], classes_file=str(classes_file(out)),
                 arch=model.arch, preprocessing=meta.preprocessing.describe(), crop=crop, output=output,
                 contract=contract, contract_file=str(out.with_suffix(".json")))

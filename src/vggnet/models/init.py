@@ -80,10 +80,10 @@ def warm_start(target: VGG, source: VGG, layers=None) -> list[str]:
 
 def _shape_hint(source, target) -> str:
     """What to change when the nets differ in width or FC size (a narrow net warm-starting a full one)."""
-    changes = [f"--{flag} {value:g}" for flag, value, mine in (("width", source.spec.width, target.spec.width),
-                                                              ("fc-dim", source.spec.fc_dim, target.spec.fc_dim))
-               if value != mine]
+    pairs = (("width", source.spec.width, target.spec.width),
+             ("fc-dim", source.spec.fc_dim, target.spec.fc_dim))
+    changes = [f"--{flag} {value:g}" for flag, value, mine in pairs if value != mine]
     if not changes:
         return ""
-    return (f"; the source net has width x{source.spec.width:g} and FC {source.spec.fc_dim}: build the target "
-            f"with the same ({' '.join(changes)})")
+    return (f"; the source net has width x{source.spec.width:g} and FC {source.spec.fc_dim}: build the "
+            f"target with the same ({' '.join(changes)})")

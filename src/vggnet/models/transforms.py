@@ -42,11 +42,13 @@ class EvalTransform:
             return load_rgb(image, min_side=self.scale)  # decoded as evaluation decodes it
         if isinstance(image, torch.Tensor):
             if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != 3:
-                raise VGGError(f"a tensor image must be uint8 RGB (3, H, W), got {image.dtype} {tuple(image.shape)}")
+                raise VGGError(f"a tensor image must be uint8 RGB (3, H, W), "
+                               f"got {image.dtype} {tuple(image.shape)}")
             return Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).numpy()), "RGB")
         if isinstance(image, Image.Image):
             return _to_rgb(image)
-        raise VGGError(f"the transform takes a PIL image, a uint8 (3, H, W) tensor or a path, got {type(image).__name__}")
+        raise VGGError(f"the transform takes a PIL image, a uint8 (3, H, W) tensor or a path, "
+                       f"got {type(image).__name__}")
 
     def __call__(self, image) -> torch.Tensor:
         scaled = np.array(rescale(self.picture(image), self.scale), dtype=np.uint8)
@@ -66,5 +68,6 @@ def create_transform(meta, scale: int | None = None, crop: bool = True) -> EvalT
     returns): test scale `scale` (default: §4.1's, from how the net was trained), centre crop of the
     net's crop size unless ``crop=False``."""
     size = meta.model.crop_size
-    q = scale if scale is not None else default_scales(Scale(*meta.train.scale) if meta.train else None, size)[0]
+    train = Scale(*meta.train.scale) if meta.train else None
+    q = scale if scale is not None else default_scales(train, size)[0]
     return EvalTransform(meta.preprocessing, int(q), size if crop else None)
