@@ -10,7 +10,8 @@ It does what ``vggnet evaluate``'s centre-crop protocol does to an image (§3.2,
 image isotropically rescaled so that its smallest side is the test scale Q (by default the net's
 §4.1 scale: its training S, or the middle of a jittered range), the centre crop x crop taken, and
 the weights' recorded preprocessing applied (channel order, value range, mean, std) -- the same
-functions, so the tensors are equal.
+functions, so the tensors are equal. A file path is decoded as evaluation decodes it (a large JPEG
+at a reduced size no smaller than Q, DCT scaling); a PIL image or a tensor is taken as given.
 """
 from __future__ import annotations
 
