@@ -61,22 +61,17 @@ def by_image(path: Path, header, rows) -> tuple[list[str], dict[str, list[int]],
 
 
 def plan_parts(order, label, val: float, tune: float, seed: int) -> dict[str, list[str]]:
-    """The images of each part: val + tune held out of the whole (stratified), then the held-out
-    images split between val and tune the same way."""
+    """The images of each part: tune held out of the whole (stratified), then val out of the rest,
+    each part taking at least one image of every class that has images to spare."""
     if not (0 <= val < 1 and 0 <= tune < 1 and 0 < val + tune < 1):
         raise VGGError(f"--val and --tune must be fractions with 0 < val + tune < 1, "
                        f"got {val:g} and {tune:g}")
     classes = sorted(set(label.values()))
     index = {c: i for i, c in enumerate(classes)}
     source = Source([(image, index[label[image]]) for image in order], classes, "", "list", list(order))
-    train, held = split_holdout(source, val + tune, seed)
-    parts = {"train": train.ids, "val": held.ids, "tune": []}
-    if val and tune:
-        rest, tuning = split_holdout(held, tune / (val + tune), seed)
-        parts.update(val=rest.ids, tune=tuning.ids)
-    elif tune:
-        parts.update(val=[], tune=held.ids)
-    return parts
+    rest, tuning = split_holdout(source, tune, seed) if tune else (source, source.subset([]))
+    train, held = split_holdout(rest, val / (1 - tune), seed) if val else (rest, rest.subset([]))
+    return {"train": train.ids, "val": held.ids, "tune": tuning.ids}
 
 
 def _rebased(cell: str, root: Path, out_dir: Path) -> str:
