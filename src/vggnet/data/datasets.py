@@ -150,8 +150,11 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
                        f"header naming the columns (expected path,label; a path column may be called "
                        f"{'/'.join(PATH_COLUMNS)}, a label column {'/'.join(LABEL_COLUMNS)})")
     if missing:
+        missing = list(dict.fromkeys(missing))  # a box file lists an image once per box
+        elsewhere = ("; the paths are read relative to that folder: if the images are in another one, "
+                     "give it with --root (train: --data-root)") if len(missing) == len({p for p, _ in rows}) else ""
         raise VGGError(f"{path}: {len(missing)} listed images do not exist under {root}, e.g. "
-                       + ", ".join(missing[:3]))
+                       + ", ".join(missing[:3]) + elsewhere)
     samples = [(str(root / p), index[label]) for p, label in rows]
     return Source(samples, list(classes), str(root), "list", [p for p, _ in rows])
 

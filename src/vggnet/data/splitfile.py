@@ -75,10 +75,13 @@ def plan_parts(order, label, val: float, tune: float, seed: int) -> dict[str, li
 
 
 def _rebased(cell: str, root: Path, out_dir: Path) -> str:
-    """A path of the input (relative to `root`) relative to the folder its part is written to."""
+    """A path of the input (relative to `root`) as the part written to `out_dir` reads it: relative
+    to that folder when the image is under it, else absolute."""
     if os.path.isabs(cell.strip()):
         return cell
-    return os.path.relpath(os.path.normpath(root / cell.strip()), out_dir)
+    image = os.path.abspath(root / cell.strip())
+    relative = os.path.relpath(image, os.path.abspath(out_dir))
+    return image if relative.split(os.sep)[0] == ".." else relative
 
 
 def split_file(path, val: float = 0.1, tune: float = 0.0, seed: int = 0, root=None, out_dir=None,
