@@ -47,7 +47,7 @@ def test_python_train_says_what_it_trains_first_and_leaves_no_lock(world):
     params = sum(p.numel() for p in net.parameters())
     first = lines[0]
     for words in (f"on {len(train)} images of 3 classes", f"validating on {len(held)} images",
-                  f"{params / 1e6:,.2f}M parameters", "net A", "device cpu", "precision "):
+                  f"{params:,} parameters", "net A", "device cpu", "precision "):
         assert words in first, first
     assert lines[1].startswith("epoch   1")
     assert not (world.root / "run" / "run.lock").exists()
@@ -64,7 +64,8 @@ def test_the_nets_transform_is_what_evaluate_feeds_it(world, tmp_path, monkeypat
         fed.append(normalizer(images).cpu())
         return original(module, normalizer, policy, images)
     monkeypatch.setattr(protocols, "forward", spy)
-    result = vggnet.evaluate(world.result["best_weights"], str(tmp_path / "one.csv"), ["center"], workers=0)
+    result = vggnet.evaluate(world.result["best_weights"], str(tmp_path / "one.csv"), ["center"], workers=0,
+                             device="cpu")
     assert result["images"] == 1 and len(fed) == 1
     _, meta = vggnet.load_model(world.result["best_weights"])
     transform = vggnet.create_transform(meta)

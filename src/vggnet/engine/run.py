@@ -128,13 +128,13 @@ def lock_run_dir(run: Path):
     return handle
 
 
-def release_lock(run: "Run", remove: bool) -> None:
-    """Close the run folder's lock; with `remove` (the run ended cleanly) its file is deleted first,
-    while still held, so no other run's lock is ever deleted."""
+def release_lock(run: "Run") -> None:
+    """Close the run folder's lock and delete its file, while still held (so no other run's lock is
+    ever deleted): a run that ends -- finished, stopped at a checkpoint, or refused -- leaves the
+    folder without it; only a killed process leaves its file, which locks nothing."""
     if run.lock is None:
         return
-    if remove:
-        (run.run_dir / LOCK).unlink(missing_ok=True)
+    (run.run_dir / LOCK).unlink(missing_ok=True)
     run.lock.close()
 
 

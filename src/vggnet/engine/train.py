@@ -312,7 +312,7 @@ def describe_run(run: Run) -> str:
     start = "training" if not (state.epoch or state.step) else \
         f"resuming at epoch {state.epoch + 1}" + (f", step {state.step}" if state.step else "")
     return (f"{start}: net {net.arch} (width x{cfg.width:g}, FC {cfg.fc_dim}, crop {cfg.crop}, "
-            f"{params / 1e6:,.2f}M parameters) on {len(run.train_source):,} images of "
+            f"{params:,} parameters) on {len(run.train_source):,} images of "
             f"{len(run.train_source.classes)} classes, validating on {len(run.val_source):,} images"
             f"{'' if cfg.val_data else ' held out of --data'}; "
             f"S {cfg.scale.paper()}, batch {cfg.batch_size}, "
@@ -333,7 +333,6 @@ def train(cfg: TrainConfig, objective=None) -> dict:
             log.resume(run.state.history)
         if d.is_main:
             print(describe_run(run), flush=True)
-        summary = None
         try:
             summary = run_epochs(run, log)
             if summary["status"] == "done" and d.is_main:
@@ -341,7 +340,7 @@ def train(cfg: TrainConfig, objective=None) -> dict:
                 save_final(run.run_dir, run.net, run.meta, last)
         finally:
             log.close()
-            release_lock(run, remove=summary is not None)  # a run that ended cleanly leaves no run.lock
+            release_lock(run)  # a run that ends leaves no run.lock
         # Rank 0 is still writing when the others finish: tearing the group down under it aborts
         # gloo, so everyone leaves together.
         d.barrier()
