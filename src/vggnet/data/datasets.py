@@ -151,8 +151,9 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
                        f"{'/'.join(PATH_COLUMNS)}, a label column {'/'.join(LABEL_COLUMNS)})")
     if missing:
         missing = list(dict.fromkeys(missing))  # a box file lists an image once per box
+        none_found = len(missing) == len({p for p, _ in rows})
         elsewhere = ("; the paths are read relative to that folder: if the images are in another one, "
-                     "give it with --root (train: --data-root)") if len(missing) == len({p for p, _ in rows}) else ""
+                     "give it with --root (train: --data-root)") if none_found else ""
         raise VGGError(f"{path}: {len(missing)} listed images do not exist under {root}, e.g. "
                        + ", ".join(missing[:3]) + elsewhere)
     samples = [(str(root / p), index[label]) for p, label in rows]
