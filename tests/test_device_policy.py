@@ -46,7 +46,7 @@ def test_bf16_training_keeps_fp32_weights_and_records_the_choice(tmp_path, capsy
                                  val_fraction=0.34, batch_size=6, epochs=2, workers=0, progress=False,
                                  out=str(tmp_path / "run"), amp="on", stats_max_images=18))
     assert train(cfg)["status"] == "done"
-    assert "device: cpu, bf16 autocast" in capsys.readouterr().out
+    assert "device cpu, precision bf16 autocast, channels_last (--amp on)" in capsys.readouterr().out
     model, meta = load_model(tmp_path / "run" / "final.safetensors")
     assert all(v.dtype == torch.float32 for v in model.state_dict().values() if v.is_floating_point())
     assert meta.train.precision == "bf16 autocast (--amp on)"

@@ -616,7 +616,7 @@ def test_data_check_on_a_link_loop_finishes_and_counts_each_image_once(looped):
     r = subprocess.run([sys.executable, "-m", "vggnet", "data", "check", str(looped), "--workers", "0"],
                        capture_output=True, text=True, timeout=120, env=env())
     assert r.returncode == 0, r.stderr
-    assert "checked 6 files: 6 readable" in r.stdout
+    assert "checked 6 images: 6 readable" in r.stdout
 
 
 def test_stats_and_evaluate_on_a_link_loop_finish(world, looped, tmp_path, capsys):
@@ -664,7 +664,7 @@ def test_colour_statistics_of_a_large_image_stay_small_in_memory(tmp_path):
 def test_label_file_with_a_byte_order_mark_reads_right(world, tmp_path, capsys):
     (tmp_path / "labels.csv").write_bytes("\ufeffpath,label\na/a0.png,a\nb/b0.png,b\n".encode("utf-8"))
     rc, out, err = cli(capsys, "data", "check", tmp_path / "labels.csv", "--root", world.data, "--workers", "0")
-    assert rc == 0 and "checked 2 files: 2 readable" in out, err
+    assert rc == 0 and "checked 2 images: 2 readable" in out, err
     from vggnet.data.datasets import file_list
     s = file_list(tmp_path / "labels.csv", root=world.data)
     assert s.ids == ["a/a0.png", "b/b0.png"] and s.classes == ["a", "b"]

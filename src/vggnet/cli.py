@@ -66,9 +66,12 @@ def cmd_export(args) -> None:
     from .models.export import export_onnx
 
     r = export_onnx(args.checkpoint, args.onnx, dense=args.dense, force=args.force)
-    print(f"wrote {r['out']} ({r['arch']}, output '{r['output']}', {'any H x W >= ' if r['dense'] else 'crop '}{r['crop']}; "
-          f"input: uint8 RGB images, {r['preprocessing']} inside the graph); checked with ONNX Runtime: "
-          f"largest relative difference {r['gap']:.1e}; class names: {r['classes_file']}")
+    c = r["contract"]
+    print(f"wrote {r['out']} ({r['arch']}, output '{r['output']}'); input 'images': uint8 RGB, NCHW "
+          f"({', '.join(map(str, c['shape']))}): {c['steps']}; {r['preprocessing']} inside the graph; "
+          f"checked with ONNX Runtime: largest relative difference {r['gap']:.1e}; input contract and class "
+          f"names (id, name): {r['contract_file']} (and the model's metadata), "
+          f"class ids: {r['classes_file']}")
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -115,18 +118,29 @@ def cmd_data_check(args) -> None:
     bad = check_files(paths, workers=args.workers, progress=sys.stderr.isatty())
     for path, reason in bad:
         print(f"UNREADABLE {path}: {reason}")
-    print(f"checked {len(paths)} files: {len(paths) - len(bad)} readable, {len(bad)} unreadable")
+    print(f"checked {len(paths)} images: {len(paths) - len(bad)} readable, {len(bad)} unreadable")
     if bad:
         raise SystemExit(1)
 
 
+def cmd_data_split(args) -> None:
+    from .data.splitfile import split_file
+
+    r = split_file(args.data, val=args.val, tune=args.tune, seed=args.seed, root=args.root,
+                   out_dir=args.out_dir, force=args.force)
+    for name, part in r["parts"].items():
+        print(f"{name}: {part['images']} images ({part['rows']} rows) -> {part['file']}")
+    print(f"{r['images']} images of {r['classes']} classes split by image, stratified by class "
+          f"(seed {r['seed']})")
+
+
 def cmd_stats(args) -> None:
-    from .data.datasets import open_source
+    from .data.datasets import unlabelled_source
     from .data.stats import compute_stats, save_stats
     from .fileio import claim_output
 
     out = claim_output(args.out, "statistics", args.force)
-    source = open_source(args.data, args.root)
+    source = unlabelled_source(args.data, args.root)  # no labels needed: any folder of images will do
     stats = compute_stats(source, max_images=args.max_images, seed=args.seed, workers=args.workers,
                           progress=sys.stderr.isatty())
     save_stats(out, stats)
@@ -153,7 +167,9 @@ def add_train_arguments(s, defaults: dict | None = None, hidden=()) -> None:
         flag = "--" + f.name.replace("_", "-")
         t = types_[f.name]
         default = (defaults or {}).get(f.name, f.default)
-        shown = f"{HELP.get(f.name, '')} (default {default if default not in ('', None) else 'none'})"
+        shown = HELP.get(f.name, "")
+        if "default" not in shown:  # a help text that says its own default is not given a second one
+            shown += f" (default {default if default not in ('', None) else 'none'})"
         if f.name == "resume":
             s.add_argument(flag, action="store_true", default=None, help="continue the run in --out")
         elif t is bool:
@@ -168,12 +184,10 @@ def cmd_train(args, base: dict | None = None) -> None:
     import os
 
     from .engine import load_config, train
-    from .engine.config import TrainConfig
+    from .engine.config import TrainConfig, resume_recipe
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    recipe = args.config
-    if args.resume and args.out and not recipe and (Path(args.out) / "config.yaml").is_file():
-        recipe = str(Path(args.out) / "config.yaml")  # `--resume --out RUN` alone continues that run
+    recipe = resume_recipe(args.config, args.out, args.resume)  # `--resume --out RUN` alone continues it
     cfg = load_config(recipe, overrides, base)
     result = train(cfg)
     if result["status"] == "interrupted":
@@ -256,7 +270,8 @@ def cmd_report(args) -> None:
         md += ("\n" if md else "") + table11(transfer, title="Table 11 layout: deep features + linear SVMs")
         csv += table11(transfer, style="csv")
     if "localisation" in kinds:
-        results = [read_json(Path(d) / RESULTS, "results file") for d in kinds["localisation"]]
+        results = [dict(read_json(Path(d) / RESULTS, "results file"), run=str(d))
+                   for d in kinds["localisation"]]
         md += ("\n" if md else "") + loc_tables(results, "markdown")
         csv += loc_tables(results, "csv")
     print(md, end="")
@@ -379,7 +394,7 @@ def cmd_transfer(args) -> None:
 def cmd_demo(args) -> None:
     import time
 
-    from .demo import run_demo, summary_table
+    from .demo import path_hint, run_demo, summary_table
 
     t = time.perf_counter()
     overrides = {k: getattr(args, k) for k in ("epochs", "crop", "scale", "arch") if getattr(args, k) is not None}
@@ -387,6 +402,8 @@ def cmd_demo(args) -> None:
     print()
     print(summary_table(result))
     print(f"\nreport: {result['report']}   ({time.perf_counter() - t:.0f} s)")
+    if path_hint():
+        print(f"next: {path_hint()}")
 
 
 # -- parser ------------------------------------------------------------------------------------------
@@ -398,7 +415,9 @@ def _commands_localisation(sub) -> None:
                         description="App. A: the classification net of --init-from with its last layer replaced by "
                         "a box regressor, trained with a Euclidean loss. Unless given, the net's shape (arch, width, "
                         "fc-dim, crop, batch norm) and training scale are the classifier's; head pcr, lr 1e-3.")
-    add_train_arguments(s, dict(LOC_DEFAULTS, arch="from --init-from", scale="from --init-from"), hidden=("objective",))
+    inherited = {k: "from --init-from"
+                 for k in ("arch", "width", "fc_dim", "crop", "batch_norm", "dropout", "scale")}
+    add_train_arguments(s, dict(LOC_DEFAULTS, **inherited), hidden=("objective",))
     s.set_defaults(func=cmd_loc_train)
     s = lsub.add_parser("evaluate", help="protocol 1 (centre crop, GT class) and 2 (dense + greedy merge, top-k)")
     s.add_argument("--checkpoint", required=True, help="a localisation net of `vggnet loc train`")
@@ -515,7 +534,8 @@ def _commands_weights(sub) -> None:
 
 
 def _commands_data(sub) -> None:
-    s = sub.add_parser("data", help="data sets: make the synthetic one, check one for unreadable files")
+    s = sub.add_parser("data", help="data sets: make the synthetic one, check one for unreadable files, "
+                       "split one")
     dsub = s.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     dsub.required = True
     d = dsub.add_parser("synth", help="write the built-in synthetic data set (JPEGs, folder layout, boxes)")
@@ -547,8 +567,26 @@ def _commands_data(sub) -> None:
     d.add_argument("--workers", type=WORKERS, default=_default_workers())
     d.set_defaults(func=cmd_data_check)
 
+    d = dsub.add_parser("split", help="split a label or box file by image into train / val / tune files "
+                        "(seeded)",
+                        description="Every row of an image goes to one part; the parts are stratified by "
+                        "class and depend on --seed alone. Writes NAME-train.csv, NAME-val.csv and, with "
+                        "--tune, NAME-tune.csv (App. A: the merging threshold is tuned on images held out of "
+                        "both).")
+    d.add_argument("data", help="label file (path,label) or box file (path,wnid,xmin,ymin,xmax,ymax)")
+    d.add_argument("--val", type=float, default=0.1, help="fraction of the images for validation "
+                   "(default 0.1)")
+    d.add_argument("--tune", type=float, default=0.0, help="fraction of the images for tuning "
+                   "(default 0: none)")
+    d.add_argument("--seed", type=SEED, default=0)
+    d.add_argument("--root", help="root of the paths in the file (default: its folder)")
+    d.add_argument("--out-dir", help="folder for the parts (default: the file's folder); paths are rewritten "
+                   "relative to it")
+    d.add_argument("--force", action="store_true", help="replace parts written before")
+    d.set_defaults(func=cmd_data_split)
+
     s = sub.add_parser("stats", help="training-set mean RGB and RGB covariance eigen-pairs (for PCA colour shift)")
-    s.add_argument("data", help="image folder (class sub-folders) or .csv/.tsv label file")
+    s.add_argument("data", help="image folder (any layout) or .csv/.tsv label file")
     s.add_argument("--out", required=True, help="JSON file to write")
     s.add_argument("--root", help="root of the paths in a label file")
     s.add_argument("--max-images", type=integer(1, 10_000_000), default=10_000)
@@ -659,6 +697,26 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _subcommands(parser) -> dict:
+    return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+
+def refuse_unknown(parser, args, extra: list[str]) -> None:
+    """An unknown argument is refused by the sub-command it was given to, with the closest flag
+    of that sub-command (``--widht`` -> ``--width``)."""
+    import difflib
+
+    for dest in ("command", "data_command", "loc_command"):
+        name = getattr(args, dest, None)
+        if name in _subcommands(parser):
+            parser = _subcommands(parser)[name]
+    flags = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    unknown_flags = [e.split("=")[0] for e in extra if e.startswith("-")]
+    guess = difflib.get_close_matches(unknown_flags[0], flags, n=1) if unknown_flags else []
+    parser.error(f"unrecognized arguments: {' '.join(extra)}"
+                 + (f"; did you mean {guess[0]}?" if guess else ""))
+
+
 def main(argv=None) -> int:
     """The error boundary: every failure becomes one line and exit status 2 (``--debug``: the
     traceback too); a closed pipe ends quietly; Ctrl-C is status 130."""
@@ -670,7 +728,10 @@ def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")  # paths that are not valid UTF-8
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        refuse_unknown(parser, args, extra)
     command = " ".join(filter(None, (args.command, getattr(args, "data_command", None),
                                      getattr(args, "loc_command", None))))
     try:

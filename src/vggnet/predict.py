@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data.imagenet import readable_names
 from .data.images import _to_rgb, load_rgb
 from .data.transforms import MAX_SIDE, Normalizer, Scale, default_scales, rescale
 from .engine.device import make_policy, resolve_device
@@ -23,9 +24,7 @@ from .models.weights import load_model
 
 def class_names(classes: list[str]) -> list[str]:
     """Readable names: ImageNet wnids get their class names; other classes are their own names."""
-    from .data.imagenet import imagenet_names
-    names = imagenet_names()
-    return [names.get(c, c) for c in classes]
+    return readable_names(classes)
 
 
 def _picture(image):

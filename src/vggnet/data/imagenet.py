@@ -56,6 +56,12 @@ def imagenet_names() -> dict[str, str]:
     return dict(_table())
 
 
+def readable_names(classes: list[str]) -> list[str]:
+    """Readable names: ImageNet wnids get their class names; other classes are their own names."""
+    names = imagenet_names()
+    return [names.get(c, c) for c in classes]
+
+
 def class_name(wnid: str) -> str:
     """The readable name of one ILSVRC-2012 class (``class_name("n01440764") == "tench"``)."""
     names = imagenet_names()

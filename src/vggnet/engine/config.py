@@ -223,6 +223,14 @@ def read_recipe(path: Path) -> dict:
     return loaded
 
 
+def resume_recipe(recipe: str | None, out, resume) -> str | None:
+    """The recipe of a run: the one given, or, to continue a run (`resume` with its folder `out`
+    alone), the run's own config.yaml."""
+    if resume and out and not recipe and (Path(out) / "config.yaml").is_file():
+        return str(Path(out) / "config.yaml")
+    return recipe
+
+
 def load_config(recipe: str | None = None, overrides: dict | None = None, base: dict | None = None) -> TrainConfig:
     """Defaults <- `base` (a command's own defaults) <- the recipe <- `overrides` (the flags)."""
     values = {k: coerce(k, v) for k, v in (base or {}).items()}
@@ -330,6 +338,8 @@ def check_settings(cfg: TrainConfig, world_size: int = 1) -> None:
 def check_paths(cfg: TrainConfig) -> None:
     """Refuse missing inputs and a missing run folder name (the files' contents are checked when
     the run is built, still before anything is written)."""
+    if cfg.resume and not cfg.out:  # the data and every setting come from the run folder
+        raise VGGError("--resume continues a run: give its folder with --out RUN_DIR")
     if not cfg.data:
         raise VGGError("no training data: give --data (an image folder or a label file)")
     for name, path, kind in (("training data", cfg.data, "exists"), ("validation data", cfg.val_data, "exists"),

@@ -50,8 +50,21 @@ def plot_run(run_dir, out=None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_log(run_dir)
     out = Path(out) if out else Path(run_dir) / "curves.png"
+    fig = draw(read_log(run_dir))
+    from ..fileio import atomic_write
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return out
+
+
+def draw(rows: list[dict]):
+    """The figure of a run's epoch records: loss, errors and learning rate against whole epochs."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     ep = [r["epoch"] for r in rows]
     errors = [k for k in rows[-1] if k.endswith("_err")]
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -69,8 +82,6 @@ def plot_run(run_dir, out=None) -> Path:
     ax[2].set(title="learning rate", xlabel="epoch")
     for a in ax:
         a.grid(alpha=0.3)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.5 on a short run
     fig.tight_layout()
-    from ..fileio import atomic_write
-    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    return out
+    return fig

@@ -128,6 +128,16 @@ def lock_run_dir(run: Path):
     return handle
 
 
+def release_lock(run: "Run") -> None:
+    """Close the run folder's lock and delete its file, while still held (so no other run's lock is
+    ever deleted): a run that ends -- finished, stopped at a checkpoint, or refused -- leaves the
+    folder without it; only a killed process leaves its file, which locks nothing."""
+    if run.lock is None:
+        return
+    (run.run_dir / LOCK).unlink(missing_ok=True)
+    run.lock.close()
+
+
 def open_data(cfg: TrainConfig) -> tuple[Source, Source]:
     """The training and validation sources: ``val_data``, or a stratified hold-out of ``data``."""
     source = open_source(cfg.data, cfg.data_root)

@@ -5,10 +5,12 @@ from .meta import PRESETS, ArchSpec, Preprocessing, TrainInfo, WeightsMeta
 from .vgg import VGG, check_crop_size
 from .weights import (build_checked, check_state_dict, export_torchvision, import_torchvision, is_vggnet_file,
                       load_model, read_meta, read_weights, save_weights)
+from .transforms import EvalTransform, create_transform
 from .zoo import complexity, create_model, list_models, model_from_spec, resolve_arch
 
 __all__ = ["TABLE1", "TORCHVISION_NAMES", "WARM_START_LAYERS", "parse_config", "weight_layers", "INIT_SCHEMES",
            "init_weights", "warm_start", "PRESETS", "ArchSpec", "Preprocessing", "TrainInfo", "WeightsMeta", "VGG",
            "check_crop_size", "build_checked", "check_state_dict", "export_torchvision", "import_torchvision",
            "is_vggnet_file", "load_model", "read_meta", "read_weights", "save_weights", "complexity",
-           "create_model", "list_models", "model_from_spec", "resolve_arch"]
+           "create_model", "list_models", "model_from_spec", "resolve_arch", "EvalTransform",
+           "create_transform"]

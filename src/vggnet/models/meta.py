@@ -244,6 +244,12 @@ class WeightsMeta:
     def replace(self, **changes) -> "WeightsMeta":
         return dataclasses.replace(self, **changes)
 
+    def transforms(self, scale: int | None = None, crop: bool = True):
+        """The net's test-time preprocessing as a ready transform (torchvision's ``weights.transforms()``):
+        image -> normalised tensor at its test scale and crop; see :func:`vggnet.models.create_transform`."""
+        from .transforms import create_transform  # that module builds on this one
+        return create_transform(self, scale, crop)
+
     def to_json(self) -> str:
         d = dict(format=FORMAT, model=self.model.kwargs(), classes=list(self.classes),
                  preprocessing=self.preprocessing.to_dict())
