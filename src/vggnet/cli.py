@@ -465,8 +465,8 @@ def _commands_transfer(sub) -> None:
     s = sub.add_parser("transfer", help="linear SVMs on saved features: Caltech-style splits or VOC-style mAP")
     s.add_argument("features", nargs="+", help="features files (several: late fusion, stacked in this order)")
     s.add_argument("--protocol", choices=["auto", "splits", "multilabel"], default="auto")
-    s.add_argument("--combine", choices=["stack", "average", "max"], default="stack",
-                   help="across Q (Appendix B: stack for Caltech, average for VOC)")
+    s.add_argument("--combine", choices=["auto", "stack", "average", "max"], default="auto",
+                   help="across Q (auto, as Appendix B: stack for the splits protocol, average for multilabel/VOC)")
     s.add_argument("--scales", help="a subset of the saved Q values (default: all)")
     s.add_argument("--splits", type=integer(1, 100), default=3)
     s.add_argument("--train-per-class", type=integer(1, 1_000_000), default=30)
