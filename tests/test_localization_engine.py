@@ -8,12 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vggnet.cli import main
+from vggnet.data.loaders import scaled_loader
+from vggnet.data.transforms import Normalizer
 from vggnet.engine import load_config, train
 from vggnet.errors import VGGError
 from vggnet.localization.evaluate import evaluate_loc, load_predictions, merge_runs
-from vggnet.localization.objective import BoxRegression, box_iou, params_to_boxes
+from vggnet.eval.protocols import Evaluator
+from vggnet.localization.objective import BoxRegression, box_iou, open_boxes, params_to_boxes
 from vggnet.models import load_model
 from conftest import tiny
 from helpers import boxed_world, kill_mid_epoch
@@ -112,6 +116,26 @@ def test_protocols_saved_boxes_merge_and_fusion(data, tmp_path):
     tuned = merge_runs([tmp_path / "ev"], boxes, tune=True, out=tmp_path / "m")
     assert len(tuned["tuned"]) > 3 and tuned["dense"]["threshold"] in [t["threshold"] for t in tuned["tuned"]]
     assert min(t["top5_loc_err"] for t in tuned["tuned"]) == tuned["dense"]["top5_loc_err"]
+
+
+def test_loc_evaluate_ranks_classes_by_the_dense_protocol_with_the_flip(data, tmp_path):
+    """§3.2: the classifier's posteriors that rank protocol 2's classes are `vggnet evaluate`'s dense
+    ones, the flipped image averaged in, even when the flip's boxes are not asked for."""
+    train(loc_cfg(data, tmp_path / "run", epochs=1))
+    boxes, qs = data / "d/boxes-val.csv", [40, 72]
+    r = evaluate_loc(tmp_path / "run/best.safetensors", boxes, out=tmp_path / "ev", protocols=("dense",),
+                     classifier=str(data / "cls/best.safetensors"), scales=qs, flip=False)
+    got = load_predictions(tmp_path / "ev")["class_scores"]
+    cls, meta = load_model(data / "cls/best.safetensors")
+    ev, source = Evaluator(cls.eval(), Normalizer(meta.preprocessing), "cpu"), open_boxes(boxes, None, meta.classes)
+    expected = [torch.stack([ev.dense(item["images"][q][None])[0] for q in qs]).mean(0).numpy()
+                for item in scaled_loader(source.as_source(), qs)]
+    assert r["images"] == len(expected) == len(got)
+    np.testing.assert_allclose(got, np.array(expected), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        no_flip = [torch.stack([F.softmax(cls.dense(ev.norm(item["images"][q][None])).mean((2, 3)), 1)[0]
+                                for q in qs]).mean(0).numpy() for item in scaled_loader(source.as_source(), qs)]
+    assert np.abs(np.array(no_flip) - got).max() > 1e-4  # the flip changes the figures: the test can fail
 
 
 def test_bad_box_files_are_refused_before_any_work(data, tmp_path, capsys):
