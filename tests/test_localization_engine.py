@@ -17,7 +17,8 @@ from vggnet.engine import load_config, train
 from vggnet.errors import VGGError
 from vggnet.localization.evaluate import evaluate_loc, load_predictions, merge_runs
 from vggnet.eval.protocols import Evaluator
-from vggnet.localization.objective import BoxRegression, box_iou, open_boxes, params_to_boxes
+from vggnet.localization.metrics import gt_class_box_error
+from vggnet.localization.objective import BoxRegression, open_boxes, params_to_boxes
 from vggnet.models import load_model
 from conftest import tiny
 from helpers import boxed_world, kill_mid_epoch
@@ -55,14 +56,36 @@ def test_pcr_loss_has_no_gradient_on_other_classes_outputs():
     assert torch.allclose(objective.loss(outputs.detach(), batch), expected)
 
 
-def test_scr_shares_one_box_and_box_iou_by_hand():
+def test_scr_shares_one_box_and_params_to_boxes_by_hand():
     objective = BoxRegression(per_class=False).bind(32)
     outputs = torch.tensor([[0.5, 0.5, 0.5, 0.5]])
     assert torch.equal(objective.predicted(outputs, torch.tensor([7])), outputs)
     boxes = params_to_boxes(outputs, 32)
     assert torch.allclose(boxes, torch.tensor([[8.0, 8.0, 24.0, 24.0]]))
-    gt = torch.tensor([[[8.0, 8.0, 24.0, 24.0], [16.0, 8.0, 32.0, 24.0], [float("nan")] * 4]])
-    assert torch.allclose(box_iou(boxes, gt), torch.tensor([[1.0, 1 / 3, 0.0]]))
+
+
+def test_validation_during_training_is_loc_evaluates_protocol_1_check():
+    """The per-epoch check is `loc evaluate`'s: the box clipped to the image, IoU 0.5 by hand a hit."""
+    objective = BoxRegression(per_class=False).bind(32)
+    outputs = torch.tensor([[0.2, 0.2, 0.9, 0.9],  # IoU 1/2 by hand with its GT below, computed 0.4999...
+                            [-0.375, 0.25, 1.75, 0.5],  # [-40, 0, 16, 16]: beyond the image's left edge at -8
+                            [0.5, 0.5, 0.25, 0.25]])  # [12, 12, 20, 20]: misses
+    first = params_to_boxes(outputs[:1], 32).double()[0]
+    nan = [float("nan")] * 4
+    gt = torch.tensor([[[first[0], first[1], first[0] + 2 * (first[2] - first[0]), first[3]], nan],
+                       [[-8.0, 0.0, 16.0, 16.0], nan], [[0.0, 0.0, 8.0, 8.0], [24.0, 24.0, 32.0, 32.0]]],
+                      dtype=torch.float64)
+    extent = torch.tensor([[-8.0, -8.0, 40.0, 40.0]] * 3, dtype=torch.float64)  # 48 x 48, crop at (8, 8)
+    batch = dict(labels=torch.zeros(3, dtype=torch.int64), gt_boxes=gt, extent=extent, box=torch.zeros(3, 4),
+                 has_box=torch.zeros(3))
+    wrong, _, iou_sum = objective.val_counts(outputs, batch).tolist()
+    assert wrong == 1  # only the third; unclipped, the second would miss too (IoU 24 / 56)
+    assert iou_sum == pytest.approx(0.5 + 1.0 + 0.0)
+    # the same boxes in image pixels (a 96 x 96 image: crop frame + 8, times 2), as loc evaluate scores them
+    to_image = lambda b: (np.asarray(b, dtype=np.float64) + 8) * 2
+    preds = to_image(params_to_boxes(outputs, 32).numpy())
+    gts = [to_image(g[~np.isnan(g).any(1)]) for g in gt.numpy()]
+    assert gt_class_box_error(preds, gts, [[0, 0, 96, 96]] * 3) == pytest.approx(100 / 3)
 
 
 def test_dense_box_map_at_crop_size_equals_the_crop_prediction():

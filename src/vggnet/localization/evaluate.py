@@ -286,8 +286,8 @@ def score(pred: dict, source, threshold: float, top_k: int = 5, mean_box=None) -
     if not np.isnan(pred["center"]).all():
         gt_boxes = [im.gt_boxes() for im in source.images]
         whole = np.array([[0, 0, im.size[0], im.size[1]] for im in source.images], float)
-        out["center"] = dict(gt_class_err=gt_class_box_error(pred["center"], gt_boxes),
-                             whole_image_gt_class_err=gt_class_box_error(whole, gt_boxes))
+        out["center"] = dict(gt_class_err=gt_class_box_error(pred["center"], gt_boxes, whole),
+                             whole_image_gt_class_err=gt_class_box_error(whole, gt_boxes, whole))
         if mean_box is not None:
             base = [[(im.label, b) for c, b in row] for im, row in
                     zip(source.images, _baselines(source, [[im.label] for im in source.images], mean_box)[
