@@ -14,6 +14,7 @@ from vggnet.cli import main
 from vggnet.data.loaders import scaled_loader
 from vggnet.data.transforms import Normalizer
 from vggnet.engine import load_config, train
+from vggnet.engine.schedule import PlateauSchedule
 from vggnet.errors import VGGError
 from vggnet.localization.evaluate import evaluate_loc, load_predictions, merge_runs
 from vggnet.eval.protocols import Evaluator
@@ -64,6 +65,17 @@ def test_scr_shares_one_box_and_params_to_boxes_by_hand():
     assert torch.allclose(boxes, torch.tensor([[8.0, 8.0, 24.0, 24.0]]))
 
 
+def test_the_plateau_rule_follows_the_mean_iou_while_the_error_is_stuck():
+    objective = BoxRegression()
+    v = objective.summary(dict(wrong=4, sq_err=2.0, iou=1.0), 4, "val")
+    assert (v["val_loc_err"], v["val_mean_iou"], v[objective.monitor]) == (100, 0.25, 0.75)
+    schedule = PlateauSchedule(lr=0.03, patience=0)
+    for iou in (0.5, 1.0, 1.5):  # every box still misses, but they grow towards the objects
+        figures = objective.summary(dict(wrong=4, sq_err=2.0, iou=iou), 4, "val")
+        assert figures["val_loc_err"] == 100 and schedule.step(figures[objective.monitor])["improved"]
+    assert schedule.lr == 0.03 and schedule.drops == 0
+
+
 def test_validation_during_training_is_loc_evaluates_protocol_1_check():
     """The per-epoch check is `loc evaluate`'s: the box clipped to the image, IoU 0.5 by hand a hit."""
     objective = BoxRegression(per_class=False).bind(32)
@@ -104,7 +116,7 @@ def test_a_few_steps_of_box_training_lower_the_loss(data, tmp_path):
     model, meta = load_model(tmp_path / "run/final.safetensors")
     assert meta.model.head == "pcr" and model.classifier[6].out_features == 3 * 4
     assert meta.train.warm_start["layers"][-1] == "fc7"  # all but the (random) box layer
-    assert {"train_loc_err", "val_loc_err", "val_loss"} <= set(log[0])
+    assert {"train_loc_err", "val_loc_err", "val_loss", "val_mean_iou"} <= set(log[0])
 
 
 def test_fc_only_fine_tuning_keeps_the_conv_layers(data, tmp_path):
