@@ -34,8 +34,6 @@ from .boxdata import BoxSource, read_box_csv, read_voc_annotations, split_by_ima
 from .boxes import boxes_through_transform, decode, training_target
 from .metrics import gt_class_box_ious, gt_class_box_misses
 
-IOU_THRESHOLD = 0.5  # the ILSVRC rule (Appendix A)
-
 
 def open_boxes(spec, root=None, classes=None, on_bad: str = "fail") -> BoxSource:
     """A box CSV (``path,wnid,xmin,ymin,xmax,ymax``) or a folder of ILSVRC/VOC XML annotations
