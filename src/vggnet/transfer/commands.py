@@ -23,6 +23,9 @@ from .splits import load_splits, random_holdout, random_splits, save_splits
 from .svm import DEFAULT_CS
 
 PAPER_SCALES = (256, 384, 512)  # Appendix B: Q in {256, 384, 512} (VOC also 640, 768), scaled by crop/224
+# Appendix B: Caltech stacks the scales (objects fill the image, scales carry different semantics);
+# VOC averages them (objects appear at all scales, averaging performed like stacking).
+DEFAULT_COMBINE = {"splits": "stack", "multilabel": "average"}
 
 
 def default_feature_scales(crop: int) -> list[int]:
@@ -60,7 +63,7 @@ def _open(paths) -> dict:
     return feats[0] if len(feats) == 1 else stack_nets(feats)
 
 
-def transfer_command(features, out=None, protocol: str = "auto", combine: str = "stack", scales=None,
+def transfer_command(features, out=None, protocol: str = "auto", combine: str = "auto", scales=None,
                      splits: int = 3, train_per_class: int = 30, test_per_class: int | None = 50,
                      splits_file=None, test_features=None, test_fraction: float = 0.5, seed: int = 0,
                      Cs=DEFAULT_CS, dataset: str | None = None, force: bool = False) -> dict:
@@ -73,6 +76,8 @@ def transfer_command(features, out=None, protocol: str = "auto", combine: str = 
                        f"use {'multilabel' if kind == 'multi' else 'splits'}")
     if protocol == "splits" and test_features:
         raise VGGError("--test-features goes with the multilabel protocol; the splits protocol draws its test images")
+    if combine == "auto":
+        combine = DEFAULT_COMBINE[protocol]
     if out is not None:  # every output claimed before any work
         outputs = {"results.json": "results", "per_class.csv": "CSV"}
         outputs.update({"splits.json": "splits", "confusion.png": "PNG"} if protocol == "splits" else {})
