@@ -142,7 +142,9 @@ def add_train_arguments(s, defaults: dict | None = None, hidden=()) -> None:
         default = (defaults or {}).get(f.name, f.default)
         shown = f"{HELP.get(f.name, '')} (default {default if default not in ('', None) else 'none'})"
         if f.name == "resume":
-            s.add_argument(flag, action="store_true", default=None, help="continue the run in --out")
+            s.add_argument(flag, nargs="?", const=True, default=None, type=resume_mode, metavar="auto",
+                           help="continue the run in --out; `--resume auto`: continue it if --out holds this run, "
+                                "else start it (for commands re-run by torchrun or a scheduler)")
         elif t is bool:
             s.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=shown)
         else:
@@ -159,7 +161,7 @@ def cmd_train(args, base: dict | None = None) -> None:
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     recipe = args.config
-    if args.resume and args.out and not recipe and (Path(args.out) / "config.yaml").is_file():
+    if args.resume is True and args.out and not recipe and (Path(args.out) / "config.yaml").is_file():
         recipe = str(Path(args.out) / "config.yaml")  # `--resume --out RUN` alone continues that run
     cfg = load_config(recipe, overrides, base)
     result = train(cfg)
@@ -629,6 +631,13 @@ def integer(lo: int, hi: int):
 
 
 WORKERS, SEED = integer(0, 256), integer(0, 2**32 - 1)
+
+
+def resume_mode(text: str) -> str:
+    """An argparse type: the one value ``--resume`` takes (alone, it continues the run)."""
+    if text != "auto":
+        raise argparse.ArgumentTypeError(f"expected nothing or `auto`, got {text!r}")
+    return text
 
 
 def _default_workers() -> int:

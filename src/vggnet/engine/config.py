@@ -61,7 +61,7 @@ class TrainConfig:
     seed: int = 0
     # -- run --
     out: str | None = None
-    resume: bool = False
+    resume: bool | str = False  # True: continue the run in `out`; "auto": continue it if there is one
     device: str = "auto"
     amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
     channels_last: str = "auto"
@@ -69,6 +69,7 @@ class TrainConfig:
     deterministic: bool = False
     checkpoint_minutes: float = 10.0  # mid-epoch checkpoints, so a killed run loses little
     checkpoint_steps: int = 0  # also every N steps (0: off)
+    collective_timeout: float = 10.0  # minutes a process waits for the others (several processes) before it stops
     max_steps_per_epoch: int = 0  # 0: whole epochs (a cap for quick experiments)
     tensorboard: bool = False
     progress: bool = True  # progress bar on a terminal; per-epoch lines are printed either way
@@ -104,6 +105,7 @@ HELP = {
     "amp": "bf16 autocast: auto (on CUDA), bf16, off", "channels_last": "NHWC activations: auto (on), on, off",
     "compile": "torch.compile the model", "deterministic": "deterministic algorithms (slower)",
     "checkpoint_minutes": "mid-epoch checkpoint at least this often", "checkpoint_steps": "also every N steps (0: off)",
+    "collective_timeout": "minutes a process waits for a lost or hung one before stopping (several processes)",
     "max_steps_per_epoch": "cap steps per epoch (0: whole epochs)", "tensorboard": "write TensorBoard events",
     "progress": "progress bar on a terminal", "recipe": "name of the paper experiment, recorded in the weights",
 }
@@ -113,7 +115,7 @@ CHOICES = {"on_bad_image": ("skip", "fail"), "on_bad_box": ("fail", "skip"), "fi
            "amp": ("auto", "bf16", "off"), "channels_last": ("auto", "on", "off")}
 # Settings a resumed run may change; everything else must match the saved config.
 RESUME_MAY_CHANGE = {"resume", "out", "device", "workers", "epochs", "progress", "tensorboard", "compile",
-                     "checkpoint_minutes", "checkpoint_steps"}
+                     "checkpoint_minutes", "checkpoint_steps", "collective_timeout"}
 PATH_SETTINGS = ("data", "data_root", "val_data", "stats", "init_from", "out")
 
 
@@ -143,6 +145,8 @@ def coerce(name: str, value):
     t = types_[name]
     if value is None:
         return None
+    if name == "resume" and value == "auto":  # the one setting that is a choice as well as a switch
+        return value
     if t is Scale:
         return Scale.parse(value)
     try:
@@ -203,6 +207,7 @@ def read_recipe(path: Path) -> dict:
             depth += isinstance(event, yaml.CollectionStartEvent) - isinstance(event, yaml.CollectionEndEvent)
             if depth > 2:  # the settings mapping, and the scale's [Smin, Smax]
                 raise VGGError(f"{path}: nested collections; a recipe is a plain mapping of settings")
+        _refuse_duplicates(path, yaml.compose(text, Loader=yaml.SafeLoader))
         loaded = yaml.safe_load(text)
     except UnicodeDecodeError as e:
         raise VGGError(f"{path}: not UTF-8 text (byte {e.start})") from None
@@ -219,6 +224,21 @@ def read_recipe(path: Path) -> dict:
     if nested:
         raise VGGError(f"{path}: setting {nested[0]!r} must be a single value")
     return loaded
+
+
+def _refuse_duplicates(path: Path, node) -> None:
+    """A setting given twice would be silently overruled by its later line (YAML keeps the last):
+    refused, naming both lines. ``batch-size`` and ``batch_size`` are one setting."""
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first = {}
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode):
+            name, line = key.value.replace("-", "_"), key.start_mark.line + 1
+            if name in first:
+                raise VGGError(f"{path}: setting {key.value!r} is given twice (lines {first[name]} and {line}); "
+                               f"a recipe names each setting once")
+            first[name] = line
 
 
 def load_config(recipe: str | None = None, overrides: dict | None = None, base: dict | None = None) -> TrainConfig:
@@ -263,7 +283,7 @@ RANGES = {
     "lr_patience": (0, 100_000, False, False), "lr_drops": (0, 100, False, False),
     "min_delta": (0, 100, False, False), "init_std": (0, 10, True, False), "seed": (0, 2**32 - 1, False, False),
     "checkpoint_minutes": (0, 1e6, True, False), "checkpoint_steps": (0, 10**9, False, False),
-    "max_steps_per_epoch": (0, 10**9, False, False),
+    "max_steps_per_epoch": (0, 10**9, False, False), "collective_timeout": (0, 10_000, True, False),
 }
 
 
