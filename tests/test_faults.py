@@ -31,7 +31,8 @@ def synth(tmp_path_factory):
 def train_args(synth, out, *extra):
     """64 images, batch 4: 16 steps an epoch (one agreed stop inside it, at step SYNC_EVERY)."""
     return ["train", "--arch", "A", "--width", "0.0625", "--fc-dim", "16", "--crop", "32", "--scale", "32:40",
-            "--data", str(synth / "train"), "--val-data", str(synth / "val"), "--batch-size", "4", "--lr", "0.01",
+            "--data", str(synth / "train"), "--val-data", str(synth / "val"), "--batch-size", "4",
+            "--lr", "0.01",
             "--epochs", "2", "--workers", "0", "--out", str(out), "--no-progress", "--init", "glorot",
             "--dropout", "0.3", "--stats-max-images", "16", "--checkpoint-steps", "1", "--deterministic",
             "--resume", "auto", *extra]
@@ -134,7 +135,8 @@ def one_error_line(err: str, rank: int) -> str:
     return lines[0]
 
 
-def test_a_killed_rank_stops_the_other_with_one_line_and_the_same_command_resumes_exactly(synth, tmp_path, reference):
+def test_a_killed_rank_stops_the_other_in_one_line_and_the_same_command_resumes_exactly(synth, tmp_path,
+                                                                                       reference):
     run = tmp_path / "run"
     ranks = two_ranks(synth, run)
     wait_for_checkpoint(run, ranks, at=(1, 3))  # mid-way through the second epoch
@@ -145,7 +147,8 @@ def test_a_killed_rank_stops_the_other_with_one_line_and_the_same_command_resume
     assert rc == 2 and "rank 1 of 2 stopped answering" in line and "--resume auto" in line, line
     assert "last.safetensors holds the run as it was after step" in line
     epoch, step = position(run)  # an intact checkpoint, no leftover of a half-written one
-    assert epoch == 1 and step >= 3 and not list(run.glob(".*.tmp")) and not (run / "final.safetensors").exists()
+    assert epoch == 1 and step >= 3 and not list(run.glob(".*.tmp"))
+    assert not (run / "final.safetensors").exists()
     again = two_ranks(synth, run)  # the same command
     for r in again:
         rc, err = finish(r)
@@ -164,11 +167,13 @@ def test_a_hung_rank_is_given_up_on_after_the_collective_timeout(synth, tmp_path
         ranks[1].send_signal(signal.SIGKILL)
         finish(ranks[1])
     line = one_error_line(err, 0)
-    assert rc == 2 and "rank 1 of 2 stopped answering" in line and "0.1-minute collective timeout" in line, line
+    assert rc == 2 and "rank 1 of 2 stopped answering" in line, line
+    assert "0.1-minute collective timeout" in line
     assert position(run)[0] == 0 and not list(run.glob(".*.tmp"))
 
 
-def test_torchrun_restarts_a_run_with_a_killed_rank_and_it_ends_as_if_uninterrupted(synth, tmp_path, reference):
+def test_torchrun_restarts_a_run_with_a_killed_rank_and_it_ends_as_if_uninterrupted(synth, tmp_path,
+                                                                                     reference):
     run = tmp_path / "run"
     launcher = torchrun_train(synth, run, "--max-restarts", "1")
     wait_for_checkpoint(run, [launcher], at=(0, 5))
@@ -180,7 +185,7 @@ def test_torchrun_restarts_a_run_with_a_killed_rank_and_it_ends_as_if_uninterrup
     assert_same_weights(reference, run / "final.safetensors")
 
 
-def test_sigterm_to_torchrun_checkpoints_every_rank_at_one_step_and_asks_for_a_requeue(synth, tmp_path, reference):
+def test_sigterm_to_torchrun_checkpoints_every_rank_at_one_agreed_step(synth, tmp_path, reference):
     run = tmp_path / "run"
     launcher = torchrun_train(synth, run)
     wait_for_checkpoint(run, [launcher], at=(0, 1))

@@ -143,8 +143,8 @@ def add_train_arguments(s, defaults: dict | None = None, hidden=()) -> None:
         shown = f"{HELP.get(f.name, '')} (default {default if default not in ('', None) else 'none'})"
         if f.name == "resume":
             s.add_argument(flag, nargs="?", const=True, default=None, type=resume_mode, metavar="auto",
-                           help="continue the run in --out; `--resume auto`: continue it if --out holds this run, "
-                                "else start it (for commands re-run by torchrun or a scheduler)")
+                           help="continue the run in --out; `--resume auto`: continue it if --out holds "
+                                "this run, else start it (for commands re-run by torchrun or a scheduler)")
         elif t is bool:
             s.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=shown)
         else:
@@ -271,7 +271,7 @@ def cmd_loc_train(args) -> None:
     args.objective = "boxes"
     base = dict(LOC_DEFAULTS)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    init_from = load_config(args.config, overrides, base).init_from if not args.resume else None
+    init_from = load_config(args.config, overrides, base).init_from if args.resume is not True else None
     if init_from and Path(init_from).is_file():
         meta = read_meta(init_from)
         spec = meta.model

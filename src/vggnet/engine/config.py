@@ -69,7 +69,7 @@ class TrainConfig:
     deterministic: bool = False
     checkpoint_minutes: float = 10.0  # mid-epoch checkpoints, so a killed run loses little
     checkpoint_steps: int = 0  # also every N steps (0: off)
-    collective_timeout: float = 10.0  # minutes a process waits for the others (several processes) before it stops
+    collective_timeout: float = 10.0  # minutes a process waits for the others (several processes)
     max_steps_per_epoch: int = 0  # 0: whole epochs (a cap for quick experiments)
     tensorboard: bool = False
     progress: bool = True  # progress bar on a terminal; per-epoch lines are printed either way
@@ -105,7 +105,7 @@ HELP = {
     "amp": "bf16 autocast: auto (on CUDA), bf16, off", "channels_last": "NHWC activations: auto (on), on, off",
     "compile": "torch.compile the model", "deterministic": "deterministic algorithms (slower)",
     "checkpoint_minutes": "mid-epoch checkpoint at least this often", "checkpoint_steps": "also every N steps (0: off)",
-    "collective_timeout": "minutes a process waits for a lost or hung one before stopping (several processes)",
+    "collective_timeout": "minutes a process waits for a lost or hung one (several processes)",
     "max_steps_per_epoch": "cap steps per epoch (0: whole epochs)", "tensorboard": "write TensorBoard events",
     "progress": "progress bar on a terminal", "recipe": "name of the paper experiment, recorded in the weights",
 }
@@ -236,8 +236,8 @@ def _refuse_duplicates(path: Path, node) -> None:
         if isinstance(key, yaml.ScalarNode):
             name, line = key.value.replace("-", "_"), key.start_mark.line + 1
             if name in first:
-                raise VGGError(f"{path}: setting {key.value!r} is given twice (lines {first[name]} and {line}); "
-                               f"a recipe names each setting once")
+                raise VGGError(f"{path}: setting {key.value!r} is given twice (lines {first[name]} and "
+                               f"{line}); a recipe names each setting once")
             first[name] = line
 
 

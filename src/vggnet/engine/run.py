@@ -299,8 +299,8 @@ def check_position(run: "Run", state: TrainState) -> None:
     from nowhere)."""
     steps, where = run.steps_per_epoch, run.run_dir / LAST
     if state.step > steps:
-        raise VGGError(f"{where}: the training state claims step {state.step:,} of epoch {state.epoch + 1}, but an "
-                       f"epoch of this run has {steps} steps ({len(run.train_source)} images, batch "
+        raise VGGError(f"{where}: the training state claims step {state.step:,} of epoch {state.epoch + 1}, "
+                       f"but an epoch of this run has {steps} steps ({len(run.train_source)} images, batch "
                        f"{run.cfg.batch_size}); refusing to resume from it")
     if state.epoch != len(state.history):
         raise VGGError(f"{where}: the training state claims {state.epoch:,} finished epochs but records "

@@ -119,7 +119,8 @@ def check_batch(run: Run, batch: dict) -> list[str]:
     return bad
 
 
-def _agree(run: Run, stop: StopFlag, done: int, last_checkpoint: float, end: bool = False) -> tuple[bool, bool]:
+def _agree(run: Run, stop: StopFlag, done: int, last_checkpoint: float,
+           end: bool = False) -> tuple[bool, bool]:
     """(checkpoint now?, stop now?), the same answer on every process: under DDP the local flags
     are combined only every SYNC_EVERY steps and at the end of an epoch (`end`: an epoch shorter
     than SYNC_EVERY steps still stops), so no process leaves the loop while another waits in a
@@ -297,6 +298,8 @@ def end_epoch(run: Run, epoch: int, figures: dict, log: RunLog) -> dict:
 
 def run_epochs(run: Run, log: RunLog) -> dict:
     """Epochs until the plateau rule stops training, the epoch cap, or a signal."""
+    if run.schedule.ended:  # a finished run resumed (a restart, a requeue): nothing to train
+        return _plateaued(run)
     with StopFlag() as stop:
         for epoch in range(run.state.epoch, run.cfg.epochs):
             figures = train_one_epoch(run, epoch, stop)
@@ -304,9 +307,13 @@ def run_epochs(run: Run, log: RunLog) -> dict:
                 return dict(status="interrupted",
                             stop_reason=f"{figures['stopped']}: checkpoint written, resume with --resume")
             if end_epoch(run, epoch, figures, log)["stop"]:
-                return dict(status="done", stop_reason=f"validation error plateaued after "
-                                                       f"{run.schedule.drops} learning-rate drops")
+                return _plateaued(run)
     return dict(status="done", stop_reason=f"epoch cap ({run.cfg.epochs}) reached")
+
+
+def _plateaued(run: Run) -> dict:
+    drops = run.schedule.drops
+    return dict(status="done", stop_reason=f"validation error plateaued after {drops} learning-rate drops")
 
 
 def train(cfg: TrainConfig, objective=None) -> dict:
@@ -347,11 +354,13 @@ def _lost(d, cfg: TrainConfig) -> VGGError:
     if missing is None:
         who = f"the other processes and the rendezvous store ({distributed.store_address()}) are gone"
     elif missing:
-        who = f"rank{'s' * (len(missing) > 1)} {', '.join(map(str, missing))} of {d.world_size} stopped answering"
+        ranks = ", ".join(map(str, missing))
+        who = f"rank{'s' * (len(missing) > 1)} {ranks} of {d.world_size} stopped answering"
     else:
         who = f"a collective failed although all {d.world_size} processes answer (a network fault?)"
-    return VGGError(f"{who} (killed, failed, or silent for the {cfg.collective_timeout:g}-minute collective timeout); "
-                    f"rank {d.rank} stops too; {_kept(Path(cfg.out))}; run the same command with --resume auto")
+    return VGGError(f"{who} (killed, failed, or silent for the {cfg.collective_timeout:g}-minute collective "
+                    f"timeout); rank {d.rank} stops too; {_kept(Path(cfg.out))}; run the same command with "
+                    f"--resume auto")
 
 
 def _kept(run_dir: Path) -> str:
