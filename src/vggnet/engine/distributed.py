@@ -7,6 +7,7 @@ the survivors stop, and a roll call through the rendezvous store names the ranks
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -80,18 +81,19 @@ def rendezvous_store(rank: int, world: int, timeout: timedelta):
     """The store the processes meet in, as ``env://`` makes it (torchrun's own, or one that rank 0
     serves), but with a name space per torchrun restart: torchrun keeps its store across restarts,
     and a restarted process could otherwise read the address of the one it replaces, and fail."""
-    try:
-        addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
-    except (KeyError, ValueError):
-        raise VGGError(f"WORLD_SIZE is {world} but MASTER_ADDR/MASTER_PORT are not set: start the processes "
-                       f"with torchrun (or set RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)") from None
+    addr, port = store_address()
     agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     store = dist.TCPStore(addr, port, world, is_master=rank == 0 and not agent, timeout=timeout)
     return dist.PrefixStore(f"vggnet/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", store)
 
 
-def store_address() -> str:
-    return f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+def store_address() -> tuple[str, int]:
+    """(MASTER_ADDR, MASTER_PORT): where the rendezvous store listens."""
+    try:
+        return os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    except (KeyError, ValueError):
+        raise VGGError(f"WORLD_SIZE is {world_size()} but MASTER_ADDR/MASTER_PORT are not set: start the "
+                       f"processes with torchrun (or set RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)") from None
 
 
 def peer_failure(d: Dist, e: BaseException) -> bool:
@@ -111,6 +113,10 @@ def lost_ranks(d: Dist) -> list[int] | None:
     once and each of them answers within the call."""
     teardown(d)
     key = "vggnet/alive/"
+    try:  # a store that is gone is found out here, quietly (the store's client logs its failures at length)
+        socket.create_connection(store_address(), timeout=ROLL_CALL_SECONDS).close()
+    except OSError:
+        return None
     try:
         d.store.set_timeout(timedelta(seconds=ROLL_CALL_SECONDS))
         d.store.set(key + str(d.rank), "1")

@@ -352,7 +352,7 @@ def _lost(d, cfg: TrainConfig) -> VGGError:
     not answering within the collective timeout): who is gone, and what the run folder keeps."""
     missing = distributed.lost_ranks(d)
     if missing is None:
-        who = f"the other processes and the rendezvous store ({distributed.store_address()}) are gone"
+        who = "the other processes and the rendezvous store ({}:{}) are gone".format(*distributed.store_address())
     elif missing:
         ranks = ", ".join(map(str, missing))
         who = f"rank{'s' * (len(missing) > 1)} {ranks} of {d.world_size} stopped answering"
