@@ -32,10 +32,9 @@ def train_args(synth, out, *extra):
     """64 images, batch 4: 16 steps an epoch (one agreed stop inside it, at step SYNC_EVERY)."""
     return ["train", "--arch", "A", "--width", "0.0625", "--fc-dim", "16", "--crop", "32", "--scale", "32:40",
             "--data", str(synth / "train"), "--val-data", str(synth / "val"), "--batch-size", "4",
-            "--lr", "0.01",
-            "--epochs", "2", "--workers", "0", "--out", str(out), "--no-progress", "--init", "glorot",
-            "--dropout", "0.3", "--stats-max-images", "16", "--checkpoint-steps", "1", "--deterministic",
-            "--resume", "auto", *extra]
+            "--lr", "0.01", "--epochs", "2", "--workers", "0", "--out", str(out), "--no-progress",
+            "--init", "glorot", "--dropout", "0.3", "--stats-max-images", "16", "--checkpoint-steps", "1",
+            "--deterministic", "--resume", "auto", *extra]
 
 
 def start(argv, env=None):
