@@ -171,7 +171,9 @@ def add_train_arguments(s, defaults: dict | None = None, hidden=()) -> None:
         if "default" not in shown:  # a help text that says its own default is not given a second one
             shown += f" (default {default if default not in ('', None) else 'none'})"
         if f.name == "resume":
-            s.add_argument(flag, action="store_true", default=None, help="continue the run in --out")
+            s.add_argument(flag, nargs="?", const=True, default=None, type=resume_mode, metavar="auto",
+                           help="continue the run in --out; `--resume auto`: continue it if --out holds "
+                                "this run, else start it (for commands re-run by torchrun or a scheduler)")
         elif t is bool:
             s.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=shown)
         else:
@@ -300,7 +302,7 @@ def cmd_loc_train(args) -> None:
     args.objective = "boxes"
     base = dict(LOC_DEFAULTS)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    init_from = load_config(args.config, overrides, base).init_from if not args.resume else None
+    init_from = load_config(args.config, overrides, base).init_from if args.resume is not True else None
     if init_from and Path(init_from).is_file():
         meta = read_meta(init_from)
         spec = meta.model
@@ -676,6 +678,13 @@ def integer(lo: int, hi: int):
 
 
 WORKERS, SEED = integer(0, 256), integer(0, 2**32 - 1)
+
+
+def resume_mode(text: str) -> str:
+    """An argparse type: the one value ``--resume`` takes (alone, it continues the run)."""
+    if text != "auto":
+        raise argparse.ArgumentTypeError(f"expected nothing or `auto`, got {text!r}")
+    return text
 
 
 def _default_workers() -> int:

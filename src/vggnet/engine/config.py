@@ -62,7 +62,7 @@ class TrainConfig:
     seed: int = 0
     # -- run --
     out: str | None = None
-    resume: bool = False
+    resume: bool | str = False  # True: continue the run in `out`; "auto": continue it if there is one
     device: str = "auto"
     amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16) | on | off
     channels_last: str = "auto"
@@ -70,6 +70,7 @@ class TrainConfig:
     deterministic: bool = False
     checkpoint_minutes: float = 10.0  # mid-epoch checkpoints, so a killed run loses little
     checkpoint_steps: int = 0  # also every N steps (0: off)
+    collective_timeout: float = 10.0  # minutes a process waits for the others (several processes)
     max_steps_per_epoch: int = 0  # 0: whole epochs (a cap for quick experiments)
     tensorboard: bool = False
     progress: bool = True  # progress bar on a terminal; per-epoch lines are printed either way
@@ -106,6 +107,7 @@ HELP = {
     "amp": "bf16 autocast, fp32 weights: auto (on CUDA and on CPUs with amx_bf16/avx512_bf16), on, off", "channels_last": "NHWC activations: auto (on), on, off",
     "compile": "torch.compile the model", "deterministic": "deterministic algorithms (slower)",
     "checkpoint_minutes": "mid-epoch checkpoint at least this often", "checkpoint_steps": "also every N steps (0: off)",
+    "collective_timeout": "minutes a process waits for a lost or hung one (several processes)",
     "max_steps_per_epoch": "cap steps per epoch (0: whole epochs)", "tensorboard": "write TensorBoard events",
     "progress": "progress bar on a terminal", "recipe": "name of the paper experiment, recorded in the weights",
 }
@@ -115,7 +117,7 @@ CHOICES = {"on_bad_image": ("skip", "fail"), "on_bad_box": ("fail", "skip"), "fi
            "amp": ("auto", "on", "off"), "channels_last": ("auto", "on", "off")}
 # Settings a resumed run may change; everything else must match the saved config.
 RESUME_MAY_CHANGE = {"resume", "out", "device", "workers", "epochs", "progress", "tensorboard", "compile",
-                     "checkpoint_minutes", "checkpoint_steps"}
+                     "checkpoint_minutes", "checkpoint_steps", "collective_timeout"}
 PATH_SETTINGS = ("data", "data_root", "val_data", "stats", "init_from", "out")
 
 
@@ -145,6 +147,8 @@ def coerce(name: str, value):
     t = types_[name]
     if value is None:
         return None
+    if name == "resume" and value == "auto":  # the one setting that is a choice as well as a switch
+        return value
     if t is Scale:
         return Scale.parse(value)
     try:
@@ -205,6 +209,7 @@ def read_recipe(path: Path) -> dict:
             depth += isinstance(event, yaml.CollectionStartEvent) - isinstance(event, yaml.CollectionEndEvent)
             if depth > 2:  # the settings mapping, and the scale's [Smin, Smax]
                 raise VGGError(f"{path}: nested collections; a recipe is a plain mapping of settings")
+        _refuse_duplicates(path, yaml.compose(text, Loader=yaml.SafeLoader))
         loaded = yaml.safe_load(text)
     except UnicodeDecodeError as e:
         raise VGGError(f"{path}: not UTF-8 text (byte {e.start})") from None
@@ -226,9 +231,24 @@ def read_recipe(path: Path) -> dict:
 def resume_recipe(recipe: str | None, out, resume) -> str | None:
     """The recipe of a run: the one given, or, to continue a run (`resume` with its folder `out`
     alone), the run's own config.yaml."""
-    if resume and out and not recipe and (Path(out) / "config.yaml").is_file():
+    if resume is True and out and not recipe and (Path(out) / "config.yaml").is_file():
         return str(Path(out) / "config.yaml")
     return recipe
+
+
+def _refuse_duplicates(path: Path, node) -> None:
+    """A setting given twice would be silently overruled by its later line (YAML keeps the last):
+    refused, naming both lines. ``batch-size`` and ``batch_size`` are one setting."""
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first = {}
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode):
+            name, line = key.value.replace("-", "_"), key.start_mark.line + 1
+            if name in first:
+                raise VGGError(f"{path}: setting {key.value!r} is given twice (lines {first[name]} and "
+                               f"{line}); a recipe names each setting once")
+            first[name] = line
 
 
 def load_config(recipe: str | None = None, overrides: dict | None = None, base: dict | None = None) -> TrainConfig:
@@ -273,7 +293,7 @@ RANGES = {
     "lr_patience": (0, 100_000, False, False), "lr_drops": (0, 100, False, False),
     "min_delta": (0, 100, False, False), "init_std": (0, 10, True, False), "seed": (0, 2**32 - 1, False, False),
     "checkpoint_minutes": (0, 1e6, True, False), "checkpoint_steps": (0, 10**9, False, False),
-    "max_steps_per_epoch": (0, 10**9, False, False),
+    "max_steps_per_epoch": (0, 10**9, False, False), "collective_timeout": (0, 10_000, True, False),
 }
 
 
