@@ -361,7 +361,11 @@ def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
     run = Run(cfg, dist, policy, objective, run_dir, train_source, val_source, val_scale, sampler, loader,
               Normalizer(preprocessing).to(policy.device), net, net, optimizer, schedule, meta, TrainState())
     run.lock = lock
-    if restoring:
-        restore(run)
-    run.model = wrap(cfg, dist, net)
+    try:
+        if restoring:
+            restore(run)  # may refuse the checkpoint: the folder is then left as it was, without a lock
+        run.model = wrap(cfg, dist, net)
+    except BaseException:
+        release_lock(run)
+        raise
     return run
