@@ -28,7 +28,7 @@ import torch
 
 from vggnet.data.images import is_image_file, load_rgb
 from vggnet.data.transforms import Normalizer, center_crop, rescale
-from vggnet.engine.device import DevicePolicy, make_policy
+from vggnet.runtime.device import DevicePolicy, make_policy
 from vggnet.eval.protocols import Evaluator
 from vggnet.models import PRESETS, create_model, init_weights
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from vggnet.data.transforms import Normalizer
 from vggnet.engine.config import TrainConfig
-from vggnet.engine.device import configure_backends, make_policy
+from vggnet.runtime.device import configure_backends, make_policy
 from vggnet.engine.distributed import Dist
 from vggnet.engine.objectives import Classification
 from vggnet.engine.run import Run, make_optimizer, wrap

@@ -18,7 +18,7 @@ import torch
 from vggnet.data.datasets import image_folder
 from vggnet.data.images import load_rgb
 from vggnet.data.transforms import Normalizer, rescale
-from vggnet.engine.device import make_policy
+from vggnet.runtime.device import make_policy
 from vggnet.models import PRESETS, create_model, init_weights
 from vggnet.transfer.descriptors import compute_features
 from vggnet.transfer.svm import fit_svm

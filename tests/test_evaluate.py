@@ -9,8 +9,8 @@ from vggnet.errors import VGGError
 from vggnet.eval import Evaluator, topk_errors
 from vggnet.eval.fusion import fuse, load_posteriors
 from vggnet.eval.report import collect_rows, markdown
-from vggnet.data.transforms import Scale, default_scales
-from vggnet.eval.runner import evaluate, parse_scales
+from vggnet.data.transforms import Scale, default_scales, parse_scales
+from vggnet.eval.runner import evaluate
 from vggnet.models import init_weights, save_weights
 from conftest import tiny
 from helpers import make_folder, write_image

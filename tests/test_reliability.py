@@ -772,7 +772,7 @@ def test_unreadable_images_do_not_shrink_the_gradient():
     # left out, not counted as a zero that scales the gradient down by 3/4.
     from vggnet.data.loaders import collate_images
     from vggnet.data.transforms import Normalizer
-    from vggnet.engine.device import make_policy
+    from vggnet.runtime.device import make_policy
     from vggnet.engine.objectives import Classification
     from vggnet.engine.train import train_step
 

@@ -47,12 +47,11 @@ def cmd_convert(args) -> None:
 def cmd_predict(args) -> None:
     import json
 
-    from .eval.runner import parse_scales
     from .predict import predict
     from .tables import columns, render
 
     results = predict(args.checkpoint, args.images, args.protocol, args.multi_scale,
-                      parse_scales(args.scales) if args.scales else None, args.top, args.device, args.channels_last)
+                      args.scales, args.top, args.device, args.channels_last)
     if args.json:
         print(json.dumps(results, indent=1))
         return
@@ -150,18 +149,19 @@ def add_train_arguments(s, defaults: dict | None = None, hidden=()) -> None:
                            choices=CHOICES.get(f.name), help=shown)
 
 
-def cmd_train(args, base: dict | None = None) -> None:
+def cmd_train(args, make_config=None) -> None:
+    """`make_config(recipe, overrides)`: the command's config builder (default ``load_config``)."""
     import dataclasses
     import os
 
     from .engine import load_config, train
     from .engine.config import TrainConfig
 
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
     recipe = args.config
     if args.resume and args.out and not recipe and (Path(args.out) / "config.yaml").is_file():
         recipe = str(Path(args.out) / "config.yaml")  # `--resume --out RUN` alone continues that run
-    cfg = load_config(recipe, overrides, base)
+    cfg = (make_config or load_config)(recipe, overrides)
     result = train(cfg)
     if result["status"] == "interrupted":
         print(f"interrupted: {result['stop_reason']} ({result['run_dir']})", file=sys.stderr)
@@ -185,10 +185,10 @@ def cmd_plot(args) -> None:
 
 # -- evaluate / fuse / report -------------------------------------------------------------------------
 def cmd_evaluate(args) -> None:
-    from .eval.runner import evaluate, format_table, parse_scales
+    from .eval.runner import evaluate, format_table
 
     result = evaluate(args.checkpoint, args.data, args.protocol, out=args.out, force=args.force,
-                      scales=parse_scales(args.scales) if args.scales else None, multi_scale=args.multi_scale,
+                      scales=args.scales, multi_scale=args.multi_scale,
                       device=args.device, amp="off" if args.no_amp else "auto", channels_last=args.channels_last,
                       workers=args.workers,
                       batch_size=args.batch_size, half=args.half, skip_unreadable=args.skip_unreadable,
@@ -254,40 +254,20 @@ def cmd_report(args) -> None:
 
 
 # -- localisation (Appendix A) ------------------------------------------------------------------------
-LOC_DEFAULTS = dict(objective="boxes", head="pcr", lr=1e-3)  # App. A: fine-tuned from a classifier at lr 1e-3
-
-
 def cmd_loc_train(args) -> None:
-    """App. A: a box regressor started from a classification net; unless the recipe or the flags
-    say otherwise, it takes that net's shape and training scale ("trained at the same scale")."""
-    import dataclasses
+    """App. A: a box regressor started from a classification net (its shape and training scale
+    unless the recipe or the flags say otherwise: ``localization.objective.box_config``)."""
+    from .localization.objective import box_config
 
-    from .engine import load_config
-    from .engine.config import TrainConfig
-    from .models.weights import read_meta
-
-    args.objective = "boxes"
-    base = dict(LOC_DEFAULTS)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    init_from = load_config(args.config, overrides, base).init_from if not args.resume else None
-    if init_from and Path(init_from).is_file():
-        meta = read_meta(init_from)
-        spec = meta.model
-        base.update(arch=spec.arch, width=spec.width, fc_dim=spec.fc_dim, crop=spec.crop_size,
-                    batch_norm=spec.batch_norm, dropout=spec.dropout)
-        if meta.train:
-            lo, hi = meta.train.scale
-            base["scale"] = str(lo) if lo == hi else f"{lo}:{hi}"
-    cmd_train(args, base=base)
+    cmd_train(args, make_config=box_config)
 
 
 def cmd_loc_evaluate(args) -> None:
-    from .eval.runner import parse_scales
     from .localization.evaluate import evaluate_loc
     from .localization.report import loc_tables
 
     r = evaluate_loc(args.checkpoint, args.data, out=args.out, force=args.force, gallery=args.gallery,
-                     protocols=tuple(args.protocol), scales=parse_scales(args.scales) if args.scales else None,
+                     protocols=tuple(args.protocol), scales=args.scales,
                      multi_scale=args.multi_scale, classifier=args.classifier, posteriors=args.posteriors,
                      top_k=args.top_k, flip=args.flip, threshold=args.threshold, device=args.device,
                      amp="off" if args.no_amp else "auto", channels_last=args.channels_last, workers=args.workers,
@@ -318,10 +298,9 @@ def cmd_loc_merge(args) -> None:
 
 # -- deep features and linear SVMs (Appendix B) --------------------------------------------------------
 def cmd_features(args) -> None:
-    from .eval.runner import parse_scales
     from .transfer.commands import features_command
 
-    r = features_command(args.checkpoint, args.data, args.out, parse_scales(args.scales) if args.scales else None,
+    r = features_command(args.checkpoint, args.data, args.out, args.scales,
                          args.layer, force=args.force, data_root=args.root, device=args.device,
                          workers=args.workers, batch_size=args.batch_size, amp="off" if args.no_amp else "auto",
                          channels_last=args.channels_last,
@@ -344,7 +323,7 @@ def parse_cs(text: str) -> list[float]:
 
 
 def cmd_transfer(args) -> None:
-    from .eval.runner import parse_scales
+    from .data.transforms import parse_scales
     from .transfer.commands import transfer_command
     from .transfer.report import table11
 
@@ -378,6 +357,8 @@ def cmd_demo(args) -> None:
 
 # -- parser ------------------------------------------------------------------------------------------
 def _commands_localisation(sub) -> None:
+    from .localization.objective import LOC_DEFAULTS
+
     s = sub.add_parser("loc", help="localisation (Appendix A): box-regression nets, protocols 1 and 2, merging")
     lsub = s.add_subparsers(dest="loc_command", metavar="LOC_COMMAND")
     lsub.required = True

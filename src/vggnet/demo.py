@@ -13,13 +13,23 @@ validation and evaluates on exactly those held-out images.
 """
 from __future__ import annotations
 
+import csv
+import io
 import os
 import platform
 import time
 from datetime import datetime
 from pathlib import Path
 
+from .data.datasets import open_source, split_holdout
+from .data.synth import make_synthetic
+from .engine import load_config, train
+from .engine.config import RECIPES, check_settings
+from .engine.objectives import objective_for
+from .engine.plot import plot_run
+from .engine.run import open_data
 from .errors import VGGError
+from .eval.runner import evaluate, format_table
 from .fileio import write_text
 from .tables import columns, render
 
@@ -37,13 +47,9 @@ def _split_user_data(data: Path):
 def _heldout_list(cfg, out: Path) -> str:
     """The images training held out for validation (same split, same seed), as a label file that
     evaluation reads: a demo never reports training images as validation images."""
-    from .data.datasets import open_source, split_holdout
-    from .fileio import write_text
 
     source = open_source(cfg.data)
     _, held = split_holdout(source, cfg.val_fraction, cfg.seed)
-    import csv
-    import io
 
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")  # quoted: a name may hold a comma
@@ -56,8 +62,6 @@ def _heldout_list(cfg, out: Path) -> str:
 def _plan(out, data, workers, progress, overrides):
     """The report folder, the data folders and the recipe, every check made before anything is
     written (a bad setting is refused before the data set is generated)."""
-    from .engine import load_config
-    from .engine.config import RECIPES, check_settings
 
     out = Path(out) if out else Path.cwd() / datetime.now().strftime("vggnet-demo-%Y%m%d-%H%M%S")
     if out.exists() and not out.is_dir():
@@ -75,15 +79,12 @@ def _plan(out, data, workers, progress, overrides):
                                                        out=str(out / "run"), workers=workers, progress=progress))
     check_settings(cfg)
     if data is not None:  # and the user's images are found before the report folder is made
-        from .engine.objectives import objective_for
-        from .engine.run import open_data
         objective_for(cfg).check_source(open_data(cfg)[0])
     return out, cfg, train_dir, val_dir, workers
 
 
 def _evaluate_all(cfg, out: Path, train_dir, val_dir, workers, progress) -> tuple[dict, dict]:
     """Every protocol at one test scale (§4.1) and at three (§4.2), on the validation images."""
-    from .eval.runner import evaluate, format_table
 
     ckpt = out / "run" / "best.safetensors"
     protocols = ["center", "dense", "multicrop", "dense+multicrop"]
@@ -100,9 +101,6 @@ def _evaluate_all(cfg, out: Path, train_dir, val_dir, workers, progress) -> tupl
 
 def run_demo(out=None, data=None, workers=None, progress=True, **overrides) -> dict:
     """The whole pipeline; `overrides` are settings of ``configs/demo.yaml`` (epochs, arch, ...)."""
-    from .data.synth import make_synthetic
-    from .engine import train
-    from .engine.plot import plot_run
 
     t_start = time.perf_counter()
     out, cfg, train_dir, val_dir, workers = _plan(out, data, workers, progress, overrides)

@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from safetensors import SafetensorError, safe_open
+
 from .errors import VGGError
 
 SUFFIX_KINDS = {".md": "Markdown", ".csv": "CSV", ".yaml": "YAML", ".yml": "YAML", ".txt": "text",
@@ -238,7 +240,6 @@ def write_text(path, text: str, errors: str = "backslashreplace") -> Path:
 def read_safetensors(path, what: str, framework: str = "pt") -> tuple[dict, dict]:
     """The header metadata and the tensors of a safetensors file this package wrote (weights,
     posteriors, box predictions, features), every failure said in one line naming the file."""
-    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():

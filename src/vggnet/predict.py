@@ -13,19 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data.imagenet import readable_names
 from .data.images import _to_rgb, load_rgb
-from .data.transforms import MAX_SIDE, Normalizer, Scale, default_scales, rescale
-from .engine.device import make_policy, resolve_device
+from .data.transforms import Normalizer, rescale, resolve_test_scales
 from .errors import VGGError, unknown
 from .eval.protocols import ALL_PROTOCOLS, COMBINED, PROTOCOLS, Evaluator, average_scales, combine
 from .models.weights import load_model
-
-
-def class_names(classes: list[str]) -> list[str]:
-    """Readable names: ImageNet wnids get their class names; other classes are their own names."""
-    from .data.imagenet import imagenet_names
-    names = imagenet_names()
-    return [names.get(c, c) for c in classes]
+from .runtime.device import make_policy, resolve_device
 
 
 def _picture(image):
@@ -52,19 +46,14 @@ def predict(weights, images, protocol: str = "dense", multi_scale: bool = False,
             device: str = "auto", channels_last: str = "auto") -> list[dict]:
     if protocol not in ALL_PROTOCOLS:
         raise unknown("protocol", protocol, ALL_PROTOCOLS)
-    if scales and multi_scale:
-        raise VGGError("give --scales or --multi-scale, not both")
     policy = make_policy(resolve_device(device), "auto", channels_last)
     model, meta = load_model(weights, policy.device) if isinstance(weights, (str, Path)) else weights
     if meta.model.head != "classifier":
         raise VGGError("predict takes a classifier; box regressors are for `vggnet loc evaluate`")
     policy.prepare(model.eval())
     ev = Evaluator(model, Normalizer(meta.preprocessing).to(policy.device), policy)
-    train = Scale(*meta.train.scale) if meta.train else None
-    qs = sorted(set(scales)) if scales else default_scales(train, model.crop_size, multi_scale)
-    if qs[0] < model.crop_size or qs[-1] > MAX_SIDE:
-        raise VGGError(f"test scales must be between the crop size {model.crop_size} and {MAX_SIDE}, got {qs}")
-    names = class_names(meta.classes)
+    qs = resolve_test_scales(scales, multi_scale, meta.train.scale if meta.train else None, model.crop_size)
+    names = readable_names(meta.classes)
     out = []
     for image in images if isinstance(images, (list, tuple)) else [images]:
         label, picture = _picture(image)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from tqdm import tqdm
+
 
 def shown(enabled: bool = True) -> bool:
     return bool(enabled) and sys.stderr.isatty()
@@ -13,7 +15,6 @@ def progress(iterable, total: int | None = None, desc: str = "", enabled: bool =
     """`iterable`, with a bar when asked for and on a terminal."""
     if not shown(enabled):
         return iterable
-    from tqdm import tqdm
     return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=1.0)
 
 
@@ -21,6 +22,5 @@ def bar(total: int, initial: int = 0, desc: str = "", enabled: bool = True):
     """A bar updated by hand (``update(n)``), or None."""
     if not shown(enabled):
         return None
-    from tqdm import tqdm
     return tqdm(total=total, initial=initial, unit="img", unit_scale=True, desc=desc, leave=False,
                 dynamic_ncols=True, mininterval=1.0)

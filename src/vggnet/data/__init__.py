@@ -4,8 +4,17 @@ from .datasets import Source, file_list, image_folder, open_source, split_holdou
 from .images import ImageReadError, load_rgb
 from .loaders import TrainBatches, scaled_loader, train_loader
 from .stats import compute_stats, load_stats, save_stats
-from .transforms import (Normalizer, Scale, TrainTransform, center_crop, check_scale, default_scales, grid_positions,
-                         multicrop, rescale)
+from .transforms import (
+                         Normalizer,
+                         Scale,
+                         TrainTransform,
+                         center_crop,
+                         check_scale,
+                         default_scales,
+                         grid_positions,
+                         multicrop,
+                         rescale,
+)
 
 __all__ = ["Source", "file_list", "image_folder", "open_source", "split_holdout", "ImageReadError", "load_rgb",
            "TrainBatches", "scaled_loader", "train_loader", "compute_stats", "load_stats",

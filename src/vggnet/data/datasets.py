@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import VGGError
 from .images import is_image_file
 
@@ -162,7 +164,6 @@ def open_source(spec, root=None, classes: list[str] | None = None) -> Source:
 
 def split_holdout(source: Source, fraction: float, seed: int = 0) -> tuple[Source, Source]:
     """Split off a deterministic, class-stratified held-out part (for validation)."""
-    import numpy as np
 
     if not 0 < fraction < 1:
         raise VGGError(f"held-out fraction must be in (0, 1), got {fraction}")

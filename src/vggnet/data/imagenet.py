@@ -27,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from scipy.io import loadmat  # imported here: scipy is slow to import and only this needs it
 
 from ..errors import VGGError
 from ..fileio import atomic_write, claim_output
@@ -54,6 +55,12 @@ def imagenet_classes() -> list[str]:
 def imagenet_names() -> dict[str, str]:
     """wnid -> readable class name, in class-index order."""
     return dict(_table())
+
+
+def readable_names(classes: list[str]) -> list[str]:
+    """Readable names: ImageNet wnids get their class names; other classes are their own names."""
+    names = imagenet_names()
+    return [names.get(c, c) for c in classes]
 
 
 def class_name(wnid: str) -> str:
@@ -90,7 +97,6 @@ def devkit_synsets(meta_mat) -> dict[int, str]:
         raise VGGError(f"devkit meta.mat not found: {path}")
     if path.stat().st_size > MAX_META_BYTES:
         raise VGGError(f"{path}: over the {MAX_META_BYTES}-byte limit for the devkit's meta.mat")
-    from scipy.io import loadmat  # imported here: scipy is slow to import and only this needs it
 
     try:
         # Plain arrays and structs only: loadmat builds no MATLAB objects and runs no code.

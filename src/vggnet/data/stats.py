@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from ..errors import VGGError
-from ..fileio import write_json
-from .datasets import Source
+from ..fileio import read_json, write_json
 from ..progress import progress as progress_bar
+from .datasets import Source
 from .loaders import PathImages
 
 PIXELS_PER_IMAGE = 65_536  # a regular subsample of about this many pixels per image
@@ -74,7 +74,6 @@ def load_stats(path) -> dict:
     """A statistics file of ``vggnet stats``, checked: the mean and the eigen-pairs are finite
     numbers of the right shapes (a hand-edited or foreign file is refused here, by name, before a
     run writes anything)."""
-    from ..fileio import read_json
 
     path = Path(path)
     stats = read_json(path, "statistics file")

@@ -14,6 +14,7 @@ Layout: ``OUT/train/<class>/<class>_<n>.jpg``, ``OUT/val/<class>/...``, ``OUT/bo
 """
 from __future__ import annotations
 
+import colorsys
 import csv
 import math
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import VGGError
+from ..progress import progress as progress_bar
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "hexagon", "diamond", "crescent", "arrow")
 TEXTURES = ("stripes", "dots", "checker", "solid")
@@ -110,7 +112,6 @@ def _class_colour(rng, class_index: int, k: int) -> np.ndarray:
     """The object's main colour: a hue that tends towards its class's own (classes 360/k degrees
     apart, sigma 25 degrees, so neighbours overlap), random saturation and brightness. Like the
     colour of a goldfish, it is a hint, not an answer: shape and texture settle the rest."""
-    import colorsys
     hue = (class_index / k + rng.normal(0, 25 / 360)) % 1.0
     r, g, b = colorsys.hsv_to_rgb(hue, rng.uniform(0.45, 1.0), rng.uniform(0.45, 1.0))
     return (np.array([r, g, b]) * 255).astype(np.int64)
@@ -209,7 +210,6 @@ def make_synthetic(out, classes: int = 10, per_class: int = 100, val_per_class: 
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_make_one, jobs, chunksize=32))
     else:
-        from ..progress import progress as progress_bar
         results = [_make_one(j) for j in progress_bar(jobs, len(jobs), "synth", progress)]
     for split in ("train", "val"):
         with open(out / f"boxes-{split}.csv", "w", newline="") as f:

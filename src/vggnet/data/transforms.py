@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import VGGError
 from .images import load_rgb, source_size
+from .preprocessing import Preprocessing
 
 RESAMPLE = Image.BILINEAR  # antialiased when shrinking (Pillow uses the full filter support)
 COLOUR_ALPHA_STD = 0.1  # §3.1 / Krizhevsky et al. 2012: alpha_i ~ N(0, 0.1)
@@ -94,6 +95,41 @@ def default_scales(train_scale, crop: int, multi: bool = False) -> list[int]:
         qs = [lo, (lo + hi) // 2, hi] if multi else [(lo + hi) // 2]
     return sorted({max(crop, q) for q in qs})
 
+
+def parse_scales(text: str) -> list[int]:
+    """``--scales 256,384,512`` -> [256, 384, 512] (sorted, each once)."""
+    try:
+        qs = [int(v) for v in str(text).replace(" ", "").split(",") if v]
+    except ValueError:
+        raise VGGError(f"--scales takes comma-separated integers, e.g. 256,384,512; got {text!r}") from None
+    if not qs:
+        raise VGGError("--scales is empty")
+    return sorted(set(qs))
+
+
+def resolve_test_scales(scales, multi_scale: bool, train_scale, crop: int, default=None) -> list[int]:
+    """The test scales Q of a run, by one rule for evaluate, predict, loc evaluate and features:
+    `scales` as given (comma-separated text or integers), sorted, each once; otherwise the
+    command's own `default` where it has one (features: Appendix B's), else §4.1's single scale or
+    §4.2's three (`multi_scale`) from the training scale (:func:`default_scales`). Giving both
+    `scales` and `multi_scale` is refused; every Q lies between the crop size (every protocol
+    takes crops of that size from the rescaled image) and MAX_SIDE."""
+    if scales and multi_scale:
+        raise VGGError("give --scales or --multi-scale, not both")
+    if isinstance(scales, str):
+        qs = parse_scales(scales)
+    elif scales:
+        if not all(isinstance(q, int) and not isinstance(q, bool) for q in scales):
+            raise VGGError(f"test scales must be integers, got {list(scales)!r}")
+        qs = sorted(set(scales))
+    else:
+        qs = sorted(set(default)) if default else default_scales(train_scale, crop, multi_scale)
+    if qs[0] < crop:
+        raise VGGError(f"test scale Q={qs[0]} is smaller than the crop size {crop}: every protocol takes "
+                       f"crops of that size from the image rescaled to Q (§3.2)")
+    if qs[-1] > MAX_SIDE:
+        raise VGGError(f"test scale Q={qs[-1]} is larger than {MAX_SIDE} pixels")
+    return qs
 
 
 def scaled_size(width: int, height: int, side: int) -> tuple[int, int]:
@@ -180,7 +216,6 @@ class Normalizer(nn.Module):
 
     def __init__(self, preprocessing):
         super().__init__()
-        from ..models.meta import Preprocessing
         p = preprocessing if isinstance(preprocessing, Preprocessing) else Preprocessing.from_dict(preprocessing)
         scale = p.value_range / 255.0
         mean = torch.tensor(p.mean, dtype=torch.float32)

@@ -20,6 +20,7 @@ import torch
 from ..errors import VGGError
 from ..models.meta import WeightsMeta
 from ..models.weights import read_weights, save_weights
+from .schedule import PlateauSchedule
 
 LAST, BEST, FINAL = "last.safetensors", "best.safetensors", "final.safetensors"
 
@@ -74,7 +75,6 @@ def _number(v) -> bool:
 
 def _check_schedule(schedule, damaged) -> None:
     """The plateau schedule's state (§3.1): the fields of PlateauSchedule, a positive finite rate."""
-    from .schedule import PlateauSchedule
 
     fields = {f.name for f in dataclasses.fields(PlateauSchedule)}
     if not isinstance(schedule, dict) or not schedule or set(schedule) - fields or "lr" not in schedule:

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import yaml
 
-from ..data.transforms import Scale
+from ..data.transforms import MAX_SIDE, Scale, check_scale
 from ..errors import VGGError, unknown
+from ..fileio import write_text
+from ..models.arch import check_model_args, resolve_arch
+from ..runtime.device import resolve_device
 
 
 @dataclass
@@ -248,7 +251,6 @@ def to_dict(cfg: TrainConfig) -> dict:
 
 
 def save_config(path, cfg: TrainConfig) -> None:
-    from ..fileio import write_text
     write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
@@ -279,16 +281,12 @@ def _check_range(name: str, value) -> None:
 
 def check_settings(cfg: TrainConfig, world_size: int = 1) -> None:
     """Refuse impossible settings (no file is looked at): the recipe on its own."""
-    from ..data.transforms import MAX_SIDE, check_scale
-    from ..models.zoo import check_model_args
-    from .device import resolve_device
 
     for name, choices in CHOICES.items():
         if getattr(cfg, name) not in choices:
             raise unknown(name.replace("_", "-"), getattr(cfg, name), choices)
     for name in RANGES:
         _check_range(name, getattr(cfg, name))
-    from ..models.zoo import resolve_arch
     cfg.arch, bn = resolve_arch(cfg.arch)  # vgg16 -> D, vgg16_bn -> D with batch norm
     cfg.batch_norm = cfg.batch_norm or bool(bn)
     check_model_args(cfg.arch, 1, cfg.width, cfg.fc_dim, cfg.crop, cfg.dropout)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from ..errors import VGGError
-from ..fileio import loads_json
+from ..fileio import atomic_write, loads_json
 
 MAX_LOG_BYTES = 200_000_000  # one short line per epoch: far more than any run writes
 
@@ -46,15 +48,12 @@ def read_log(run_dir) -> list[dict]:
 
 
 def plot_run(run_dir, out=None) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = read_log(run_dir)
     out = Path(out) if out else Path(run_dir) / "curves.png"
     ep = [r["epoch"] for r in rows]
     errors = [k for k in rows[-1] if k.endswith("_err")]
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = Figure(figsize=(13, 3.6))  # no pyplot: no global figure state, no GUI backend
+    ax = fig.subplots(1, 3)
     ax[0].plot(ep, [r["train_loss"] for r in rows], "o-")
     ax[0].set(title="training loss", xlabel="epoch")
     for key in errors:
@@ -70,7 +69,5 @@ def plot_run(run_dir, out=None) -> Path:
     for a in ax:
         a.grid(alpha=0.3)
     fig.tight_layout()
-    from ..fileio import atomic_write
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
     return out

@@ -15,16 +15,22 @@ import torch
 
 from ..data.datasets import Source, open_source, split_holdout
 from ..data.loaders import TrainBatches, train_loader
+from ..data.preprocessing import Preprocessing
 from ..data.stats import compute_stats, load_stats, save_stats
 from ..data.transforms import Normalizer, TrainTransform, default_scales
 from ..errors import VGGError
 from ..models import VGG, create_model, init_weights, load_model, warm_start
-from ..models.meta import Preprocessing, TrainInfo, WeightsMeta
+from ..models.meta import TrainInfo, WeightsMeta
 from .checkpoint import LAST, TrainState, load_last, load_optimizer_tensors
 from .config import RESUME_MAY_CHANGE, TrainConfig, same_setting, save_config, to_dict
 
 LOCK = "run.lock"
-from .device import DevicePolicy, make_policy
+import fcntl
+import os
+
+from ..models.weights import check_state_dict, read_meta
+from ..runtime.device import DevicePolicy, make_policy
+from .config import read_recipe
 from .distributed import Dist
 from .schedule import PlateauSchedule
 
@@ -76,11 +82,9 @@ def saved_config(run: Path) -> dict:
     path = run / "config.yaml"
     if not path.is_file():
         if (run / LAST).is_file():
-            from ..models.weights import read_meta
             train = read_meta(run / LAST).train
             return dict(train.config) if train else {}
         return {}
-    from .config import read_recipe
     try:
         return read_recipe(path)  # the same checks as a recipe: bounded, UTF-8, a flat mapping
     except VGGError as e:
@@ -110,8 +114,6 @@ def check_run_dir(cfg: TrainConfig) -> None:
 def lock_run_dir(run: Path):
     """An exclusive lock on the run folder for this process's lifetime (released by the system
     even when the process is killed): two runs never write into one folder."""
-    import fcntl
-    import os
 
     handle = open(run / LOCK, "a+")
     try:
@@ -246,7 +248,6 @@ def make_optimizer(cfg: TrainConfig, net: VGG, policy: DevicePolicy) -> torch.op
 
 def restore(run: "Run") -> None:
     """Load a resumed run's weights, momentum, schedule and position from ``last``."""
-    from ..models.weights import check_state_dict
 
     tensors, saved, state = load_last(run.run_dir)
     weights = {k: v for k, v in tensors.items() if not k.startswith("optim.")}

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import VGGError
+from ..fileio import write_text
 
 LOG, BAD = "log.jsonl", "bad_images.txt"
 
@@ -26,7 +27,6 @@ class RunLog:
         """A resumed run's log is its checkpoint's history: an epoch whose line a kill cut off
         is not lost, and none is written twice."""
         if self.enabled:
-            from ..fileio import write_text
             write_text(self.run_dir / LOG, "".join(json.dumps(r) + "\n" for r in history))
 
     def epoch(self, record: dict, bad: list[str]) -> None:

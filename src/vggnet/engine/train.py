@@ -23,13 +23,14 @@ import torch
 
 from ..data.loaders import center_loader
 from ..errors import VGGError
-from ..eval.protocols import forward
+from ..progress import bar as progress_bar
+from ..runtime.forward import forward
 from . import distributed
 from .checkpoint import LAST, save_best, save_final, save_last
-from .config import TrainConfig, validate as validate_config
+from .config import TrainConfig
+from .config import validate as validate_config
 from .objectives import objective_for
 from .run import Run, build_run, train_mode
-from ..progress import bar as progress_bar
 from .runlog import RunLog
 
 SYNC_EVERY = 10  # steps between host synchronisations (finiteness check, progress, stop flag)

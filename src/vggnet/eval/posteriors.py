@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 
 import torch
+import safetensors.torch
 
 from ..errors import VGGError
-from ..fileio import atomic_write, loads_json, read_safetensors, write_json
+from ..fileio import atomic_write, loads_json, read_json, read_safetensors, write_json
 
 POSTERIORS, RESULTS = "posteriors.safetensors", "results.json"
 
@@ -23,13 +24,12 @@ def save_posteriors(out, ids: list[str], classes: list[str], labels: torch.Tenso
                     scales: list[int], protocols: list[str], half: bool = False, root: str | None = None) -> Path:
     """`probs` maps "protocol" and "protocol@Q" to (N, C) posteriors; `root` is the folder the
     ids are relative to (so that other tools can find the images)."""
-    from safetensors.torch import save_file
 
     dtype = torch.float16 if half else torch.float32
     tensors = {"labels": labels.contiguous(), **{f"probs/{k}": v.to(dtype).contiguous() for k, v in probs.items()}}
     header = {"ids": json.dumps(ids), "classes": json.dumps(classes), "scales": json.dumps(list(scales)),
               "protocols": json.dumps(list(protocols)), "root": json.dumps(str(root) if root else None)}
-    return atomic_write(Path(out) / POSTERIORS, lambda tmp: save_file(tensors, tmp, metadata=header))
+    return atomic_write(Path(out) / POSTERIORS, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=header))
 
 
 def load_posteriors(run_dir) -> dict:
@@ -69,7 +69,6 @@ def save_results(out, result: dict) -> Path:
 def read_results(run_dir) -> dict:
     """An evaluation folder's ``results.json``, checked: the fields the tables read are there and
     are what they should be (numbers, scales), else the file is refused by name."""
-    from ..fileio import read_json
 
     path = Path(run_dir) / RESULTS
     if not path.is_file():

@@ -17,24 +17,16 @@ import torch
 import torch.nn.functional as F
 
 from ..data.transforms import Normalizer, center_crop, multicrop
+from ..runtime.device import DevicePolicy
+from ..runtime.forward import forward
 
 COMBINED = {"dense+multicrop": ("dense", "multicrop")}  # §4.3
-
-
-def forward(module, normalizer: Normalizer, policy, images: torch.Tensor) -> torch.Tensor:
-    """`module`'s float32 outputs on uint8 images, under the device policy (training-time
-    validation calls this too, so there is one path from pixels to outputs)."""
-    x = normalizer(images.to(policy.device, non_blocking=True), channels_last=policy.channels_last)
-    with policy.autocast():
-        out = module(x)
-    return out.float()
 
 
 class Evaluator:
     """A net, its input normalisation and a device policy, applied under each protocol."""
 
     def __init__(self, model, normalizer: Normalizer, policy, crop_batch: int = 50):
-        from ..engine.device import DevicePolicy
         if not isinstance(policy, DevicePolicy):  # a device name: the plain fp32 policy
             policy = DevicePolicy(torch.device(policy))
         self.model, self.norm, self.policy, self.crop_batch = model, normalizer, policy, crop_batch

@@ -18,15 +18,15 @@ import torch
 
 from ..data.datasets import open_source
 from ..data.loaders import scaled_loader
-from ..data.transforms import MAX_SIDE, Normalizer, Scale, default_scales
-from ..engine.device import make_policy, resolve_device
+from ..data.transforms import Normalizer, Scale, resolve_test_scales
 from ..errors import VGGError, unknown
 from ..fileio import claim_folder
 from ..models.weights import load_model
 from ..progress import progress
+from ..runtime.device import make_policy, resolve_device
 from ..tables import columns, render
-from .metrics import topk_errors
 from .batching import SizeBatcher
+from .metrics import topk_errors
 from .posteriors import POSTERIORS, RESULTS, save_posteriors, save_results
 from .protocols import ALL_PROTOCOLS, COMBINED, PROTOCOLS, Evaluator, average_scales, combine, passes_for
 
@@ -34,7 +34,7 @@ from .protocols import ALL_PROTOCOLS, COMBINED, PROTOCOLS, Evaluator, average_sc
 @dataclass
 class EvalOptions:
     protocols: tuple = ("dense",)
-    scales: list | None = None  # test scales Q; default from the training scale (§4.1 / §4.2)
+    scales: list | str | None = None  # test scales Q; default from the training scale (§4.1 / §4.2)
     multi_scale: bool = False
     device: str = "auto"
     amp: str = "auto"  # bf16 autocast on CUDA unless "off"
@@ -46,16 +46,6 @@ class EvalOptions:
     skip_unreadable: bool = False
     data_root: str | None = None
     progress: bool = False
-
-
-def parse_scales(text: str) -> list[int]:
-    try:
-        qs = [int(v) for v in str(text).replace(" ", "").split(",") if v]
-    except ValueError:
-        raise VGGError(f"--scales takes comma-separated integers, e.g. 256,384,512; got {text!r}") from None
-    if not qs:
-        raise VGGError("--scales is empty")
-    return sorted(set(qs))
 
 
 def plan(checkpoint, data, opts: EvalOptions) -> dict:
@@ -70,17 +60,10 @@ def plan(checkpoint, data, opts: EvalOptions) -> dict:
     if meta.model.head != "classifier":
         raise VGGError(f"{checkpoint} is a box regressor ({meta.model.head.upper()}); evaluate it with "
                        f"`vggnet loc evaluate`")
-    if opts.scales and opts.multi_scale:
-        raise VGGError("give --scales or --multi-scale, not both")
     model.eval()
     policy.prepare(model)
     crop = model.crop_size
-    train_scale = Scale(*meta.train.scale) if meta.train else None
-    qs = sorted(set(opts.scales)) if opts.scales else default_scales(train_scale, crop, opts.multi_scale)
-    if qs[0] < crop:
-        raise VGGError(f"test scale Q={qs[0]} is smaller than the crop size {crop}")
-    if qs[-1] > MAX_SIDE:
-        raise VGGError(f"test scale Q={qs[-1]} is larger than {MAX_SIDE} pixels")
+    qs = resolve_test_scales(opts.scales, opts.multi_scale, meta.train.scale if meta.train else None, crop)
     source = open_source(data, opts.data_root, classes=meta.classes)
     evaluator = Evaluator(model, Normalizer(meta.preprocessing).to(policy.device), policy)
     return dict(meta=meta, model=model, crop=crop, scales=qs, source=source, evaluator=evaluator,

@@ -34,6 +34,7 @@ from PIL import Image
 from ..data.datasets import Source, split_holdout
 from ..data.images import IMAGE_EXTENSIONS
 from ..errors import VGGError
+from ..fileio import claim_output, write_text
 
 BOX_TOLERANCE = 1.0  # px: coordinates this far outside the image are float rounding, clipped
 MAX_XML_BYTES = 1 << 20  # an annotation is a few KB; anything this large is not one
@@ -419,7 +420,6 @@ def split_by_image(source: BoxSource, fraction: float, seed: int = 0) -> tuple[B
 def write_box_csv(source: BoxSource, path, force: bool = False) -> Path:
     """Write `source` in the box CSV format (ids relative to its root; read it back with
     ``read_box_csv(path, root=source.root)``): e.g. a fixed hold-out saved for later runs."""
-    from ..fileio import claim_output, write_text
 
     path = claim_output(path, "CSV", force)
     rows = ["path,wnid,xmin,ymin,xmax,ymax"]

@@ -30,18 +30,23 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import safetensors.torch
 
+from ..data.imagenet import readable_names
 from ..data.loaders import scaled_loader
-from ..data.transforms import MAX_SIDE, Normalizer, Scale, center_crop, default_scales
-from ..engine.device import make_policy, resolve_device
+from ..data.transforms import Normalizer, Scale, center_crop, default_scales, resolve_test_scales
 from ..errors import VGGError
-from ..eval.protocols import forward
+from ..eval.posteriors import load_posteriors
 from ..fileio import atomic_write, claim_folder, loads_json, read_safetensors, write_json
 from ..models.weights import load_model
 from ..progress import progress
+from ..runtime.device import make_policy, resolve_device
+from ..runtime.forward import forward
+from .boxdata import split_by_image
 from .boxes import clip, decode, dense_windows, window_to_image
+from .gallery import contact_sheet
 from .merge import merge_per_class, rank_guesses
-from .metrics import gt_class_box_error, localisation_error
+from .metrics import box_hits, gt_class_box_error, localisation_error
 from .objective import open_boxes
 
 BOXES, RESULTS = "boxes.safetensors", "results.json"
@@ -71,7 +76,6 @@ class LocOptions:
 # -- planning -------------------------------------------------------------------------------------
 def _class_scores_from_posteriors(folder, classes) -> dict:
     """Saved image posteriors by absolute image path: {path: (C,) scores}."""
-    from ..eval.posteriors import load_posteriors
     post = load_posteriors(folder)
     if post["classes"] != list(classes):
         raise VGGError(f"{folder}: posteriors over other classes than the localisation net's")
@@ -93,8 +97,6 @@ def plan(checkpoint, data, opts: LocOptions) -> dict:
     check_threshold(opts.threshold)
     if opts.classifier and opts.posteriors:
         raise VGGError("give --classifier or --posteriors, not both")
-    if opts.scales and opts.multi_scale:
-        raise VGGError("give --scales or --multi-scale, not both")
     policy = make_policy(resolve_device(opts.device), opts.amp, opts.channels_last)
     model, meta = load_model(checkpoint, policy.device)
     if meta.model.head == "classifier":
@@ -104,9 +106,7 @@ def plan(checkpoint, data, opts: LocOptions) -> dict:
     source = open_boxes(data, opts.data_root, meta.classes, opts.on_bad_box)
     train = Scale(*meta.train.scale) if meta.train else None
     center_q = default_scales(train, model.crop_size)[0]
-    qs = sorted(set(opts.scales)) if opts.scales else default_scales(train, model.crop_size, opts.multi_scale)
-    if qs[0] < model.crop_size or qs[-1] > MAX_SIDE:
-        raise VGGError(f"test scales must be between the crop size {model.crop_size} and {MAX_SIDE}, got {qs}")
+    qs = resolve_test_scales(opts.scales, opts.multi_scale, train, model.crop_size)
     p = dict(model=model, meta=meta, source=source, policy=policy, center_q=center_q, scales=qs,
              norm=Normalizer(meta.preprocessing).to(policy.device), classifier=None, saved_scores=None)
     if "dense" in opts.protocols:
@@ -214,7 +214,6 @@ def run_pass(p: dict, opts: LocOptions) -> dict:
 
 # -- saved predictions ------------------------------------------------------------------------------
 def save_predictions(out: Path, p: dict, passed: dict, checkpoint, data) -> Path:
-    from safetensors.torch import save_file
 
     raw = passed["raw"]
     cat = (lambda k: np.concatenate([r[k] for r in raw]) if raw else np.zeros((0, 4) if k == 2 else 0))
@@ -229,7 +228,7 @@ def save_predictions(out: Path, p: dict, passed: dict, checkpoint, data) -> Path
     header = {"vggnet-boxes": json.dumps(dict(ids=[im.id for im in p["source"].images], classes=p["source"].classes,
                                               checkpoint=str(checkpoint), data=str(data), scales=p["scales"],
                                               center_q=p["center_q"], head=p["meta"].model.head))}
-    return atomic_write(out / BOXES, lambda tmp: save_file(tensors, tmp, metadata=header))
+    return atomic_write(out / BOXES, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=header))
 
 
 def load_predictions(folder) -> dict:
@@ -313,7 +312,6 @@ def mean_training_box(meta) -> np.ndarray | None:
     localisation net was trained on (its recorded config), the held-out part excluded."""
     cfg = (meta.train.config if meta.train else {}) or {}
     try:
-        from .boxdata import split_by_image
         src = open_boxes(cfg["data"], cfg.get("data_root"), meta.classes, "skip")
         if not cfg.get("val_data"):
             src, _ = split_by_image(src, cfg.get("val_fraction", 0.05), cfg.get("seed", 0))
@@ -427,10 +425,7 @@ def merge_runs(dirs, data, threshold: float | None = None, tune: bool = False, t
 def draw_gallery(pred: dict, source, threshold: float, out_png, n: int = 16, top_k: int = 5) -> Path:
     """A contact sheet of `n` images (the first of each class in turn, so every class shows): the
     ground-truth boxes and the top-1 guess of protocol 2 (or protocol 1's box), green when right."""
-    from ..predict import class_names
-    from .gallery import contact_sheet
-    from .metrics import box_hits
-    names = class_names(source.classes)  # readable names for ImageNet wnids
+    names = readable_names(source.classes)  # readable names for ImageNet wnids
     dense = len(pred["boxes"]) > 0
     guesses = _guesses(pred, threshold, 1) if dense else None
     order = sorted(range(len(source)), key=lambda i: (sum(source.images[j].label == source.images[i].label

@@ -21,9 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine.config import TrainConfig, load_config
+from ..engine.objectives import register_objective
 from ..errors import VGGError
+from ..models.weights import read_meta
 from .boxdata import BoxSource, read_box_csv, read_voc_annotations, split_by_image
-from .boxes import boxes_through_transform, decode, training_target
+from .boxes import training_target
 
 IOU_THRESHOLD = 0.5  # the ILSVRC rule (Appendix A)
 
@@ -108,7 +111,6 @@ class BoxRegression:
     def open_data(self, cfg):
         classes = None
         if cfg.init_from and Path(cfg.init_from).is_file():
-            from ..models.weights import read_meta
             classes = read_meta(cfg.init_from).classes  # the classifier's class order (PCR outputs)
         train = open_boxes(cfg.data, cfg.data_root, classes, self.on_bad_box)
         if cfg.val_data:
@@ -179,14 +181,43 @@ class BoxRegression:
                 f"{record['val_loc_err']:5.1f}%  val loss {record['val_loss']:.4f}")
 
 
-def crop_boxes_to_image(pred_params: np.ndarray, drawn: dict, size, crop: int) -> np.ndarray:
-    """Boxes predicted on a crop (params) -> original-image pixels (for protocol 1's saved boxes)."""
-    boxes = decode(pred_params, (drawn["x"], drawn["y"]), crop)
-    w, h = drawn["size"]
-    boxes[:, 0::2] *= size[0] / w
-    boxes[:, 1::2] *= size[1] / h
-    return boxes
+# App. A: a box regressor is fine-tuned from a classification net at lr 1e-3, per-class (PCR) by default.
+LOC_DEFAULTS = dict(objective="boxes", head="pcr", lr=1e-3)
 
 
-__all__ = ["BoxRegression", "BoxTargets", "CenterBoxTargets", "open_boxes", "box_iou", "params_to_boxes",
-           "crop_boxes_to_image", "boxes_through_transform"]
+def classifier_settings(init_from) -> dict:
+    """The settings a box regressor takes from the classification net it starts from (App. A:
+    "trained at the same scale"): its shape (arch, width, fc-dim, crop, batch norm, dropout) and
+    its training scale S."""
+    meta = read_meta(init_from)
+    spec = meta.model
+    settings = dict(arch=spec.arch, width=spec.width, fc_dim=spec.fc_dim, crop=spec.crop_size,
+                    batch_norm=spec.batch_norm, dropout=spec.dropout)
+    if meta.train:
+        lo, hi = meta.train.scale
+        settings["scale"] = str(lo) if lo == hi else f"{lo}:{hi}"
+    return settings
+
+
+def box_config(recipe=None, overrides: dict | None = None) -> TrainConfig:
+    """The config of a box-regression run (``vggnet loc train``): the defaults <- LOC_DEFAULTS <-
+    the settings of the classifier in ``init_from`` <- the recipe <- `overrides` (the flags; None
+    means not given). So a recipe or a flag wins over what the classifier says, and a resumed run
+    keeps its own config."""
+    overrides = dict(overrides or {}, objective="boxes")
+    base = dict(LOC_DEFAULTS)
+    init_from = None if overrides.get("resume") else load_config(recipe, overrides, base).init_from
+    if init_from and Path(init_from).is_file():
+        base.update(classifier_settings(init_from))
+    return load_config(recipe, overrides, base)
+
+
+@register_objective("boxes")
+def _box_regression(cfg) -> BoxRegression:
+    if cfg.head not in ("scr", "pcr"):
+        raise VGGError("--objective boxes needs a box head: --head scr or pcr (App. A)")
+    return BoxRegression(per_class=cfg.head != "scr", on_bad_box=cfg.on_bad_box).bind(cfg.crop)
+
+
+__all__ = ["BoxRegression", "BoxTargets", "CenterBoxTargets", "open_boxes", "box_iou", "params_to_boxes", "LOC_DEFAULTS",
+           "classifier_settings", "box_config"]

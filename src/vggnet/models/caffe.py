@@ -50,13 +50,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.preprocessing import PRESETS, Preprocessing
 from ..errors import VGGError
 from ..fileio import atomic_write
 from .configs import TABLE1, parse_config
-from .vgg import FC_NAMES, VGG, scaled_width
-from .meta import PRESETS, ArchSpec, Preprocessing, WeightsMeta
+from .meta import ArchSpec, WeightsMeta
+from .vgg import FC_NAMES, VGG, model_from_spec, scaled_width
 from .weights import default_classes
-from .zoo import model_from_spec
 
 MAX_FILE_BYTES = 2 * 1024 ** 3  # the release's files are about 530 MiB (16 layers) and 550 MiB (19)
 MAX_PROTOTXT_BYTES = 16 * 1024 ** 2

@@ -16,11 +16,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data.preprocessing import PRESETS
 from ..errors import VGGError
 from ..fileio import claim_output
-from .meta import PRESETS
-from .weights import (classes_file, export_torchvision, fold_check, fold_preprocessing, import_torchvision,
-                      is_vggnet_file, load_model, read_class_names, save_weights)
+from .caffe import import_caffe
+from .weights import (
+    classes_file,
+    export_torchvision,
+    fold_check,
+    fold_preprocessing,
+    import_torchvision,
+    is_vggnet_file,
+    load_model,
+    read_class_names,
+    save_weights,
+)
 
 FOLD_TOLERANCE = 0.01  # largest change of a soft-max output accepted from folding (border effect)
 
@@ -55,7 +65,6 @@ def to_vggnet(src, dst, arch: str | None = None, classes_path=None, prototxt=Non
     dst = claim_output(dst, "vggnet weights", force)
     classes = read_class_names(classes_path) if classes_path else None
     if src.suffix.lower() == ".caffemodel":
-        from .caffe import import_caffe
         model, meta = import_caffe(src, prototxt=prototxt, classes=classes)
     else:
         if prototxt:

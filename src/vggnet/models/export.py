@@ -10,6 +10,10 @@ random images (two sizes for the dense variant) and compared with PyTorch. The c
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import warnings
 
 import torch
 from torch import nn
@@ -85,10 +89,6 @@ def export_onnx(checkpoint, out, dense: bool = False, force: bool = False) -> di
     output = ("box_map" if dense else "boxes") if boxes else ("score_map" if dense else "scores")
 
     def write(tmp):
-        import contextlib
-        import io
-        import logging
-        import warnings
         quiet = logging.getLogger("torch.onnx")
         level = quiet.level
         quiet.setLevel(logging.ERROR)  # the exporter's notes about optional torchvision operators

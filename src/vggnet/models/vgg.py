@@ -13,16 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import VGGError
+from .arch import check_crop_size, check_model_args, resolve_arch
 from .configs import LRN_PARAMS, parse_config
 from .meta import ArchSpec
 
 FC_NAMES = ("fc6", "fc7", "fc8")
-
-
-def check_crop_size(crop_size: int) -> int:
-    if not isinstance(crop_size, int) or crop_size < 32 or crop_size % 32:
-        raise VGGError(f"crop size must be a multiple of 32 and >= 32 (five 2x2 poolings), got {crop_size}")
-    return crop_size
 
 
 def _check_input(x: torch.Tensor, crop: int, dense: bool) -> None:
@@ -166,3 +161,12 @@ class VGG(nn.Module):
                 if name in wanted:
                     out[name] = torch.flatten(x, 1) if crop else x
         return {n: out[n] for n in names}
+
+
+def model_from_spec(spec: ArchSpec) -> VGG:
+    """The net `spec` describes, its arguments checked (a torchvision name such as ``vgg16_bn``
+    resolved to its letter and batch norm); PyTorch's default initialisation."""
+    letter, bn = resolve_arch(spec.arch)
+    check_model_args(letter, spec.num_classes, spec.width, spec.fc_dim, spec.crop_size, spec.dropout, spec.head)
+    return VGG(letter, spec.num_classes, width=spec.width, fc_dim=spec.fc_dim, crop_size=spec.crop_size,
+               dropout=spec.dropout, batch_norm=spec.batch_norm if bn is None else bn, head=spec.head)

@@ -12,16 +12,21 @@ with the architecture inferred from the number of conv layers.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+import safetensors.torch
 
+from ..data.imagenet import imagenet_classes
+from ..data.preprocessing import PRESETS
+from ..data.transforms import Normalizer
 from ..errors import VGGError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, file_kind, write_text
 from .configs import TORCHVISION_NAMES
-from .meta import PRESETS, ArchSpec, WeightsMeta
-from .vgg import VGG
-from .zoo import model_from_spec
+from .meta import ArchSpec, WeightsMeta
+from .vgg import VGG, model_from_spec
 
 TORCHVISION_TO_CONFIG = {v: k for k, v in TORCHVISION_NAMES.items()}
 CONV_COUNT_TO_CONFIG = {8: "A", 10: "B", 13: "D", 16: "E"}
@@ -32,7 +37,6 @@ def save_weights(path, model: VGG, meta, extra_tensors: dict | None = None) -> P
     """Write `model`'s weights and `meta` (a :class:`WeightsMeta`, or a plain mapping read through
     it) atomically. `extra_tensors` (e.g. optimizer state) are stored beside the weights under
     their own key prefix. Non-finite weights are refused: a file we write is always usable."""
-    from safetensors.torch import save_file
 
     if not isinstance(meta, WeightsMeta):
         meta = WeightsMeta.from_dict(dict(meta), str(path), model=model.spec)
@@ -43,20 +47,17 @@ def save_weights(path, model: VGG, meta, extra_tensors: dict | None = None) -> P
             raise VGGError(f"refusing to write {path}: weight {k!r} is not finite (the run diverged)")
     for k, v in (extra_tensors or {}).items():
         tensors[k] = v.detach().to("cpu").contiguous()
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={HEADER_KEY: meta.to_json()}))
+    return atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata={HEADER_KEY: meta.to_json()}))
 
 
 def _header(path: Path) -> dict:
-    from safetensors import SafetensorError
-    from safetensors.torch import safe_open
 
     if not path.is_file():
         raise VGGError(f"weights file not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safetensors.torch.safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        from ..fileio import file_kind
         kind = file_kind(path)
         if kind in ("PyTorch state dict", "Caffe weights"):
             raise VGGError(f"{path}: {kind}; import it first: vggnet convert {path} NAME.safetensors") from None
@@ -86,12 +87,10 @@ def read_meta(path) -> WeightsMeta:
 
 def read_weights(path) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
     """The tensors and metadata of one of our weight files, with a clear error if it is not one."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     meta = read_meta(path)
     try:
-        tensors = load_file(str(path))
+        tensors = safetensors.torch.load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise VGGError(f"{path}: not a readable safetensors file ({e})") from None
     return tensors, meta
@@ -141,7 +140,6 @@ def default_classes(n: int) -> list[str]:
     """Class names for weights that carry none: the ImageNet-1k wnids in index order for a
     1000-output net (the order of torchvision's and Caffe's releases), else "0".."n-1"."""
     if n == 1000:
-        from ..data.imagenet import imagenet_classes
         return imagenet_classes()
     return [str(i) for i in range(n)]
 
@@ -152,10 +150,8 @@ def _read_foreign_state(path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise VGGError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
         try:
-            return load_file(str(path))
+            return safetensors.torch.load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise VGGError(f"{path}: not a readable safetensors file ({e})") from None
     try:
@@ -237,7 +233,6 @@ def fold_preprocessing(model: VGG, source, target) -> VGG:
     mean and std is folded into conv1_1 (y_src = a * y_tgt + b per channel: W' = W a, bias' =
     bias + sum(W b)). Exact away from the image border; on the one-pixel border the zero padding
     stands for the target's mean colour instead of the source's (`fold_check` measures it)."""
-    import copy
     folded = copy.deepcopy(model).cpu()
     conv = folded.weight_layers()["conv1_1"]
     order = [2, 1, 0] if source.channel_order != target.channel_order else [0, 1, 2]
@@ -258,7 +253,6 @@ def fold_preprocessing(model: VGG, source, target) -> VGG:
 def fold_check(model: VGG, folded: VGG, source, target, images: int = 4) -> float:
     """The largest difference of soft-max outputs between `model` on `source` input and `folded`
     on `target` input, over random images (the border effect of :func:`fold_preprocessing`)."""
-    from ..data.transforms import Normalizer
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (images, 3, model.crop_size, model.crop_size), dtype=torch.uint8, generator=g)
     was = model.training
@@ -281,12 +275,10 @@ def export_torchvision(model: VGG, path, classes=None) -> Path:
         raise VGGError(f"a {model.spec.head} box regressor has no torchvision counterpart")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if str(path).endswith(".safetensors"):
-        from safetensors.torch import save_file
-        atomic_write(path, lambda tmp: save_file(state, tmp))
+        atomic_write(path, lambda tmp: safetensors.torch.save_file(state, tmp))
     else:
         atomic_write(path, lambda tmp: torch.save(state, tmp))
     if classes is not None:  # after the weights: a failed export leaves neither file
-        from ..fileio import write_text
         try:
             write_text(classes_file(path), "".join(f"{c}\n" for c in classes))
         except BaseException:

@@ -5,8 +5,15 @@ Pipeline: :func:`compute_features` (per-scale descriptors of a fixed net) -> :fu
 or :func:`run_multilabel` (VOC-style, mean AP) -> :func:`save_results` -> :func:`table11`.
 """
 from .datasets import MultiLabelSource, multilabel_csv, open_transfer_source, source_labels
-from .descriptors import (COMBINE_MODES, combine_scales, compute_features, descriptor_matrix,
-                          features_from_checkpoint, l2_normalise, pooled_descriptor)
+from .descriptors import (
+                          COMBINE_MODES,
+                          combine_scales,
+                          compute_features,
+                          descriptor_matrix,
+                          features_from_checkpoint,
+                          l2_normalise,
+                          pooled_descriptor,
+)
 from .features_file import load_features, save_features, stack_nets, subset_features
 from .metrics import auc_ap, confusion_matrix, mean_class_recall, voc07_ap
 from .protocols import AP_KINDS, load_results, run_multilabel, run_splits, save_confusion_png, save_results

@@ -17,29 +17,20 @@ from pathlib import Path
 
 from ..errors import VGGError
 from ..fileio import claim_folder, claim_output
+from .descriptors import features_from_checkpoint
 from .features_file import load_features, save_features, stack_nets, subset_features
 from .protocols import run_multilabel, run_splits, save_results
 from .splits import load_splits, random_holdout, random_splits, save_splits
 from .svm import DEFAULT_CS
 
-PAPER_SCALES = (256, 384, 512)  # Appendix B: Q in {256, 384, 512} (VOC also 640, 768), scaled by crop/224
-
-
-def default_feature_scales(crop: int) -> list[int]:
-    return sorted({max(crop, round(q * crop / 224)) for q in PAPER_SCALES})
-
 
 def features_command(checkpoint, data, out, scales=None, layer: str = "fc7", force: bool = False, **options) -> dict:
     """Compute and save the descriptors of `data` (see :func:`descriptors.features_from_checkpoint`)."""
-    from ..models.weights import read_meta
-    from .descriptors import features_from_checkpoint
 
     out = claim_output(out, "features", force)
-    crop = read_meta(checkpoint).model.crop_size
-    qs = sorted(set(scales)) if scales else default_feature_scales(crop)
-    features = features_from_checkpoint(checkpoint, data, qs, layer, **options)
+    features = features_from_checkpoint(checkpoint, data, scales, layer, **options)
     save_features(out, features, force=True)  # claimed above
-    return dict(out=str(out), images=len(features["ids"]), scales=qs, layer=layer, dim=features["nets"][0]["dim"],
+    return dict(out=str(out), images=len(features["ids"]), scales=features["scales"], layer=layer, dim=features["nets"][0]["dim"],
                 classes=len(features["classes"]), label_kind=features["label_kind"],
                 images_per_s=features.get("images_per_s"), unreadable=features["unreadable"])
 

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import save_file
 
 from ..errors import VGGError
 from ..fileio import atomic_write, read_safetensors
@@ -24,7 +25,6 @@ META_FIELDS = ("ids", "classes", "label_kind", "layer", "scales", "nets", "data"
 
 def save_features(path, features: dict, force: bool = False) -> Path:
     """Write `features` atomically; an existing file is replaced only with `force`."""
-    from safetensors.numpy import save_file
 
     path = Path(path)
     if path.exists() and not force:

@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from ..errors import VGGError
 from ..fileio import atomic_write, claim_folder, write_json, write_text
@@ -133,7 +134,6 @@ def run_multilabel(train_features: dict, test_features: dict, combine: str = "av
 def save_confusion_png(cm, classes, path, title: str | None = None) -> Path:
     """A confusion matrix as a PNG: rows = true class, columns = predicted; shading is the row-
     normalised fraction (so unequal class sizes compare), cells show counts when they fit."""
-    from matplotlib.figure import Figure
 
     cm = np.asarray(cm)
     k = len(classes)

@@ -17,6 +17,8 @@ import time
 import warnings
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.svm import LinearSVC
 
 from ..errors import VGGError
 from .metrics import auc_ap, mean_class_recall
@@ -48,7 +50,6 @@ class PerClassSVM:
 
 
 def _linear_svc(C: float, seed: int, max_iter: int):
-    from sklearn.svm import LinearSVC
     return LinearSVC(C=C, dual="auto", max_iter=max_iter, random_state=seed)
 
 
@@ -66,7 +67,6 @@ def fit_linear_svm(x, y, kind: str, C: float, seed: int = 0, max_iter: int = MAX
                    classes=None, final: bool = True) -> dict:
     """One fit at a given C. Returns dict(model, seconds, converged). With `final`, a multi-label
     class without positive (or negative) training images is an error naming the class."""
-    from sklearn.exceptions import ConvergenceWarning
 
     x, y = _check_xy(x, y, kind)
     t0 = time.perf_counter()
