@@ -3,12 +3,12 @@ classifier (in the library, so that Python callers get it as the CLI does)."""
 
 import pytest
 
+from conftest import tiny
 from vggnet.data.transforms import MAX_SIDE, resolve_test_scales
 from vggnet.errors import VGGError
 from vggnet.localization.objective import box_config
 from vggnet.models import WeightsMeta, save_weights
 from vggnet.models.meta import TrainInfo
-from conftest import tiny
 
 
 def test_test_scales_given_are_sorted_once_from_text_or_integers():

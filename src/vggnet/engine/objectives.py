@@ -10,8 +10,7 @@ resumes or is distributed.
 The interface, for a new objective:
 
 - ``name``; ``head`` (the :class:`ArchSpec` head the net is built with); ``monitor``: the key of
-  the validation summary the plateau schedule watches (lower is better); ``figure``: the key
-  printed as the run's headline.
+  the validation summary the plateau schedule watches (lower is better).
 - ``open_data(cfg)``: the (training, validation) sources (default: image folders or label files);
 - ``check_source(source)``: refuse training data the objective cannot learn from;
 - ``train_targets(source)`` / ``val_targets(source, crop)``: None, or a picklable

@@ -29,7 +29,7 @@ import fcntl
 import os
 
 from ..models.weights import check_state_dict, read_meta
-from ..runtime.device import DevicePolicy, make_policy
+from ..runtime.device import DevicePolicy, configure_backends, make_policy
 from .config import read_recipe
 from .distributed import Dist
 from .schedule import PlateauSchedule
@@ -279,6 +279,7 @@ def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
     check_run_dir(cfg)
     run_dir = Path(cfg.out)
     policy = make_policy(dist.device, cfg.amp, cfg.channels_last, training=True)
+    configure_backends(policy, cfg.deterministic)  # --deterministic; cuDNN autotuning and TF32 on CUDA
     train_source, val_source = objective.open_data(cfg)
     objective.check_source(train_source)
     sampler = TrainBatches(len(train_source), cfg.batch_size, cfg.seed, dist.rank, dist.world_size)

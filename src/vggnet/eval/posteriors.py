@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 import safetensors.torch
+import torch
 
 from ..errors import VGGError
 from ..fileio import atomic_write, loads_json, read_json, read_safetensors, write_json

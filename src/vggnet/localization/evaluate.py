@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import safetensors.torch
 import torch
 import torch.nn.functional as F
-import safetensors.torch
 
 from ..data.imagenet import readable_names
 from ..data.loaders import scaled_loader

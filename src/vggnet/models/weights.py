@@ -15,9 +15,9 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import safetensors.torch
 import torch
 from safetensors import SafetensorError
-import safetensors.torch
 
 from ..data.imagenet import imagenet_classes
 from ..data.preprocessing import PRESETS
