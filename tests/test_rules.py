@@ -1,14 +1,18 @@
 """Rules with one owner each: the test scales of every command, and what `loc train` takes from its
 classifier (in the library, so that Python callers get it as the CLI does)."""
 
+import dataclasses
+
 import pytest
 
 from conftest import tiny
 from vggnet.data.transforms import MAX_SIDE, resolve_test_scales
+from vggnet.engine.config import CHOICES, HELP, RANGES, TrainConfig, check_settings
 from vggnet.errors import VGGError
 from vggnet.localization.objective import box_config
 from vggnet.models import WeightsMeta, save_weights
 from vggnet.models.meta import TrainInfo
+from vggnet.runtime.device import AMP_CHOICES
 
 
 def test_test_scales_given_are_sorted_once_from_text_or_integers():
@@ -46,3 +50,15 @@ def test_box_config_takes_the_classifiers_shape_and_scale(tmp_path):
 def test_box_config_flags_win_over_the_classifier(tmp_path):
     cfg = box_config(None, dict(init_from=str(classifier(tmp_path)), data="boxes.csv", scale="44", head="scr"))
     assert (cfg.scale.lo, cfg.scale.hi, cfg.head, cfg.arch) == (44, 44, "scr", "A")
+
+
+def test_every_setting_is_declared_once_and_its_tables_follow():
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert set(HELP) == set(fields) and all(HELP.values())
+    for name, choices in CHOICES.items():
+        assert choices == fields[name].metadata["choices"] and fields[name].default in choices
+    assert CHOICES["amp"] == AMP_CHOICES  # the device policy owns its switches
+    for name, (lo, hi, _, _) in RANGES.items():
+        assert lo <= fields[name].default <= hi
+    with pytest.raises(VGGError, match=r"lr must be in \(0, 10\]"):
+        check_settings(TrainConfig(lr=0.0))

@@ -139,9 +139,9 @@ def add_train_arguments(s, defaults: dict | None = None, hidden=()) -> None:
         flag = "--" + f.name.replace("_", "-")
         t = types_[f.name]
         default = (defaults or {}).get(f.name, f.default)
-        shown = f"{HELP.get(f.name, '')} (default {default if default not in ('', None) else 'none'})"
+        shown = f"{HELP[f.name]} (default {default if default not in ('', None) else 'none'})"
         if f.name == "resume":
-            s.add_argument(flag, action="store_true", default=None, help="continue the run in --out")
+            s.add_argument(flag, action="store_true", default=None, help=HELP[f.name])
         elif t is bool:
             s.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=shown)
         else:
@@ -154,6 +154,7 @@ def cmd_train(args, make_config=None) -> None:
     import dataclasses
     import os
 
+    from . import localization  # noqa: F401  (registers box regression with the training loop)
     from .engine import load_config, train
     from .engine.config import TrainConfig
 
