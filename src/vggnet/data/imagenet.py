@@ -78,12 +78,18 @@ def val_image_name(index: int) -> str:
 
 
 # -- reading the official files ---------------------------------------------------------------------
-def _read_text(path, what: str) -> str:
+def _bounded_file(path, what: str, limit: int) -> Path:
+    """`path`, refused when missing or over `limit` bytes (the official files are small)."""
     path = Path(path)
     if not path.is_file():
         raise VGGError(f"{what} not found: {path}")
-    if path.stat().st_size > MAX_TEXT_BYTES:
-        raise VGGError(f"{path}: over the {MAX_TEXT_BYTES}-byte limit for {what}")
+    if path.stat().st_size > limit:
+        raise VGGError(f"{path}: over the {limit}-byte limit for {what}")
+    return path
+
+
+def _read_text(path, what: str) -> str:
+    path = _bounded_file(path, what, MAX_TEXT_BYTES)
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
@@ -92,12 +98,7 @@ def _read_text(path, what: str) -> str:
 
 def devkit_synsets(meta_mat) -> dict[int, str]:
     """ILSVRC2012_ID -> wnid from the devkit's ``meta.mat``."""
-    path = Path(meta_mat)
-    if not path.is_file():
-        raise VGGError(f"devkit meta.mat not found: {path}")
-    if path.stat().st_size > MAX_META_BYTES:
-        raise VGGError(f"{path}: over the {MAX_META_BYTES}-byte limit for the devkit's meta.mat")
-
+    path = _bounded_file(meta_mat, "the devkit's meta.mat", MAX_META_BYTES)
     try:
         # Plain arrays and structs only: loadmat builds no MATLAB objects and runs no code.
         mat = loadmat(str(path), squeeze_me=True, struct_as_record=True)

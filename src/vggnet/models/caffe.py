@@ -180,64 +180,57 @@ class _Decoder:
     def string(self, span) -> str:
         return self.data[span[0]:span[1]].decode("utf-8", errors="replace")
 
+    def collect(self, span, wanted: dict, refuse: dict | None = None) -> dict:
+        """The fields `wanted` ({number: (what, wire type)}) of the message in `span`, each a list
+        of (value, offset) in file order; a field of `refuse` ({number: message}) is an error."""
+        found = {number: [] for number in wanted}
+        for number, wire, value, at in self.fields(*span):
+            if refuse and number in refuse:
+                raise VGGError(f"{self.where}: {refuse[number]}")
+            if number in wanted:
+                what, expected = wanted[number]
+                self.need(wire, expected, number, at, what)
+                found[number].append((value, at))
+        return found
+
+    def last_string(self, found: list, default: str) -> str:
+        return self.string(found[-1][0]) if found else default
+
     # -- NetParameter ------------------------------------------------------------------------------
     def net(self) -> CaffeNet:
-        name, v1, v2 = "", [], []
-        for number, wire, value, at in self.fields(0, len(self.data)):
-            if number == NET_NAME:
-                self.need(wire, LENGTH, number, at, "net name")
-                name = self.string(value)
-            elif number == NET_LAYER_V2:
-                self.need(wire, LENGTH, number, at, "layer")
-                v2.append(value)
-            elif number == NET_LAYERS_V1:
-                self.need(wire, LENGTH, number, at, "layers")
-                v1.append((value, at))
+        f = self.collect((0, len(self.data)), {NET_NAME: ("net name", LENGTH), NET_LAYER_V2: ("layer", LENGTH),
+                                               NET_LAYERS_V1: ("layers", LENGTH)})
+        v1, v2 = f[NET_LAYERS_V1], f[NET_LAYER_V2]
         if v1 and v2:
             raise VGGError(f"{self.where}: holds both V1 'layers' and V2 'layer' fields; Caffe refuses such "
                            f"a net too")
         if not v1 and not v2:
             raise VGGError(f"{self.where}: not a Caffe model: no layers (NetParameter field 100 or 2) found")
+        name = self.last_string(f[NET_NAME], "")
         if v2:
-            return CaffeNet(name, "V2", [self.layer_v2(*span) for span in v2])
+            return CaffeNet(name, "V2", [self.layer_v2(span) for span, _ in v2])
         return CaffeNet(name, "V1", [self.layer_v1(span, at) for span, at in v1])
 
-    def layer_v2(self, start: int, end: int) -> CaffeLayer:
-        name, type_name, blobs, transpose = "", "", [], False
-        for number, wire, value, at in self.fields(start, end):
-            if number == V2_NAME:
-                self.need(wire, LENGTH, number, at, "layer name")
-                name = self.string(value)
-            elif number == V2_TYPE:
-                self.need(wire, LENGTH, number, at, "layer type")
-                type_name = self.string(value)
-            elif number == V2_BLOBS:
-                self.need(wire, LENGTH, number, at, "blobs")
-                blobs.append(value)
-            elif number == V2_IP_PARAM:
-                self.need(wire, LENGTH, number, at, "inner_product_param")
-                transpose = self.transpose(value)
-        return self.layer(name or f"#{start}", type_name, blobs, transpose)
+    def layer_v2(self, span) -> CaffeLayer:
+        f = self.collect(span, {V2_NAME: ("layer name", LENGTH), V2_TYPE: ("layer type", LENGTH),
+                                V2_BLOBS: ("blobs", LENGTH), V2_IP_PARAM: ("inner_product_param", LENGTH)})
+        return self.layer_of(f, span, self.last_string(f[V2_TYPE], ""), (V2_NAME, V2_BLOBS, V2_IP_PARAM))
 
     def layer_v1(self, span, at_layer: int) -> CaffeLayer:
-        name, type_name, blobs, transpose = "", "None", [], False
-        for number, wire, value, at in self.fields(*span):
-            if number == V1_V0_LAYER:
-                raise VGGError(f"{self.where}: the layer at byte {at_layer} is in Caffe's V0 format (2013); "
-                               f"convert the file with Caffe's upgrade_net_proto_binary first")
-            if number == V1_NAME:
-                self.need(wire, LENGTH, number, at, "layer name")
-                name = self.string(value)
-            elif number == V1_TYPE:
-                self.need(wire, VARINT, number, at, "layer type")
-                type_name = V1_TYPES.get(value, f"V1 type {value}")
-            elif number == V1_BLOBS:
-                self.need(wire, LENGTH, number, at, "blobs")
-                blobs.append(value)
-            elif number == V1_IP_PARAM:
-                self.need(wire, LENGTH, number, at, "inner_product_param")
-                transpose = self.transpose(value)
-        return self.layer(name or f"#{span[0]}", type_name, blobs, transpose)
+        v0 = (f"the layer at byte {at_layer} is in Caffe's V0 format (2013); convert the file with Caffe's "
+              f"upgrade_net_proto_binary first")
+        f = self.collect(span, {V1_NAME: ("layer name", LENGTH), V1_TYPE: ("layer type", VARINT),
+                                V1_BLOBS: ("blobs", LENGTH), V1_IP_PARAM: ("inner_product_param", LENGTH)},
+                         refuse={V1_V0_LAYER: v0})
+        code = f[V1_TYPE][-1][0] if f[V1_TYPE] else None
+        type_name = "None" if code is None else V1_TYPES.get(code, f"V1 type {code}")
+        return self.layer_of(f, span, type_name, (V1_NAME, V1_BLOBS, V1_IP_PARAM))
+
+    def layer_of(self, found: dict, span, type_name: str, numbers) -> CaffeLayer:
+        name, blobs, ip_param = numbers
+        transpose = self.transpose(found[ip_param][-1][0]) if found[ip_param] else False
+        return self.layer(self.last_string(found[name], "") or f"#{span[0]}", type_name,
+                          [value for value, _ in found[blobs]], transpose)
 
     def layer(self, name, type_name, blob_spans, transpose) -> CaffeLayer:
         # Blobs are decoded once the name is known, so their errors can name the layer.
