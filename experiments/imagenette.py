@@ -228,7 +228,10 @@ def _fmt_s(scale):
 
 def findings(out: Path, p: dict) -> list[str]:
     s1, s2, (jl, jh) = p["s1"], p["s2"], p["jitter"]
-    g = lambda n, proto="dense", tag="single": _err(_load(out, f"{n}-{tag}"), proto)
+
+    def g(n, proto="dense", tag="single"):
+        return _err(_load(out, f"{n}-{tag}"), proto)
+
     rows = []
 
     def verdict(title, paper, better, worse, label_b, label_w):

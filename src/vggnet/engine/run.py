@@ -8,6 +8,8 @@ file is written into the run folder; the colour statistics, the slowest step, co
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,18 +23,14 @@ from ..data.transforms import Normalizer, TrainTransform, default_scales
 from ..errors import VGGError
 from ..models import VGG, create_model, init_weights, load_model, warm_start
 from ..models.meta import TrainInfo, WeightsMeta
-from .checkpoint import LAST, TrainState, load_last, load_optimizer_tensors
-from .config import RESUME_MAY_CHANGE, TrainConfig, same_setting, save_config, to_dict
-
-LOCK = "run.lock"
-import fcntl
-import os
-
 from ..models.weights import check_state_dict, read_meta
 from ..runtime.device import DevicePolicy, configure_backends, make_policy
-from .config import read_recipe
+from .checkpoint import LAST, TrainState, load_last, load_optimizer_tensors
+from .config import RESUME_MAY_CHANGE, TrainConfig, read_recipe, same_setting, save_config, to_dict
 from .distributed import Dist
 from .schedule import PlateauSchedule
+
+LOCK = "run.lock"
 
 
 @dataclass

@@ -214,9 +214,11 @@ def run_pass(p: dict, opts: LocOptions) -> dict:
 
 # -- saved predictions ------------------------------------------------------------------------------
 def save_predictions(out: Path, p: dict, passed: dict, checkpoint, data) -> Path:
-
     raw = passed["raw"]
-    cat = (lambda k: np.concatenate([r[k] for r in raw]) if raw else np.zeros((0, 4) if k == 2 else 0))
+
+    def cat(k):
+        return np.concatenate([r[k] for r in raw]) if raw else np.zeros((0, 4) if k == 2 else 0)
+
     tensors = {"center": torch.from_numpy(passed["center"]).float(),
                "center_topk": torch.from_numpy(passed["center_topk"]).float(),
                "class_scores": torch.from_numpy(passed["scores"]),

@@ -122,9 +122,8 @@ class VGG(nn.Module):
 
     def dense_head(self, pool5: torch.Tensor, upto: str = "fc8") -> torch.Tensor:
         """Apply fc6..`upto` as convolutions to a pool5 map (§3.2)."""
-        for _, x in self._head(pool5, (upto,)):
-            pass
-        return x
+        *_, (_, out) = self._head(pool5, (upto,))  # the last layer's output
+        return out
 
     def dense(self, x: torch.Tensor) -> torch.Tensor:
         """The fully-convolutional net's output map (N, outputs, h, w) on any image with both sides
@@ -157,9 +156,9 @@ class VGG(nn.Module):
                 out[index_to_name[i]] = x  # no in-place op follows a named output
         if need_fc:
             crop = x.shape[-2:] == (self.kernel, self.kernel)
-            for name, x in self._head(x, [n for n in names if n in FC_NAMES]):
+            for name, y in self._head(x, [n for n in names if n in FC_NAMES]):
                 if name in wanted:
-                    out[name] = torch.flatten(x, 1) if crop else x
+                    out[name] = torch.flatten(y, 1) if crop else y
         return {n: out[n] for n in names}
 
 

@@ -51,7 +51,6 @@ def save_weights(path, model: VGG, meta, extra_tensors: dict | None = None) -> P
 
 
 def _header(path: Path) -> dict:
-
     if not path.is_file():
         raise VGGError(f"weights file not found: {path}")
     try:
