@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vggnet.data.images import is_image_file
+from vggnet.data.images import is_image_file, load_rgb
 from vggnet.data.transforms import TrainTransform, scaled_size
 
 
@@ -69,7 +69,8 @@ def main():
     smin, smax = t.smin, t.smax
 
     def ours(path, rng):
-        return t(path, rng)[0]
+        s = t.draw_scale(rng)
+        return t.apply(load_rgb(path, min_side=s), s, rng)[0]
 
     def base(path, rng):
         return naive(path, rng, smin, smax, args.crop)

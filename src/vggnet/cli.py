@@ -93,15 +93,24 @@ def cmd_data_imagenet_labels(args) -> None:
     print(f"wrote {len(rows)} rows (path,wnid) to {args.out}; use: vggnet evaluate --data {args.out} --root VAL_FOLDER")
 
 
+def cmd_data_shard(args) -> None:
+    from .data.datasets import open_source
+    from .data.shards import write_shards
+
+    r = write_shards(open_source(args.data, args.root), args.out, args.per_shard, force=args.force)
+    print(f"wrote {r['images']} images of {r['classes']} classes in {r['shards']} tar shards to {r['out']}; "
+          f"train on them with --data {r['out']}")
+
+
 def cmd_data_check(args) -> None:
     from .data.datasets import image_files
     from .data.loaders import check_files
 
-    paths = image_files(args.data, args.root)
-    bad = check_files(paths, workers=args.workers, progress=sys.stderr.isatty())
+    images = image_files(args.data, args.root)
+    bad = check_files(images, workers=args.workers, progress=sys.stderr.isatty())
     for path, reason in bad:
         print(f"UNREADABLE {path}: {reason}")
-    print(f"checked {len(paths)} files: {len(paths) - len(bad)} readable, {len(bad)} unreadable")
+    print(f"checked {len(images)} files: {len(images) - len(bad)} readable, {len(bad)} unreadable")
     if bad:
         raise SystemExit(1)
 
@@ -514,6 +523,13 @@ def _commands_data(sub) -> None:
     d.add_argument("--out", required=True, help="CSV to write")
     d.add_argument("--force", action="store_true")
     d.set_defaults(func=cmd_data_imagenet_labels)
+    d = dsub.add_parser("shard", help="copy a data set into uncompressed tar shards (WebDataset naming, indexed)")
+    d.add_argument("data", help="image folder (class sub-folders) or .csv/.tsv label file")
+    d.add_argument("--root", help="root of the paths in a label file")
+    d.add_argument("--out", required=True, help="folder for shard-NNNNNN.tar and shards.json")
+    d.add_argument("--per-shard", type=integer(1, 10_000_000), default=1000, help="images per shard")
+    d.add_argument("--force", action="store_true", help="replace shards written before")
+    d.set_defaults(func=cmd_data_shard)
     d = dsub.add_parser("check", help="decode every image and list the unreadable ones with their reason")
     d.add_argument("data", help="image folder (any layout) or .csv/.tsv label file")
     d.add_argument("--root", help="root of the paths in a label file (default: its folder)")

@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from .errors import VGGError
 
 SUFFIX_KINDS = {".md": "Markdown", ".csv": "CSV", ".yaml": "YAML", ".yml": "YAML", ".txt": "text",
-                ".html": "HTML", ".onnx": "ONNX", ".caffemodel": "Caffe weights"}
+                ".html": "HTML", ".onnx": "ONNX", ".caffemodel": "Caffe weights", ".tar": "tar shard"}
 
 
 def loads_json(text):
@@ -68,7 +68,7 @@ def _json_kind(path: Path) -> str:
         return "JSON"
     if isinstance(doc, dict):
         for key, kind in (("mean_rgb", "statistics"), ("protocols", "results"), ("summary", "results"),
-                          ("kind", "results"), ("splits", "splits")):
+                          ("kind", "results"), ("splits", "splits"), ("shards", "shard index")):
             if key in doc:
                 return kind
     return "JSON"

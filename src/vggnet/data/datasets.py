@@ -12,33 +12,14 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import VGGError
 from .images import is_image_file
-
-
-@dataclass
-class Source:
-    """A labelled image set: ``samples`` are (absolute path, class index) pairs."""
-
-    samples: list[tuple[str, int]]
-    classes: list[str]
-    root: str
-    kind: str = "folder"
-    ids: list[str] = field(default_factory=list)  # stable image ids (paths relative to root)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def subset(self, indices) -> "Source":
-        indices = list(indices)
-        return Source([self.samples[i] for i in indices], self.classes, self.root, self.kind,
-                      [self.ids[i] for i in indices])
-
+from .shards import is_shard_index, open_shards
+from .source import Source
 
 MAX_FILES = 20_000_000  # a walk that finds more is refused: no data set of this field is that large
 
@@ -151,8 +132,12 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
 
 
 def open_source(spec, root=None, classes: list[str] | None = None) -> Source:
-    """A folder (ImageFolder layout) or a label file (``.csv``/``.tsv``/``.txt``)."""
+    """The one factory of labelled image sets, keyed by what the user gives: a folder of tar
+    shards (its ``shards.json``), a folder (ImageFolder layout) or a label file
+    (``.csv``/``.tsv``/``.txt``)."""
     spec = Path(spec)
+    if is_shard_index(spec):
+        return open_shards(spec, classes)
     if spec.is_dir():
         return image_folder(spec, classes)
     if spec.suffix.lower() in (".csv", ".tsv", ".txt"):
@@ -183,9 +168,12 @@ def split_holdout(source: Source, fraction: float, seed: int = 0) -> tuple[Sourc
     return source.subset(train), source.subset(sorted(held))
 
 
-def image_files(target, root=None) -> list[str]:
-    """Every image file of a folder (any layout, sub-folders included) or a label file's list."""
+def image_files(target, root=None) -> Source:
+    """Every image of a shard folder, of a folder (any layout, sub-folders included), of a label
+    file's list, or one image file, as an unlabelled Source (for ``vggnet data check``)."""
     target = Path(target)
+    if is_shard_index(target):
+        return open_shards(target)
     if target.is_dir():
         paths = walk_images(target)
     elif target.is_file() and is_image_file(target.name):
@@ -196,4 +184,4 @@ def image_files(target, root=None) -> list[str]:
         raise VGGError(f"data not found: {target}")
     if not paths:
         raise VGGError(f"{target}: no image files found")
-    return paths
+    return Source([(p, 0) for p in paths], [], str(target), "files", list(paths))

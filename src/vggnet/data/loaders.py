@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import VGGError
 from ..progress import progress as progress_bar
-from .datasets import Source
-from .images import ImageReadError, load_rgb, source_size
+from .images import ImageReadError, source_size
+from .source import Source
 from .transforms import TrainTransform, center_crop, rescale
 
 
@@ -77,9 +77,10 @@ class TrainImages(Dataset):
 
     def __getitem__(self, item):
         index, seed = item
-        path, label = self.source.samples[index]
+        label, rng = self.source.samples[index][1], np.random.default_rng(seed)
         try:
-            arr, drawn = self.transform(path, np.random.default_rng(seed))
+            s = self.transform.draw_scale(rng)
+            arr, drawn = self.transform.apply(self.source.read(index, min_side=s), s, rng)
         except ImageReadError as e:
             return dict(error=(e.path, e.reason), index=index)
         out = dict(image=torch.from_numpy(arr).permute(2, 0, 1), label=label, index=index,
@@ -135,7 +136,7 @@ class _TestImages(Dataset):
         index = self.indices[i]
         path, label = self.source.samples[index]
         try:
-            img = load_rgb(path, min_side=self.min_side)
+            img = self.source.read(index, min_side=self.min_side)
             return dict(self._make(img, index), label=label, index=index)
         except ImageReadError as e:
             return dict(error=(e.path, e.reason), index=index, label=label)
@@ -192,36 +193,41 @@ def scaled_loader(source: Source, scales, workers: int = 0, indices=None) -> Dat
                       worker_init_fn=_worker_init, prefetch_factor=8 if workers > 0 else None)
 
 
-class PathImages(Dataset):
-    """Item i -> ``self.read(path, picture)``, or ``self.unreadable(path, reason)`` for a file that
-    cannot be decoded; decoded at about ``min_side``."""
+class SourceImages(Dataset):
+    """Item i -> ``self.read(name, picture)`` for image ``indices[i]`` of a source, or
+    ``self.unreadable(name, reason)`` for one that cannot be decoded; decoded at about ``min_side``."""
 
     min_side = 64
 
-    def __init__(self, paths):
-        self.paths = list(paths)
+    def __init__(self, source: Source, indices=None):
+        self.source = source
+        self.indices = list(range(len(source))) if indices is None else list(indices)
 
     def __len__(self):
-        return len(self.paths)
+        return len(self.indices)
 
     def __getitem__(self, i):
+        index = self.indices[i]
+        name = self.source.samples[index][0]
         try:
-            img = load_rgb(self.paths[i], min_side=self.min_side)
+            img = self.source.read(index, min_side=self.min_side)
         except ImageReadError as e:
-            return self.unreadable(self.paths[i], e.reason)
-        return self.read(self.paths[i], img)
+            return self.unreadable(name, e.reason)
+        return self.read(name, img)
 
 
-class _Check(PathImages):
-    def read(self, path, img):
-        return (path, None, img.size)
+class _Check(SourceImages):
+    def read(self, name, img):
+        return (name, None, img.size)
 
-    def unreadable(self, path, reason):
-        return (path, reason, None)
+    def unreadable(self, name, reason):
+        return (name, reason, None)
 
 
-def check_files(paths, workers: int = 0, progress: bool = False) -> list[tuple[str, str]]:
-    """Decode every file; return (path, reason) for each one that cannot be read."""
-    loader = DataLoader(_Check(list(paths)), batch_size=None, num_workers=workers, worker_init_fn=_worker_init)
-    it = progress_bar(loader, len(paths), "check", progress)
+def check_files(images, workers: int = 0, progress: bool = False) -> list[tuple[str, str]]:
+    """Decode every image (a Source, or a list of paths); return (name, reason) for each one
+    that cannot be read."""
+    source = images if isinstance(images, Source) else Source([(str(p), 0) for p in images], [], "")
+    loader = DataLoader(_Check(source), batch_size=None, num_workers=workers, worker_init_fn=_worker_init)
+    it = progress_bar(loader, len(source), "check", progress)
     return [(p, reason) for p, reason, _ in it if reason is not None]

@@ -11,13 +11,13 @@ import torch
 from ..errors import VGGError
 from ..fileio import read_json, write_json
 from ..progress import progress as progress_bar
-from .datasets import Source
-from .loaders import PathImages
+from .loaders import SourceImages
+from .source import Source
 
 PIXELS_PER_IMAGE = 65_536  # a regular subsample of about this many pixels per image
 
 
-class _PixelMoments(PathImages):
+class _PixelMoments(SourceImages):
     # Full-resolution decoding: a JPEG decoded at a reduced size (DCT scaling) is a blurred image
     # whose colour covariance is smaller (half the top eigenvalue on textured images), which
     # would weaken the PCA colour shift of §3.1.
@@ -43,10 +43,9 @@ def compute_stats(source: Source, max_images: int = 10_000, seed: int = 0, worke
     order = np.arange(n)
     if n > max_images:
         order = np.sort(np.random.default_rng(seed).choice(n, size=max_images, replace=False))
-    paths = [source.samples[i][0] for i in order]
-    loader = torch.utils.data.DataLoader(_PixelMoments(paths), batch_size=None, num_workers=workers)
+    loader = torch.utils.data.DataLoader(_PixelMoments(source, order), batch_size=None, num_workers=workers)
     total, outer, count, bad = np.zeros(3), np.zeros((3, 3)), 0, []
-    it = progress_bar(loader, len(paths), "stats", progress)
+    it = progress_bar(loader, len(order), "stats", progress)
     for item in it:
         if "error" in item:
             bad.append(item["error"])
@@ -62,7 +61,7 @@ def compute_stats(source: Source, max_images: int = 10_000, seed: int = 0, worke
     top = np.argsort(eigval)[::-1]
     eigval, eigvec = eigval[top], eigvec[:, top]
     return dict(mean_rgb=mean.tolist(), cov_rgb=cov.tolist(), pca_eigval=eigval.tolist(),
-                pca_eigvec=eigvec.tolist(), images=len(paths) - len(bad), pixels=count,
+                pca_eigvec=eigvec.tolist(), images=len(order) - len(bad), pixels=count,
                 unreadable=[f"{p}: {r}" for p, r in bad], sample_seed=seed, value_range=255)
 
 

@@ -23,7 +23,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import VGGError
-from .images import load_rgb, source_size
+from .images import source_size
 from .preprocessing import Preprocessing
 
 RESAMPLE = Image.BILINEAR  # antialiased when shrinking (Pillow uses the full filter support)
@@ -140,16 +140,16 @@ def scaled_size(width: int, height: int, side: int) -> tuple[int, int]:
 
 
 class TrainTransform:
-    """path, numpy Generator -> uint8 crop (crop, crop, 3), and what was drawn."""
+    """The training crop of §3.1: draw S (``draw_scale``), decode the image at about S, then
+    ``apply``: image, S, numpy Generator -> uint8 crop (crop, crop, 3), and what was drawn."""
 
     def __init__(self, scale, crop_size: int, flip: bool = True):
         self.smin, self.smax = check_scale(scale, crop_size)
         self.crop_size, self.flip = crop_size, flip
 
-    def __call__(self, path, rng: np.random.Generator):
-        s = int(rng.integers(self.smin, self.smax + 1))
-        img = load_rgb(path, min_side=s)
-        return self.apply(img, s, rng)
+    def draw_scale(self, rng: np.random.Generator) -> int:
+        """S for one image: fixed, or uniform in [Smin, Smax] (scale jittering)."""
+        return int(rng.integers(self.smin, self.smax + 1))
 
     def apply(self, img: Image.Image, s: int, rng: np.random.Generator):
         c = self.crop_size

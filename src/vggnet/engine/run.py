@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from ..data.datasets import Source, open_source, split_holdout
+from ..data.datasets import open_source, split_holdout
 from ..data.loaders import TrainBatches, train_loader
 from ..data.preprocessing import Preprocessing
+from ..data.source import Source
 from ..data.stats import compute_stats, load_stats, save_stats
 from ..data.transforms import Normalizer, TrainTransform, default_scales
 from ..errors import VGGError

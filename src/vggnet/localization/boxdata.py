@@ -31,8 +31,9 @@ from xml.parsers import expat
 import numpy as np
 from PIL import Image
 
-from ..data.datasets import Source, split_holdout
+from ..data.datasets import split_holdout
 from ..data.images import IMAGE_EXTENSIONS
+from ..data.source import Source
 from ..errors import VGGError
 from ..fileio import claim_output, write_text
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.datasets import Source, open_source
+from ..data.datasets import open_source
+from ..data.source import Source
 from ..errors import VGGError
 
 LABEL_VALUES = (1, -1, 0)
@@ -33,7 +34,7 @@ class MultiLabelSource(Source):
     def subset(self, indices) -> "MultiLabelSource":
         indices = list(indices)
         return MultiLabelSource([self.samples[i] for i in indices], self.classes, self.root, self.kind,
-                                [self.ids[i] for i in indices], self.targets[indices])
+                                [self.ids[i] for i in indices], self.reader, self.targets[indices])
 
 
 def _delimiter(path: Path) -> str:
@@ -94,7 +95,8 @@ def multilabel_csv(path, root=None) -> MultiLabelSource:
                        f"({len(missing)} listed images are missing)")
     targets = np.array([v for _, v in rows], dtype=np.int8)
     samples = [(str(root / p), tuple(int(x) for x in v)) for p, v in rows]
-    return MultiLabelSource(samples, list(header[1:]), str(root), "multilabel", [p for p, _ in rows], targets)
+    return MultiLabelSource(samples, list(header[1:]), str(root), "multilabel", [p for p, _ in rows],
+                            targets=targets)
 
 
 def _is_multilabel_csv(path: Path) -> bool:
