@@ -119,11 +119,11 @@ def train_loader(source: Source, transform: TrainTransform, sampler: TrainBatche
                       persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
 
 
-class _TestImages(Dataset):
-    """Test-time items over a subset of a source: decode (reporting unreadable files), then
-    `_make` turns the picture into the item's tensors."""
+class SourceImages(Dataset):
+    """Item i -> ``self.read(index, picture)`` for image ``index = indices[i]`` of a source decoded
+    at about ``min_side``, or ``self.unreadable(index, reason)`` for one that cannot be decoded."""
 
-    min_side = None
+    min_side = 64
 
     def __init__(self, source: Source, indices=None):
         self.source = source
@@ -134,14 +134,31 @@ class _TestImages(Dataset):
 
     def __getitem__(self, i):
         index = self.indices[i]
-        path, label = self.source.samples[index]
         try:
             img = self.source.read(index, min_side=self.min_side)
-            return dict(self._make(img, index), label=label, index=index)
         except ImageReadError as e:
-            return dict(error=(e.path, e.reason), index=index, label=label)
-        except VGGError as e:  # e.g. too large once rescaled: this image, not the whole run, fails
-            return dict(error=(path, str(e)), index=index, label=label)
+            return self.unreadable(index, e.reason)
+        return self.read(index, img)
+
+    def name(self, index: int) -> str:
+        return self.source.samples[index][0]
+
+
+class _TestImages(SourceImages):
+    """Test-time items: `_make` turns the picture into the item's tensors; an unreadable image,
+    or one that fails there (e.g. too large once rescaled), is an item with its error, so that
+    this image, not the whole run, fails."""
+
+    min_side = None
+
+    def read(self, index, img):
+        try:
+            return dict(self._make(img, index), label=self.source.samples[index][1], index=index)
+        except VGGError as e:
+            return self.unreadable(index, str(e))
+
+    def unreadable(self, index, reason):
+        return dict(error=(self.name(index), reason), index=index, label=self.source.samples[index][1])
 
 
 def _chw(img) -> torch.Tensor:
@@ -193,35 +210,12 @@ def scaled_loader(source: Source, scales, workers: int = 0, indices=None) -> Dat
                       worker_init_fn=_worker_init, prefetch_factor=8 if workers > 0 else None)
 
 
-class SourceImages(Dataset):
-    """Item i -> ``self.read(name, picture)`` for image ``indices[i]`` of a source, or
-    ``self.unreadable(name, reason)`` for one that cannot be decoded; decoded at about ``min_side``."""
-
-    min_side = 64
-
-    def __init__(self, source: Source, indices=None):
-        self.source = source
-        self.indices = list(range(len(source))) if indices is None else list(indices)
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        index = self.indices[i]
-        name = self.source.samples[index][0]
-        try:
-            img = self.source.read(index, min_side=self.min_side)
-        except ImageReadError as e:
-            return self.unreadable(name, e.reason)
-        return self.read(name, img)
-
-
 class _Check(SourceImages):
-    def read(self, name, img):
-        return (name, None, img.size)
+    def read(self, index, img):
+        return (self.name(index), None, img.size)
 
-    def unreadable(self, name, reason):
-        return (name, reason, None)
+    def unreadable(self, index, reason):
+        return (self.name(index), reason, None)
 
 
 def check_files(images, workers: int = 0, progress: bool = False) -> list[tuple[str, str]]:

@@ -23,10 +23,10 @@ class _PixelMoments(SourceImages):
     # would weaken the PCA colour shift of §3.1.
     min_side = None
 
-    def unreadable(self, path, reason):
-        return {"error": (path, reason)}
+    def unreadable(self, index, reason):
+        return {"error": (self.name(index), reason)}
 
-    def read(self, path, img):
+    def read(self, index, img):
         # A subsample on a regular grid, not an average, so pixel variance is kept.
         step = max(2, int(np.ceil(np.sqrt(img.width * img.height / PIXELS_PER_IMAGE))))
         # Subsampled first, converted after: a large image is never held as float64 whole.
