@@ -1,3 +1,4 @@
+import json
 import re
 import subprocess
 import sys
@@ -20,6 +21,13 @@ def test_demo_on_user_data_writes_a_real_report(tmp_path):
             assert f"| {p} | {','.join(map(str, res['scales']))} | {r['top1_err']:.1f} |" in report
     assert result["multi"]["scales"] == [32, 40, 48] and result["single"]["scales"] == [40]
     assert re.search(r"chance top-1 error 66\.7%", report)
+    # The report's command runs as written in a new shell that has not activated any environment.
+    command = report.split("```bash\n")[1].split("\n```")[0].replace("NEW_DIR", str(tmp_path / "again"))
+    r = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=tmp_path,
+                       env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert again["protocols"]["dense"]["top1_err"] == result["multi"]["protocols"]["dense"]["top1_err"]
 
 
 def test_demo_refuses_existing_folder_and_bad_data(tmp_path):

@@ -156,6 +156,6 @@ def test_cli_evaluate_fuse_report(ckpt_and_data):
     out = run("fuse", str(tmp / "c1"), str(tmp / "c1"))
     assert out.returncode == 0 and "dense" in out.stdout
     out = run("report", str(tmp / "c1"), "--out", str(tmp / "t.md"))
-    assert out.returncode == 0 and (tmp / "t.csv").read_text().startswith("config,train S")
+    assert out.returncode == 0 and (tmp / "t.csv").read_text().startswith("run,config,train S")
     out = run("evaluate", "--checkpoint", str(tmp / "m.safetensors"), "--data", str(data), "--scales", "8")
     assert out.returncode == 2 and "smaller than the crop" in out.stderr and "Traceback" not in out.stderr

@@ -69,7 +69,7 @@ def test_data_check_cli_lists_planted_bad_files(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 1
     assert "zero.jpg: empty file" in out.stdout and "notes.png: not an image" in out.stdout
-    assert "checked 5 files: 3 readable, 2 unreadable" in out.stdout
+    assert "checked 5 images: 3 readable, 2 unreadable" in out.stdout
 
 
 def _photo(path, size=(96, 64), subsampling=2, mode="RGB", progressive=False, seed=0):

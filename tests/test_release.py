@@ -158,6 +158,42 @@ def test_onnx_export_is_checked_with_onnx_runtime(tmp_path, dense, capsys):
     assert main(["export", str(tmp_path / "w.safetensors"), "--onnx", str(out)]) == 2  # no overwrite
 
 
+@pytest.mark.parametrize("dense", [False, True])
+def test_onnx_export_writes_its_input_contract_and_class_names_beside_and_inside(tmp_path, dense, capsys):
+    """The layout, dtype and the size an image is resized and cropped to, and each class's id and
+    readable name, in NAME.json and in the model's metadata_props: a deployment needs nothing else."""
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (pip install 'vggnet[onnx]')")
+    pytest.importorskip("onnxscript", reason="onnxscript is not installed (pip install 'vggnet[onnx]')")
+    import onnx
+    classes = ["n01440764", "n02102040", "mine"]  # two ImageNet wnids and a class of one's own
+    model = init_weights(tiny("A", num_classes=3), "glorot")
+    train = dict(scale=[40, 56], crop=32)
+    save_weights(tmp_path / "w.safetensors", model, dict(classes=classes, preprocessing=PRE, train=train))
+    out = tmp_path / "m.onnx"
+    argv = ["export", str(tmp_path / "w.safetensors"), "--onnx", str(out)] + (["--dense"] if dense else [])
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "NCHW" in said and "resize the smallest side to 48" in said
+    assert str(out.with_suffix(".json")) in said
+    beside = json.loads(out.with_suffix(".json").read_text())
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    for contract, names in ((beside["input"], beside["classes"]),
+                            (json.loads(props["vggnet.input"]), json.loads(props["vggnet.classes"]))):
+        assert (contract["layout"], contract["dtype"], contract["channels"]) == ("NCHW", "uint8", "RGB")
+        assert contract["resize_smallest_side"] == 48  # the middle of the jittered training range (§4.1)
+        assert contract["crop"] == (None if dense else 32)
+        assert contract["shape"] == (["N", 3, "H", "W"] if dense else ["N", 3, 32, 32])
+        assert names == [{"class": "n01440764", "name": "tench"},
+                         {"class": "n02102040", "name": "English springer"},
+                         {"class": "mine", "name": "mine"}]
+    assert out.with_name("m.classes.txt").read_text().split() == classes
+    assert main(["export", str(tmp_path / "w.safetensors"), "--onnx", str(tmp_path / "n.onnx")]) == 0
+    out.unlink()  # a contract left beside a model is not replaced without --force either
+    out.with_name("m.classes.txt").unlink()
+    assert main(["export", str(tmp_path / "w.safetensors"), "--onnx", str(out)]) == 2
+    assert "m.json" in capsys.readouterr().err
+
+
 def test_imagenet_labels_command(tmp_path, capsys):
     (tmp_path / "LOC_val_solution.csv").write_text(
         "ImageId,PredictionString\nILSVRC2012_val_00000002,n01440764 1 2 30 40\n"

@@ -51,7 +51,7 @@ def cmd_predict(args) -> None:
     from .tables import columns, render
 
     results = predict(args.checkpoint, args.images, args.protocol, args.multi_scale,
-                      args.scales, args.top, args.device, args.channels_last)
+                      args.scales, args.top, args.device, args.channels_last, args.amp)
     if args.json:
         print(json.dumps(results, indent=1))
         return
@@ -64,9 +64,12 @@ def cmd_export(args) -> None:
     from .models.export import export_onnx
 
     r = export_onnx(args.checkpoint, args.onnx, dense=args.dense, force=args.force)
-    print(f"wrote {r['out']} ({r['arch']}, output '{r['output']}', {'any H x W >= ' if r['dense'] else 'crop '}{r['crop']}; "
-          f"input: uint8 RGB images, {r['preprocessing']} inside the graph); checked with ONNX Runtime: "
-          f"largest relative difference {r['gap']:.1e}; class names: {r['classes_file']}")
+    c = r["contract"]
+    print(f"wrote {r['out']} ({r['arch']}, output '{r['output']}'); input 'images': uint8 RGB, NCHW "
+          f"({', '.join(map(str, c['shape']))}): {c['steps']}; {r['preprocessing']} inside the graph; "
+          f"checked with ONNX Runtime: largest relative difference {r['gap']:.1e}; input contract and class "
+          f"names (id, name): {r['contract_file']} (and the model's metadata), "
+          f"class ids: {r['classes_file']}")
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -102,26 +105,49 @@ def cmd_data_shard(args) -> None:
           f"train on them with --data {r['out']}")
 
 
+def cmd_data_tiny_imagenet(args) -> None:
+    from .data.tinyimagenet import read_tiny_imagenet, write_lists
+
+    r = write_lists(read_tiny_imagenet(args.root), args.out, force=args.force)
+    print(f"{r['classes']} classes, {r['train']} training and {r['val']} validation images -> "
+          f"{r['out']}: train.csv, val.csv, train-boxes.csv, val-boxes.csv, classes.tsv; paths are relative to "
+          f"{r['root']}: pass it as --data-root (train) or --root (evaluate, loc, features)")
+    if r["unboxed_classes"]:
+        print(f"{len(r['unboxed_classes'])} classes have no training boxes ({', '.join(r['unboxed_classes'][:5])}): "
+              f"their images are in train.csv, not in train-boxes.csv")
+
+
 def cmd_data_check(args) -> None:
-    from .data.datasets import image_files
+    from .data.datasets import images_to_check
     from .data.loaders import check_files
 
-    images = image_files(args.data, args.root)
+    images = images_to_check(args.data, args.root)
     bad = check_files(images, workers=args.workers, progress=sys.stderr.isatty())
     for path, reason in bad:
         print(f"UNREADABLE {path}: {reason}")
-    print(f"checked {len(images)} files: {len(images) - len(bad)} readable, {len(bad)} unreadable")
+    print(f"checked {len(images)} images: {len(images) - len(bad)} readable, {len(bad)} unreadable")
     if bad:
         raise SystemExit(1)
 
 
+def cmd_data_split(args) -> None:
+    from .data.splitfile import split_file
+
+    r = split_file(args.data, val=args.val, tune=args.tune, seed=args.seed, root=args.root,
+                   out_dir=args.out_dir, force=args.force)
+    for name, part in r["parts"].items():
+        print(f"{name}: {part['images']} images ({part['rows']} rows) -> {part['file']}")
+    print(f"{r['images']} images of {r['classes']} classes split by image, stratified by class "
+          f"(seed {r['seed']})")
+
+
 def cmd_stats(args) -> None:
-    from .data.datasets import open_source
+    from .data.datasets import unlabelled_source
     from .data.stats import compute_stats, save_stats
     from .fileio import claim_output
 
     out = claim_output(args.out, "statistics", args.force)
-    source = open_source(args.data, args.root)
+    source = unlabelled_source(args.data, args.root)  # no labels needed: any folder of images will do
     stats = compute_stats(source, max_images=args.max_images, seed=args.seed, workers=args.workers,
                           progress=sys.stderr.isatty())
     save_stats(out, stats)
@@ -148,7 +174,9 @@ def add_train_arguments(s, defaults: dict | None = None, hidden=()) -> None:
         flag = "--" + f.name.replace("_", "-")
         t = types_[f.name]
         default = (defaults or {}).get(f.name, f.default)
-        shown = f"{HELP[f.name]} (default {default if default not in ('', None) else 'none'})"
+        shown = HELP[f.name]
+        if "default" not in shown:  # a help text that says its own default is not given a second one
+            shown += f" (default {default if default not in ('', None) else 'none'})"
         if f.name == "resume":
             s.add_argument(flag, action="store_true", default=None, help=HELP[f.name])
         elif t is bool:
@@ -165,12 +193,10 @@ def cmd_train(args, make_config=None) -> None:
 
     from . import localization  # noqa: F401  (registers box regression with the training loop)
     from .engine import load_config, train
-    from .engine.config import TrainConfig
+    from .engine.config import TrainConfig, resume_recipe
 
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
-    recipe = args.config
-    if args.resume and args.out and not recipe and (Path(args.out) / "config.yaml").is_file():
-        recipe = str(Path(args.out) / "config.yaml")  # `--resume --out RUN` alone continues that run
+    recipe = resume_recipe(args.config, args.out, args.resume)  # `--resume --out RUN` alone continues it
     cfg = (make_config or load_config)(recipe, overrides)
     result = train(cfg)
     if result["status"] == "interrupted":
@@ -199,7 +225,7 @@ def cmd_evaluate(args) -> None:
 
     result = evaluate(args.checkpoint, args.data, args.protocol, out=args.out, force=args.force,
                       scales=args.scales, multi_scale=args.multi_scale,
-                      device=args.device, amp="off" if args.no_amp else "auto", channels_last=args.channels_last,
+                      device=args.device, amp=args.amp, channels_last=args.channels_last,
                       workers=args.workers,
                       batch_size=args.batch_size, half=args.half, skip_unreadable=args.skip_unreadable,
                       data_root=args.root, progress=sys.stderr.isatty())
@@ -253,7 +279,8 @@ def cmd_report(args) -> None:
         md += ("\n" if md else "") + table11(transfer, title="Table 11 layout: deep features + linear SVMs")
         csv += table11(transfer, style="csv")
     if "localisation" in kinds:
-        results = [read_json(Path(d) / RESULTS, "results file") for d in kinds["localisation"]]
+        results = [dict(read_json(Path(d) / RESULTS, "results file"), run=str(d))
+                   for d in kinds["localisation"]]
         md += ("\n" if md else "") + loc_tables(results, "markdown")
         csv += loc_tables(results, "csv")
     print(md, end="")
@@ -280,7 +307,7 @@ def cmd_loc_evaluate(args) -> None:
                      protocols=tuple(args.protocol), scales=args.scales,
                      multi_scale=args.multi_scale, classifier=args.classifier, posteriors=args.posteriors,
                      top_k=args.top_k, flip=args.flip, threshold=args.threshold, device=args.device,
-                     amp="off" if args.no_amp else "auto", channels_last=args.channels_last, workers=args.workers,
+                     amp=args.amp, channels_last=args.channels_last, workers=args.workers,
                      data_root=args.root,
                      on_bad_box=args.on_bad_box, progress=True)
     print(loc_tables([r], "text"))
@@ -312,7 +339,7 @@ def cmd_features(args) -> None:
 
     r = features_command(args.checkpoint, args.data, args.out, args.scales,
                          args.layer, force=args.force, data_root=args.root, device=args.device,
-                         workers=args.workers, batch_size=args.batch_size, amp="off" if args.no_amp else "auto",
+                         workers=args.workers, batch_size=args.batch_size, amp=args.amp,
                          channels_last=args.channels_last,
                          progress=True, skip_unreadable=args.skip_unreadable)
     print(f"{r['images']} images ({r['label_kind']}-label, {r['classes']} classes): {r['layer']} descriptors "
@@ -355,7 +382,7 @@ def cmd_transfer(args) -> None:
 def cmd_demo(args) -> None:
     import time
 
-    from .demo import run_demo, summary_table
+    from .demo import path_hint, run_demo, summary_table
 
     t = time.perf_counter()
     overrides = {k: getattr(args, k) for k in ("epochs", "crop", "scale", "arch") if getattr(args, k) is not None}
@@ -363,6 +390,8 @@ def cmd_demo(args) -> None:
     print()
     print(summary_table(result))
     print(f"\nreport: {result['report']}   ({time.perf_counter() - t:.0f} s)")
+    if path_hint():
+        print(f"next: {path_hint()}")
 
 
 # -- parser ------------------------------------------------------------------------------------------
@@ -376,7 +405,9 @@ def _commands_localisation(sub) -> None:
                         description="App. A: the classification net of --init-from with its last layer replaced by "
                         "a box regressor, trained with a Euclidean loss. Unless given, the net's shape (arch, width, "
                         "fc-dim, crop, batch norm) and training scale are the classifier's; head pcr, lr 1e-3.")
-    add_train_arguments(s, dict(LOC_DEFAULTS, arch="from --init-from", scale="from --init-from"), hidden=("objective",))
+    inherited = {k: "from --init-from"
+                 for k in ("arch", "width", "fc_dim", "crop", "batch_norm", "dropout", "scale")}
+    add_train_arguments(s, dict(LOC_DEFAULTS, **inherited), hidden=("objective",))
     s.set_defaults(func=cmd_loc_train)
     s = lsub.add_parser("evaluate", help="protocol 1 (centre crop, GT class) and 2 (dense + greedy merge, top-k)")
     s.add_argument("--checkpoint", required=True, help="a localisation net of `vggnet loc train`")
@@ -394,11 +425,7 @@ def _commands_localisation(sub) -> None:
     s.add_argument("--on-bad-box", choices=["fail", "skip"], default="fail")
     s.add_argument("--out", help="folder for boxes.safetensors, results.json and gallery.png")
     s.add_argument("--force", action="store_true", help="replace results saved in --out before")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--no-amp", action="store_true", help="no bf16 autocast (the default on CUDA and on CPUs with AMX units): fp32 throughout")
-    s.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
-                   help="NHWC activations (auto: on, measured faster on CPU and GPU)")
-    s.add_argument("--workers", type=WORKERS, default=_default_workers())
+    add_runtime_flags(s)
     s.set_defaults(func=cmd_loc_evaluate)
     s = lsub.add_parser("merge", help="protocol 2 from saved boxes: tune the threshold, fuse nets (no network run)")
     s.add_argument("dirs", nargs="+", help="folders of `vggnet loc evaluate --out` (several: fusion, the union of boxes)")
@@ -424,9 +451,7 @@ def _commands_deploy(sub) -> None:
     s.add_argument("--scales", help="test scales Q, e.g. 256,384,512")
     s.add_argument("--top", type=integer(1, 100_000), default=5)
     s.add_argument("--json", action="store_true", help="JSON instead of tables")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
-                   help="NHWC activations (auto: on, measured faster on CPU and GPU)")
+    add_runtime_flags(s, workers=False)
     s.set_defaults(func=cmd_predict)
     s = sub.add_parser("export", help="ONNX model with the preprocessing inside, checked with ONNX Runtime")
     s.add_argument("checkpoint")
@@ -445,11 +470,7 @@ def _commands_transfer(sub) -> None:
     s.add_argument("--layer", default="fc7", help="fc7 (default), fc6, pool5, conv5_3, ...: global-average-pooled")
     s.add_argument("--out", required=True, help="features file to write (.safetensors)")
     s.add_argument("--force", action="store_true")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--no-amp", action="store_true", help="no bf16 autocast (the default on CUDA and on CPUs with AMX units): fp32 throughout")
-    s.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
-                   help="NHWC activations (auto: on, measured faster on CPU and GPU)")
-    s.add_argument("--workers", type=WORKERS, default=_default_workers())
+    add_runtime_flags(s)
     s.add_argument("--batch-size", type=integer(1, 100_000), default=16)
     s.add_argument("--skip-unreadable", action="store_true")
     s.set_defaults(func=cmd_features)
@@ -503,7 +524,8 @@ def _commands_weights(sub) -> None:
 
 
 def _commands_data(sub) -> None:
-    s = sub.add_parser("data", help="data sets: make the synthetic one, check one for unreadable files")
+    s = sub.add_parser("data", help="data sets: make the synthetic one, check one for unreadable files, "
+                       "split one")
     dsub = s.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     dsub.required = True
     d = dsub.add_parser("synth", help="write the built-in synthetic data set (JPEGs, folder layout, boxes)")
@@ -530,14 +552,38 @@ def _commands_data(sub) -> None:
     d.add_argument("--per-shard", type=integer(1, 10_000_000), default=1000, help="images per shard")
     d.add_argument("--force", action="store_true", help="replace shards written before")
     d.set_defaults(func=cmd_data_shard)
+    d = dsub.add_parser("tiny-imagenet", help="Tiny ImageNet-200's layout -> label and box CSVs (train, val)")
+    d.add_argument("root", help="the tiny-imagenet-200 folder (wnids.txt, words.txt, train/, val/)")
+    d.add_argument("--out", required=True, help="folder for train.csv, val.csv, train-boxes.csv, val-boxes.csv, "
+                   "classes.tsv")
+    d.add_argument("--force", action="store_true", help="replace those files if they exist")
+    d.set_defaults(func=cmd_data_tiny_imagenet)
     d = dsub.add_parser("check", help="decode every image and list the unreadable ones with their reason")
     d.add_argument("data", help="image folder (any layout) or .csv/.tsv label file")
     d.add_argument("--root", help="root of the paths in a label file (default: its folder)")
     d.add_argument("--workers", type=WORKERS, default=_default_workers())
     d.set_defaults(func=cmd_data_check)
 
+    d = dsub.add_parser("split", help="split a label or box file by image into train / val / tune files "
+                        "(seeded)",
+                        description="Every row of an image goes to one part; the parts are stratified by "
+                        "class and depend on --seed alone. Writes NAME-train.csv, NAME-val.csv and, with "
+                        "--tune, NAME-tune.csv (App. A: the merging threshold is tuned on images held out of "
+                        "both).")
+    d.add_argument("data", help="label file (path,label) or box file (path,wnid,xmin,ymin,xmax,ymax)")
+    d.add_argument("--val", type=float, default=0.1, help="fraction of the images for validation "
+                   "(default 0.1)")
+    d.add_argument("--tune", type=float, default=0.0, help="fraction of the images for tuning "
+                   "(default 0: none)")
+    d.add_argument("--seed", type=SEED, default=0)
+    d.add_argument("--root", help="root of the paths in the file (default: its folder)")
+    d.add_argument("--out-dir", help="folder for the parts (default: the file's folder); paths are rewritten "
+                   "relative to it")
+    d.add_argument("--force", action="store_true", help="replace parts written before")
+    d.set_defaults(func=cmd_data_split)
+
     s = sub.add_parser("stats", help="training-set mean RGB and RGB covariance eigen-pairs (for PCA colour shift)")
-    s.add_argument("data", help="image folder (class sub-folders) or .csv/.tsv label file")
+    s.add_argument("data", help="image folder (any layout) or .csv/.tsv label file")
     s.add_argument("--out", required=True, help="JSON file to write")
     s.add_argument("--root", help="root of the paths in a label file")
     s.add_argument("--max-images", type=integer(1, 10_000_000), default=10_000)
@@ -571,11 +617,7 @@ def _commands_evaluation(sub) -> None:
     s.add_argument("--scales", help="test scales Q, e.g. 256,384,512 (default: from the training scale, §4.1)")
     s.add_argument("--multi-scale", action="store_true", help="default scales per §4.2 ({S-32,S,S+32} or {Smin,mid,Smax})")
     s.add_argument("--out", help="folder for posteriors.safetensors and results.json")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--no-amp", action="store_true", help="no bf16 autocast (the default on CUDA and on CPUs with AMX units): fp32 throughout")
-    s.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
-                   help="NHWC activations (auto: on, measured faster on CPU and GPU)")
-    s.add_argument("--workers", type=WORKERS, default=_default_workers())
+    add_runtime_flags(s)
     s.add_argument("--batch-size", type=integer(1, 100_000), default=32, help="equal-sized images per batch")
     s.add_argument("--half", action="store_true", help="store posteriors as float16")
     s.add_argument("--skip-unreadable", action="store_true", help="exclude unreadable images (counted) instead of failing")
@@ -634,11 +676,42 @@ def _default_workers() -> int:
     return min(8, max(1, (os.cpu_count() or 1)))
 
 
+def add_runtime_flags(s, workers: bool = True) -> None:
+    """The device policy's flags (runtime/device.py), one spelling for every command that runs a net."""
+    s.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    s.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
+                   help="bf16 autocast (auto: on CUDA and on CPUs with amx_bf16/avx512_bf16; off: fp32)")
+    s.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                   help="NHWC activations (auto: on, measured faster on CPU and GPU)")
+    if workers:
+        s.add_argument("--workers", type=WORKERS, default=_default_workers())
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with its errors in the project's one-line form."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _subcommands(parser) -> dict:
+    return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+
+def refuse_unknown(parser, args, extra: list[str]) -> None:
+    """An unknown argument is refused by the sub-command it was given to, with the closest flag
+    of that sub-command (``--widht`` -> ``--width``)."""
+    import difflib
+
+    for dest in ("command", "data_command", "loc_command"):
+        name = getattr(args, dest, None)
+        if name in _subcommands(parser):
+            parser = _subcommands(parser)[name]
+    flags = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    unknown_flags = [e.split("=")[0] for e in extra if e.startswith("-")]
+    guess = difflib.get_close_matches(unknown_flags[0], flags, n=1) if unknown_flags else []
+    parser.error(f"unrecognized arguments: {' '.join(extra)}"
+                 + (f"; did you mean {guess[0]}?" if guess else ""))
 
 
 def main(argv=None) -> int:
@@ -652,7 +725,10 @@ def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")  # paths that are not valid UTF-8
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        refuse_unknown(parser, args, extra)
     command = " ".join(filter(None, (args.command, getattr(args, "data_command", None),
                                      getattr(args, "loc_command", None))))
     try:

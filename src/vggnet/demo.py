@@ -17,6 +17,9 @@ import csv
 import io
 import os
 import platform
+import shlex
+import shutil
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +45,31 @@ def _split_user_data(data: Path):
     if (data / "train").is_dir() and (data / "val").is_dir():
         return str(data / "train"), str(data / "val")
     return str(data), None
+
+
+def command() -> str:
+    """How a new shell runs ``vggnet``: the name when it is on PATH (an activated environment, a
+    system install), else the installed script in full (``make demo`` runs ``.venv/bin/vggnet``
+    from a shell that has not activated the environment), else this interpreter with ``-m``."""
+    script = Path(sys.executable).parent / "vggnet"  # not resolved: a venv's python is a link
+    found = shutil.which("vggnet")
+    if found and (not script.is_file() or Path(found).resolve() == script.resolve()):
+        return "vggnet"
+    if script.is_file():
+        return shlex.quote(str(script.absolute()))
+    return f"{shlex.quote(sys.executable)} -m vggnet"
+
+
+def path_hint() -> str:
+    """What to type so that ``vggnet`` works as the README writes it ("" when it already does)."""
+    name = command()
+    if name == "vggnet":
+        return ""
+    bin_dir = Path(sys.executable).parent
+    activate = bin_dir / "activate"
+    return (f"`vggnet` is not on this shell's PATH: run `source {activate}` (in each new shell) to use the "
+            f"commands as the README writes them, or call `{name}`" if activate.is_file() else
+            f"`vggnet` is not on this shell's PATH: call `{name}`")
 
 
 def _heldout_list(cfg, out: Path) -> str:
@@ -166,9 +194,10 @@ def _report(out, data_desc, cfg, result, single, multi, timings, curves) -> str:
     hist = result["history"]
     chance = 100 * (1 - 1 / single["classes"])
     best = result["best"] or {}
-    eval_cmd = (f"vggnet evaluate --checkpoint {out}/run/best.safetensors --data {single['data']} "
+    eval_cmd = (f"{command()} evaluate --checkpoint {out}/run/best.safetensors --data {single['data']} "
                 + (f"--root {cfg.data} " if single["data"].endswith(".csv") else "")
                 + "--protocol center dense multicrop dense+multicrop --multi-scale --out NEW_DIR")
+    hint = path_hint()
     lines = ["# vggnet demo report", "",
              f"Made {datetime.now():%Y-%m-%d %H:%M} on {platform.machine()} with {os.cpu_count()} cores "
              f"(total {timings['total']:.0f} s: data {timings['data']:.0f} s, training {timings['train']:.0f} s, "
@@ -185,7 +214,8 @@ def _report(out, data_desc, cfg, result, single, multi, timings, curves) -> str:
              f"at epoch {best.get('epoch', '-')}; {hist[-1]['images_per_s']:.0f} training images/s",
              "", "![training curves](curves.png)", "", render(hist, EPOCH_COLUMNS, "markdown"),
              "## Evaluation (§3.2, §4)", "", render(_eval_rows(single, multi), EVAL_COLUMNS, "markdown"),
-             "Reproduce any row:", "", "```bash", eval_cmd, "```", "",
+             "Reproduce the three-scale rows (`--scales` for others):", "", "```bash", eval_cmd, "```", "",
+             *([f"({hint}.)", ""] if hint else []),
              "## Files", "", "- `run/`: config.yaml, stats.json, log.jsonl, best/final/last checkpoints",
              "- `eval-single/`, `eval-multi/`: results.json and per-image posteriors (for `vggnet fuse`)",
              "- `curves.png`: loss, error and learning-rate curves", ""]

@@ -43,10 +43,10 @@ def _posteriors(ev: Evaluator, picture, qs, protocol: str) -> torch.Tensor:
 
 
 def predict(weights, images, protocol: str = "dense", multi_scale: bool = False, scales=None, top: int = 5,
-            device: str = "auto", channels_last: str = "auto") -> list[dict]:
+            device: str = "auto", channels_last: str = "auto", amp: str = "auto") -> list[dict]:
     if protocol not in ALL_PROTOCOLS:
         raise unknown("protocol", protocol, ALL_PROTOCOLS)
-    policy = make_policy(resolve_device(device), "auto", channels_last)
+    policy = make_policy(resolve_device(device), amp, channels_last)
     model, meta = load_model(weights, policy.device) if isinstance(weights, (str, Path)) else weights
     if meta.model.head != "classifier":
         raise VGGError("predict takes a classifier; box regressors are for `vggnet loc evaluate`")

@@ -20,6 +20,7 @@ from ..errors import VGGError
 from .images import is_image_file
 from .shards import is_shard_index, open_shards
 from .source import Source
+from .tinyimagenet import is_tiny_root, is_tiny_val_folder, val_samples
 
 MAX_FILES = 20_000_000  # a walk that finds more is refused: no data set of this field is that large
 
@@ -80,7 +81,8 @@ def image_folder(root, classes: list[str] | None = None) -> Source:
 
 
 def file_list(path, root=None, classes: list[str] | None = None) -> Source:
-    """Read a CSV/TSV of ``path,label`` rows (an optional header row is skipped)."""
+    """Read a CSV/TSV of ``path,label`` rows. A header is optional; when there is one (a first row
+    naming a known column), the columns are read by its names, and it must name both."""
     path = Path(path)
     if not path.is_file():
         raise VGGError(f"label file not found: {path}")
@@ -90,7 +92,7 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
     if b"\0" in head:
         raise VGGError(f"{path}: not a text label file (binary content; expected 'path,label' rows)")
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".txt") and b"\t" in head else ","
-    rows = []
+    rows, columns, first = [], (0, 1), None
     try:
         # -sig: a byte-order mark is not part of a path. surrogateescape: a path is a file name,
         # which on POSIX is bytes; one that is not UTF-8 is read as Python names such files (and
@@ -99,11 +101,14 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
             for n, row in enumerate(csv.reader(f, delimiter=delimiter), start=1):
                 if not row or row[0].startswith("#"):
                     continue
-                if len(row) < 2:
+                if first is None:
+                    first = row
+                    if is_header(row):
+                        columns = label_columns(row, path)
+                        continue
+                if len(row) <= max(columns):
                     raise VGGError(f"{path}:{n}: expected 'path{delimiter}label', got {row!r}"[:300])
-                if n == 1 and row[0].strip().lower() in ("path", "file", "filename", "image"):
-                    continue
-                rows.append((row[0].strip(), row[1].strip()))
+                rows.append((row[columns[0]].strip(), row[columns[1]].strip()))
                 rows[-1][1].encode("utf-8")  # a label that is not UTF-8 text: UnicodeEncodeError
                 if len(rows) > MAX_FILES:
                     raise VGGError(f"{path}: more than {MAX_FILES:,} rows; refusing to read them all")
@@ -124,20 +129,62 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
                            f"(e.g. {classes[:5]})")
     index = {c: i for i, c in enumerate(classes)}
     missing = [p for p, _ in rows if not (root / p).is_file()]
+    if missing == [rows[0][0]] and len(rows) > 1:  # only the first row: an unknown header
+        raise VGGError(f"{path}: the first row {','.join(first)!r} is neither an image under {root} nor a "
+                       f"header naming the columns (expected path,label; a path column may be called "
+                       f"{'/'.join(PATH_COLUMNS)}, a label column {'/'.join(LABEL_COLUMNS)})")
     if missing:
+        missing = list(dict.fromkeys(missing))  # a box file lists an image once per box
+        none_found = len(missing) == len({p for p, _ in rows})
+        elsewhere = ("; the paths are read relative to that folder: if the images are in another one, "
+                     "give it with --root (train: --data-root)") if none_found else ""
         raise VGGError(f"{path}: {len(missing)} listed images do not exist under {root}, e.g. "
-                       + ", ".join(missing[:3]))
+                       + ", ".join(missing[:3]) + elsewhere)
     samples = [(str(root / p), index[label]) for p, label in rows]
     return Source(samples, list(classes), str(root), "list", [p for p, _ in rows])
 
 
+def tiny_val_folder(folder, classes: list[str] | None = None) -> Source:
+    """Tiny ImageNet's ``val/``: one image folder, labels in ``val_annotations.txt``."""
+    pairs, classes = val_samples(folder, classes)
+    index = {c: i for i, c in enumerate(classes)}
+    return Source([(p, index[w]) for p, w in pairs], classes, str(folder), "tiny-imagenet-val",
+                  [os.path.relpath(p, folder) for p, _ in pairs])
+
+
+PATH_COLUMNS = ("path", "file", "filename", "image")
+LABEL_COLUMNS = ("label", "wnid", "class", "name")
+
+
+def is_header(row: list[str]) -> bool:
+    """A first row that names any known column is a header (and must then name both)."""
+    return any(c.strip().lower() in PATH_COLUMNS + LABEL_COLUMNS for c in row)
+
+
+def label_columns(header: list[str], path) -> tuple[int, int]:
+    """The positions of the path and label columns a header names: the columns are read by name,
+    never by position, so a header that lacks one is refused rather than read wrongly."""
+    names = [c.strip().lower() for c in header]
+    found = [next((names.index(n) for n in group if n in names), None)
+             for group in (PATH_COLUMNS, LABEL_COLUMNS)]
+    if None in found:
+        missing, group = ("path", PATH_COLUMNS) if found[0] is None else ("label", LABEL_COLUMNS)
+        raise VGGError(f"{path}: the header {','.join(header)!r} names no {missing} column "
+                       f"(one of {', '.join(group)}); a label file is path,label rows")
+    return found[0], found[1]
+
+
 def open_source(spec, root=None, classes: list[str] | None = None) -> Source:
     """The one factory of labelled image sets, keyed by what the user gives: a folder of tar
-    shards (its ``shards.json``), a folder (ImageFolder layout) or a label file
-    (``.csv``/``.tsv``/``.txt``)."""
+    shards (its ``shards.json``), a folder (ImageFolder layout; Tiny ImageNet's ``val/``) or a
+    label file (``.csv``/``.tsv``/``.txt``)."""
     spec = Path(spec)
     if is_shard_index(spec):
         return open_shards(spec, classes)
+    if spec.is_dir() and is_tiny_root(spec):
+        raise VGGError(f"{spec} is a Tiny ImageNet folder: give {spec / 'train'} or {spec / 'val'}")
+    if spec.is_dir() and is_tiny_val_folder(spec):
+        return tiny_val_folder(spec, classes)
     if spec.is_dir():
         return image_folder(spec, classes)
     if spec.suffix.lower() in (".csv", ".tsv", ".txt"):
@@ -168,20 +215,37 @@ def split_holdout(source: Source, fraction: float, seed: int = 0) -> tuple[Sourc
     return source.subset(train), source.subset(sorted(held))
 
 
-def image_files(target, root=None) -> Source:
-    """Every image of a shard folder, of a folder (any layout, sub-folders included), of a label
-    file's list, or one image file, as an unlabelled Source (for ``vggnet data check``)."""
+def unlabelled_source(target, root=None) -> Source:
+    """Images whose labels are not needed (colour statistics): a folder of any layout, class
+    sub-folders or none, or a label file."""
     target = Path(target)
-    if is_shard_index(target):
-        return open_shards(target)
+    if is_shard_index(target) or not target.is_dir():
+        return open_source(target, root)
+    paths = image_files(target)
+    ids = [os.path.relpath(p, target) for p in paths]
+    return Source([(p, 0) for p in paths], ["-"], str(target), "folder", ids)
+
+
+def image_files(target, root=None) -> list[str]:
+    """Every image file of a folder (any layout, sub-folders included) or a label file's list."""
+    target = Path(target)
     if target.is_dir():
         paths = walk_images(target)
     elif target.is_file() and is_image_file(target.name):
         paths = [str(target)]
-    elif target.is_file():
-        paths = [p for p, _ in file_list(target, root).samples]
+    elif target.is_file():  # a box file lists an image once per box: each image is checked once
+        paths = list(dict.fromkeys(p for p, _ in file_list(target, root).samples))
     else:
         raise VGGError(f"data not found: {target}")
     if not paths:
         raise VGGError(f"{target}: no image files found")
+    return paths
+
+
+def images_to_check(target, root=None) -> Source:
+    """What ``vggnet data check`` decodes: a shard folder's images, or every image file of a folder,
+    a label file or one file (see :func:`image_files`), as an unlabelled Source."""
+    if is_shard_index(target):
+        return open_shards(target)
+    paths = image_files(target, root)
     return Source([(p, 0) for p in paths], [], str(target), "files", list(paths))

@@ -77,6 +77,9 @@ class TrainConfig:
                                bounds=(0, 100_000, False, False))
     # the paper decreased the rate 3 times, then stopped
     lr_drops: int = setting(3, 'drops before training stops', bounds=(0, 100, False, False))
+    # a fixed schedule instead of the plateau rule, for equal schedules across runs
+    lr_milestones: str = setting("", 'fixed schedule: divide the rate by lr-factor after these epochs, e.g. 6,9 '
+                                 '(plateau rule off)')
     min_delta: float = setting(0.0, 'improvement (points) that counts', bounds=(0, 100, False, False))
     init: str = setting("gaussian", 'random initialisation: gaussian or glorot',
                         choices=('gaussian', 'glorot'))
@@ -93,7 +96,8 @@ class TrainConfig:
     out: str | None = setting(None, 'run folder (new, or the one to --resume)')
     resume: bool = setting(False, 'continue the run in --out')
     device: str = setting("auto", 'auto, cpu, cuda, cuda:N')
-    amp: str = setting("auto", 'bf16 autocast: auto (on CUDA), bf16, off', choices=AMP_CHOICES)
+    amp: str = setting("auto", 'bf16 autocast, fp32 weights: auto (on CUDA and on CPUs with amx_bf16/avx512_bf16), '
+                       'on, off', choices=AMP_CHOICES)
     channels_last: str = setting("auto", 'NHWC activations: auto (on), on, off', choices=SWITCHES)
     compile: bool = setting(False, 'torch.compile the model')
     deterministic: bool = setting(False, 'deterministic algorithms (slower)')
@@ -223,6 +227,14 @@ def read_recipe(path: Path) -> dict:
     return loaded
 
 
+def resume_recipe(recipe: str | None, out, resume) -> str | None:
+    """The recipe of a run: the one given, or, to continue a run (`resume` with its folder `out`
+    alone), the run's own config.yaml."""
+    if resume and out and not recipe and (Path(out) / "config.yaml").is_file():
+        return str(Path(out) / "config.yaml")
+    return recipe
+
+
 def load_config(recipe: str | None = None, overrides: dict | None = None, base: dict | None = None) -> TrainConfig:
     """Defaults <- `base` (a command's own defaults) <- the recipe <- `overrides` (the flags)."""
     values = {k: coerce(k, v) for k, v in (base or {}).items()}
@@ -263,9 +275,26 @@ def _check_range(name: str, value) -> None:
         raise VGGError(f"{name.replace('_', '-')} must be in {interval}, got {value!r}")
 
 
+def parse_milestones(text) -> tuple[int, ...]:
+    """``"6,9"`` -> (6, 9): increasing epoch numbers >= 1 (empty: the plateau rule)."""
+    text = str(text or "").strip()
+    if not text:
+        return ()
+    try:
+        epochs = tuple(int(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise VGGError(f"lr-milestones must be epoch numbers like 6,9, got {text!r}") from None
+    if any(e < 1 for e in epochs) or list(epochs) != sorted(set(epochs)):
+        raise VGGError(f"lr-milestones must be increasing epoch numbers >= 1, got {text!r}")
+    return epochs
+
+
 def check_settings(cfg: TrainConfig, world_size: int = 1) -> None:
     """Refuse impossible settings (no file is looked at): the recipe on its own."""
+    parse_milestones(cfg.lr_milestones)
 
+    if cfg.amp == "bf16":
+        cfg.amp = "on"  # the older spelling, in config.yaml files of earlier runs
     for name, choices in CHOICES.items():
         if getattr(cfg, name) not in choices:
             raise unknown(name.replace("_", "-"), getattr(cfg, name), choices)
@@ -293,6 +322,8 @@ def check_settings(cfg: TrainConfig, world_size: int = 1) -> None:
 def check_paths(cfg: TrainConfig) -> None:
     """Refuse missing inputs and a missing run folder name (the files' contents are checked when
     the run is built, still before anything is written)."""
+    if cfg.resume and not cfg.out:  # the data and every setting come from the run folder
+        raise VGGError("--resume continues a run: give its folder with --out RUN_DIR")
     if not cfg.data:
         raise VGGError("no training data: give --data (an image folder or a label file)")
     for name, path, kind in (("training data", cfg.data, "exists"), ("validation data", cfg.val_data, "exists"),

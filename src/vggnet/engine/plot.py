@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..errors import VGGError
 from ..fileio import atomic_write, loads_json
@@ -48,11 +49,18 @@ def read_log(run_dir) -> list[dict]:
 
 
 def plot_run(run_dir, out=None) -> Path:
-    rows = read_log(run_dir)
     out = Path(out) if out else Path(run_dir) / "curves.png"
+    fig = draw(read_log(run_dir))
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    return out
+
+
+def draw(rows: list[dict]) -> Figure:
+    """The figure of a run's epoch records: loss, errors and learning rate against whole epochs.
+    A matplotlib Figure without pyplot: no global figure state, no GUI backend."""
     ep = [r["epoch"] for r in rows]
     errors = [k for k in rows[-1] if k.endswith("_err")]
-    fig = Figure(figsize=(13, 3.6))  # no pyplot: no global figure state, no GUI backend
+    fig = Figure(figsize=(13, 3.6))
     ax = fig.subplots(1, 3)
     ax[0].plot(ep, [r["train_loss"] for r in rows], "o-")
     ax[0].set(title="training loss", xlabel="epoch")
@@ -68,6 +76,6 @@ def plot_run(run_dir, out=None) -> Path:
     ax[2].set(title="learning rate", xlabel="epoch")
     for a in ax:
         a.grid(alpha=0.3)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.5 on a short run
     fig.tight_layout()
-    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    return out
+    return fig

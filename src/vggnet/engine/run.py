@@ -27,7 +27,15 @@ from ..models.meta import TrainInfo, WeightsMeta
 from ..models.weights import check_state_dict, read_meta
 from ..runtime.device import DevicePolicy, configure_backends, make_policy
 from .checkpoint import LAST, TrainState, load_last, load_optimizer_tensors
-from .config import RESUME_MAY_CHANGE, TrainConfig, read_recipe, same_setting, save_config, to_dict
+from .config import (
+    RESUME_MAY_CHANGE,
+    TrainConfig,
+    parse_milestones,
+    read_recipe,
+    same_setting,
+    save_config,
+    to_dict,
+)
 from .distributed import Dist
 from .schedule import PlateauSchedule
 
@@ -127,6 +135,16 @@ def lock_run_dir(run: Path):
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
+
+
+def release_lock(run: "Run") -> None:
+    """Close the run folder's lock and delete its file, while still held (so no other run's lock is
+    ever deleted): a run that ends -- finished, stopped at a checkpoint, or refused -- leaves the
+    folder without it; only a killed process leaves its file, which locks nothing."""
+    if run.lock is None:
+        return
+    (run.run_dir / LOCK).unlink(missing_ok=True)
+    run.lock.close()
 
 
 def open_data(cfg: TrainConfig) -> tuple[Source, Source]:
@@ -260,7 +278,7 @@ def restore(run: "Run") -> None:
     run.meta = run.meta.replace(preprocessing=saved.preprocessing, train=dataclasses.replace(
         run.meta.train, warm_start=saved.train.warm_start if saved.train else None))
     run.normalizer = Normalizer(saved.preprocessing).to(run.policy.device)
-    run.schedule = PlateauSchedule.from_state(state.schedule)
+    run.schedule = PlateauSchedule.from_state(state.schedule, parse_milestones(run.cfg.lr_milestones))
     for g in run.optimizer.param_groups:
         g["lr"] = run.schedule.lr
 
@@ -300,8 +318,10 @@ def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
     val_scale = cfg.val_scale or default_scales(cfg.scale, cfg.crop)[0]
     policy.prepare(net)
     optimizer = make_optimizer(cfg, net, policy)
-    schedule = PlateauSchedule(cfg.lr, cfg.lr_factor, cfg.lr_patience, cfg.lr_drops, cfg.min_delta)
-    info = TrainInfo(tuple(cfg.scale), cfg.crop, val_scale, cfg.recipe, to_dict(cfg), warm, objective.name)
+    schedule = PlateauSchedule(cfg.lr, cfg.lr_factor, cfg.lr_patience, cfg.lr_drops, cfg.min_delta,
+                               milestones=parse_milestones(cfg.lr_milestones))
+    info = TrainInfo(tuple(cfg.scale), cfg.crop, val_scale, cfg.recipe, to_dict(cfg), warm, objective.name,
+                     f"{policy.precision} ({policy.reason})")
     meta = WeightsMeta(net.spec, list(train_source.classes), preprocessing, info)
     run = Run(cfg, dist, policy, objective, run_dir, train_source, val_source, val_scale, sampler, loader,
               Normalizer(preprocessing).to(policy.device), net, net, optimizer, schedule, meta, TrainState())

@@ -1,8 +1,13 @@
 """The paper's learning-rate rule (§3.1): divide the rate by 10 when validation accuracy stops
-improving; after the rate has been decreased 3 times, the next plateau ends training."""
+improving; after the rate has been decreased 3 times, the next plateau ends training.
+
+With `milestones` (``--lr-milestones 6,9``) the rate is divided after those epochs instead, and the
+epoch cap ends training: a fixed schedule, so that nets compared with each other get the same
+number of drops at the same epochs (the plateau rule drops earlier for nets that plateau earlier).
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -15,15 +20,23 @@ class PlateauSchedule:
     best: float = float("inf")
     bad_epochs: int = 0
     drops: int = 0
+    epochs_seen: int = 0
+    milestones: tuple[int, ...] = field(default=(), compare=False)  # from the config, not the state
 
     def step(self, val_error: float) -> dict:
         """Record one epoch's validation error (lower is better). Returns dict(lr, improved,
         dropped, stop)."""
         improved = val_error < self.best - self.min_delta
         dropped = stop = False
+        self.epochs_seen += 1
         if improved:
             self.best, self.bad_epochs = val_error, 0
-        else:
+        if self.milestones:
+            dropped = self.epochs_seen in self.milestones
+            if dropped:
+                self.lr *= self.factor
+                self.drops += 1
+        elif not improved:
             self.bad_epochs += 1
             if self.bad_epochs > self.patience:
                 if self.drops < self.max_drops:
@@ -36,11 +49,11 @@ class PlateauSchedule:
         return dict(lr=self.lr, improved=improved, dropped=dropped, stop=stop)
 
     def state_dict(self) -> dict:
-        return {k: (v if v != float("inf") else None) for k, v in asdict(self).items()}
+        return {k: (v if v != float("inf") else None) for k, v in asdict(self).items() if k != "milestones"}
 
     @classmethod
-    def from_state(cls, state: dict) -> "PlateauSchedule":
-        state = dict(state)
+    def from_state(cls, state: dict, milestones: tuple[int, ...] = ()) -> "PlateauSchedule":
+        state = dict(state, milestones=tuple(milestones))
         if state.get("best") is None:
             state["best"] = float("inf")
         return cls(**state)

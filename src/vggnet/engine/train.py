@@ -30,7 +30,7 @@ from .checkpoint import LAST, save_best, save_final, save_last
 from .config import TrainConfig
 from .config import validate as validate_config
 from .objectives import objective_for
-from .run import Run, build_run, train_mode
+from .run import Run, build_run, release_lock, train_mode
 from .runlog import RunLog
 
 SYNC_EVERY = 10  # steps between host synchronisations (finiteness check, progress, stop flag)
@@ -278,7 +278,8 @@ def end_epoch(run: Run, epoch: int, figures: dict, log: RunLog) -> dict:
         g["lr"] = run.schedule.lr
     bad = figures.pop("bad")
     record = dict(epoch=epoch + 1, lr=lr_used, **{k: figures[k] for k in figures if k != "images"}, **v,
-                  val_scale=run.val_scale, bad_images=len(bad), lr_dropped=sched["dropped"], time=time.time())
+                  val_scale=run.val_scale, bad_images=len(bad), lr_dropped=sched["dropped"], time=time.time(),
+                  precision=run.policy.precision)
     state = run.state
     state.history.append(record)
     state.bad_images += len(bad)
@@ -305,6 +306,24 @@ def run_epochs(run: Run, log: RunLog) -> dict:
     return dict(status="done", stop_reason=f"epoch cap ({run.cfg.epochs}) reached")
 
 
+def describe_run(run: Run) -> str:
+    """The line a run starts with, before its first epoch: what is trained, on what, where."""
+    cfg, net, policy = run.cfg, run.net, run.policy
+    params = sum(p.numel() for p in net.parameters())
+    state = run.state
+    start = "training" if not (state.epoch or state.step) else \
+        f"resuming at epoch {state.epoch + 1}" + (f", step {state.step}" if state.step else "")
+    return (f"{start}: net {net.arch} (width x{cfg.width:g}, FC {cfg.fc_dim}, crop {cfg.crop}, "
+            f"{params:,} parameters) on {len(run.train_source):,} images of "
+            f"{len(run.train_source.classes)} classes, validating on {len(run.val_source):,} images"
+            f"{'' if cfg.val_data else ' held out of --data'}; "
+            f"S {cfg.scale.paper()}, batch {cfg.batch_size}, "
+            f"{run.steps_per_epoch} steps per epoch; device {policy.device}"
+            + (f" x {run.dist.world_size} processes" if run.dist.enabled else "")
+            + f", precision {policy.precision}" + (", channels_last" if policy.channels_last else "")
+            + (f" ({policy.reason})" if policy.reason else ""))
+
+
 def train(cfg: TrainConfig, objective=None) -> dict:
     """Train a net as `cfg` says; returns a summary dict (status, epochs, history, best, files)."""
     d = distributed.setup(cfg.device)
@@ -314,14 +333,16 @@ def train(cfg: TrainConfig, objective=None) -> dict:
         log = RunLog(run.run_dir, run.objective, d.is_main, cfg.tensorboard)
         if cfg.resume:
             log.resume(run.state.history)
+        if d.is_main:
+            print(describe_run(run), flush=True)
         try:
             summary = run_epochs(run, log)
+            if summary["status"] == "done" and d.is_main:
+                last = run.state.history[-1] if run.state.history else None
+                save_final(run.run_dir, run.net, run.meta, last)
         finally:
             log.close()
-            if run.lock is not None:
-                run.lock.close()
-        if summary["status"] == "done" and d.is_main:
-            save_final(run.run_dir, run.net, run.meta, run.state.history[-1] if run.state.history else None)
+            release_lock(run)  # a run that ends leaves no run.lock
         # Rank 0 is still writing when the others finish: tearing the group down under it aborts
         # gloo, so everyone leaves together.
         d.barrier()

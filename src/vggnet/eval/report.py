@@ -1,12 +1,13 @@
 """``vggnet report``: evaluation folders -> a table in the layout of the paper's Tables 3-6
-(config, train S, test Q, protocol, top-1 and top-5 error), as Markdown and CSV."""
+(config, train S, test Q, protocol, top-1 and top-5 error), as Markdown and CSV. Each row names the
+folder it came from (``run``): two runs of one setting are two rows that can be told apart."""
 from __future__ import annotations
 
 from ..data.transforms import Scale
 from ..tables import columns, render
 from .posteriors import read_results
 
-COLUMNS = columns("config", "train S", "test Q", "protocol", ("top-1 err (%)", "top1_err", "{:.1f}"),
+COLUMNS = columns("run", "config", "train S", "test Q", "protocol", ("top-1 err (%)", "top1_err", "{:.1f}"),
                   ("top-5 err (%)", "top5_err", "{:.1f}"), "images")
 
 
@@ -17,7 +18,7 @@ def collect_rows(dirs, per_scale: bool = False) -> list[dict]:
         train = Scale(*r["train_scale"]).paper() if r.get("train_scale") else "-"
         for protocol, v in r["protocols"].items():
             scales = r.get("scales") or []
-            rows.append({"config": r.get("arch") or "?", "train S": train,
+            rows.append({"run": str(d), "config": r.get("arch") or "?", "train S": train,
                          "test Q": ",".join(map(str, scales)) or "-", "protocol": protocol,
                          "top1_err": v["top1_err"], "top5_err": v["top5_err"], "images": r.get("images", "")})
             if per_scale and len(scales) > 1:

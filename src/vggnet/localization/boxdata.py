@@ -86,11 +86,22 @@ def _check_on_bad(on_bad: str) -> None:
         raise VGGError(f"on_bad must be one of {', '.join(ON_BAD)}, got {on_bad!r}")
 
 
-def _finish(problems: list[str], on_bad: str) -> None:
+def _missing_images_hint(problems: list[str], root, found_any: bool) -> str:
+    """When no image is found at all, the likely cause is the root the paths are read from, not
+    the boxes (skipping them would leave nothing)."""
+    if problems and not found_any and all("image not found" in p for p in problems):
+        return (f"; the image paths are read relative to {root}: if the images are in another folder, "
+                f"give it with --data-root (loc evaluate / loc merge: --root)")
+    return ""
+
+
+def _finish(problems: list[str], on_bad: str, root=None, found_any: bool = True) -> None:
     """on_bad="fail": one error naming the first problem, the total, and the way out."""
     if problems and on_bad == "fail":
         more = f" ({len(problems)} problems in total)" if len(problems) > 1 else ""
-        raise VGGError(f"{problems[0]}{more}; with --on-bad-box skip the bad boxes are dropped and the rest kept")
+        hint = _missing_images_hint(problems, root, found_any)
+        raise VGGError(f"{problems[0]}{more}" + (hint or "; with --on-bad-box skip the bad boxes are dropped "
+                                                          "and the rest kept"))
 
 
 class _ImageSizes:
@@ -185,12 +196,13 @@ class _Collector:
 
 
 def _result(col: _Collector, classes, found_names, on_bad: str, root, what) -> BoxSource:
-    _finish(col.problems, on_bad)
+    found_any = any(col.rows.values())
+    _finish(col.problems, on_bad, root, found_any)
     classes = sorted(found_names) if classes is None else list(classes)
     images, dropped = col.build(classes)
     if not images:
-        raise VGGError(f"{what}: no usable boxes"
-                       + (f" ({len(col.problems)} problems, first: {col.problems[0]})" if col.problems else ""))
+        first = f" ({len(col.problems)} problems, first: {col.problems[0]})" if col.problems else ""
+        raise VGGError(f"{what}: no usable boxes{first}{_missing_images_hint(col.problems, root, found_any)}")
     return BoxSource(images, classes, str(root), col.problems + dropped)
 
 

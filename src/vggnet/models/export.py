@@ -6,21 +6,26 @@ it wrongly. ``forward`` gives class scores (N, classes) for crop-sized images; `
 the fully-convolutional score map (N, classes, h, w) of §3.2 for any H, W >= the crop (dynamic
 height and width). Before the command reports success, the file is run with ONNX Runtime on
 random images (two sizes for the dense variant) and compared with PyTorch. The class names go to
-``NAME.classes.txt`` beside it.
+``NAME.classes.txt`` beside it (one per line, as ``vggnet convert`` reads them), and the input
+contract -- layout, dtype, channel order, the size an image is resized and cropped to -- with the
+class names (id and readable name) to ``NAME.json`` beside it and into the model's metadata_props
+(``vggnet.input``, ``vggnet.classes``, JSON), so a deployment needs nothing else to feed it.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import warnings
 
 import torch
 from torch import nn
 
-from ..data.transforms import Normalizer
+from ..data.imagenet import readable_names
+from ..data.transforms import Normalizer, Scale, default_scales
 from ..errors import VGGError
-from ..fileio import atomic_write, claim_output, write_text
+from ..fileio import atomic_write, claim_output, write_json, write_text
 from .weights import classes_file, load_model
 
 TOLERANCE = 1e-3  # largest difference of outputs accepted, relative to their largest magnitude
@@ -72,10 +77,29 @@ def check_onnx(path, module: Deployable, crop: int, dense: bool) -> float:
     return worst
 
 
+def input_contract(meta, crop: int, dense: bool, output: str) -> dict:
+    """What the exported graph takes: uint8 RGB in NCHW, the image's smallest side resized to the
+    net's test scale Q (§4.1: S, or the middle of a jittered range) and, for the crop-sized graph,
+    the centre crop; the normalisation is inside the graph."""
+    q = default_scales(Scale(*meta.train.scale) if meta.train else None, crop)[0]
+    return dict(input="images", layout="NCHW", dtype="uint8", channels="RGB", value_range="0-255",
+                shape=["N", 3, "H", "W"] if dense else ["N", 3, crop, crop], resize_smallest_side=q,
+                crop=None if dense else crop, min_side=crop,
+                steps=(f"resize the smallest side to {q}, keep the whole image (H, W >= {crop})" if dense else
+                       f"resize the smallest side to {q}, take the centre {crop}x{crop} crop"),
+                preprocessing_in_graph=meta.preprocessing.describe(), output=output)
+
+
+def class_table(classes: list[str]) -> list[dict]:
+    """Each output's class id (an ImageNet wnid, or the data set's class name) and readable name."""
+    return [{"class": c, "name": n} for c, n in zip(classes, readable_names(classes))]
+
+
 def export_onnx(checkpoint, out, dense: bool = False, force: bool = False) -> dict:
     _imports()
     out = claim_output(out, "ONNX", force)
     claim_output(classes_file(out), "text", force)
+    claim_output(out.with_suffix(".json"), "JSON", force)
     model, meta = load_model(checkpoint)
     module = Deployable(model.eval(), meta.preprocessing, dense).eval()
     crop = model.crop_size
@@ -87,6 +111,7 @@ def export_onnx(checkpoint, out, dense: bool = False, force: bool = False) -> di
 
     boxes = model.spec.head != "classifier"  # a box regressor (App. A) exports its boxes
     output = ("box_map" if dense else "boxes") if boxes else ("score_map" if dense else "scores")
+    contract, classes = input_contract(meta, crop, dense, output), class_table(meta.classes)
 
     def write(tmp):
         quiet = logging.getLogger("torch.onnx")
@@ -99,6 +124,9 @@ def export_onnx(checkpoint, out, dense: bool = False, force: bool = False) -> di
                                             output_names=[output], dynamic_shapes=dynamic, verbose=False)
         finally:
             quiet.setLevel(level)
+        program.model.metadata_props.update({"vggnet.input": json.dumps(contract),
+                                              "vggnet.classes": json.dumps(classes),
+                                              "vggnet.input_steps": contract["steps"]})
         program.save(tmp)
         report["gap"] = check_onnx(tmp, module, crop, dense)
 
@@ -109,5 +137,8 @@ def export_onnx(checkpoint, out, dense: bool = False, force: bool = False) -> di
     except Exception as e:  # the exporter's own failures: one line, named
         raise VGGError(f"ONNX export of {checkpoint} failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
     write_text(classes_file(out), "".join(f"{c}\n" for c in meta.classes))
+    write_json(out.with_suffix(".json"),
+               dict(model=out.name, arch=model.arch, input=contract, classes=classes))
     return dict(out=str(out), dense=dense, gap=report["gap"], classes_file=str(classes_file(out)),
-                arch=model.arch, preprocessing=meta.preprocessing.describe(), crop=crop, output=output)
+                arch=model.arch, preprocessing=meta.preprocessing.describe(), crop=crop, output=output,
+                contract=contract, contract_file=str(out.with_suffix(".json")))

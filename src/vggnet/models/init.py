@@ -68,7 +68,7 @@ def warm_start(target: VGG, source: VGG, layers=None) -> list[str]:
             a, b = getattr(src[name], attr), getattr(dst[name], attr)
             if a.shape != b.shape:
                 raise VGGError(f"cannot warm-start layer {name}: source {attr} has shape {tuple(a.shape)}, "
-                               f"target has {tuple(b.shape)}")
+                               f"target has {tuple(b.shape)}" + _shape_hint(source, target))
     for name in layers:
         dst[name].weight.copy_(src[name].weight)
         dst[name].bias.copy_(src[name].bias)
@@ -76,3 +76,14 @@ def warm_start(target: VGG, source: VGG, layers=None) -> list[str]:
         if bn_src is not None and bn_dst is not None:
             bn_dst.load_state_dict(bn_src.state_dict())
     return layers
+
+
+def _shape_hint(source, target) -> str:
+    """What to change when the nets differ in width or FC size (a narrow net warm-starting a full one)."""
+    pairs = (("width", source.spec.width, target.spec.width),
+             ("fc-dim", source.spec.fc_dim, target.spec.fc_dim))
+    changes = [f"--{flag} {value:g}" for flag, value, mine in pairs if value != mine]
+    if not changes:
+        return ""
+    return (f"; the source net has width x{source.spec.width:g} and FC {source.spec.fc_dim}: build the "
+            f"target with the same ({' '.join(changes)})")

@@ -28,6 +28,7 @@ from ..fields import fail, int_field, number_field
 from ..fileio import loads_json
 from .arch import HEADS, check_model_args
 from .configs import TABLE1
+from .transforms import create_transform
 
 FORMAT = "vggnet-weights/1"
 MAX_CLASSES = 100_000
@@ -101,10 +102,12 @@ class TrainInfo:
     config: dict = field(default_factory=dict)
     warm_start: dict | None = None
     objective: str = "classification"
+    precision: str = ""  # what the device policy chose, and why: "bf16 autocast (auto: CPU has amx_bf16)"
 
     def to_dict(self) -> dict:
         return dict(scale=list(self.scale), crop=self.crop, val_scale=self.val_scale, recipe=self.recipe,
-                    config=self.config, warm_start=self.warm_start, objective=self.objective)
+                    config=self.config, warm_start=self.warm_start, objective=self.objective,
+                    precision=self.precision)
 
     @classmethod
     def from_dict(cls, d, where="") -> "TrainInfo":
@@ -120,7 +123,7 @@ class TrainInfo:
                    None if val_scale is None else int_field(val_scale, "train.val_scale", where, 1, MAX_SIDE),
                    str(d.get("recipe") or ""), d.get("config") if isinstance(d.get("config"), dict) else {},
                    d.get("warm_start") if isinstance(d.get("warm_start"), dict) else None,
-                   str(d.get("objective") or "classification"))
+                   str(d.get("objective") or "classification"), str(d.get("precision") or ""))
 
 
 @dataclass
@@ -145,6 +148,11 @@ class WeightsMeta:
 
     def replace(self, **changes) -> "WeightsMeta":
         return dataclasses.replace(self, **changes)
+
+    def transforms(self, scale: int | None = None, crop: bool = True):
+        """The net's test-time preprocessing as a ready transform (torchvision's ``weights.transforms()``):
+        image -> normalised tensor at its test scale and crop; see :func:`vggnet.models.create_transform`."""
+        return create_transform(self, scale, crop)
 
     def to_json(self) -> str:
         d = dict(format=FORMAT, model=self.model.kwargs(), classes=list(self.classes),

@@ -12,7 +12,7 @@ import torch
 from ..errors import VGGError, unknown
 
 SWITCHES = ("auto", "on", "off")
-AMP_CHOICES = ("auto", "bf16", "off")
+AMP_CHOICES = SWITCHES  # bf16 autocast; "bf16" is read as "on" (the older spelling, in saved configs)
 
 
 def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
@@ -41,6 +41,7 @@ class DevicePolicy:
     device: torch.device
     amp: bool = False  # bf16 autocast of the forward pass
     channels_last: bool = False  # NHWC activations
+    reason: str = ""  # why the precision was chosen, e.g. "auto: CPU has avx512_bf16"
 
     def autocast(self):
         if self.amp:
@@ -53,37 +54,63 @@ class DevicePolicy:
             model.to(memory_format=torch.channels_last)
         return model
 
+    @property
+    def precision(self) -> str:
+        return "bf16 autocast" if self.amp else "fp32"
+
     def describe(self) -> str:
-        return f"{self.device}" + (", bf16" if self.amp else "") + (", channels_last" if self.channels_last else "")
+        layout = ", channels_last" if self.channels_last else ""
+        return f"{self.device}, {self.precision}{layout}" + (f" ({self.reason})" if self.reason else "")
 
 
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tiles (bf16 matrix units, Sapphire Rapids and later)."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's own feature flags (Linux /proc/cpuinfo: x86 ``flags``, ARM ``Features``)."""
     try:
-        return bool(probe and probe())
-    except Exception:
-        return False
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_native_bf16(flags: frozenset[str] | None = None) -> str | None:
+    """The flag that gives this CPU native bf16 arithmetic (AMX tiles, or AVX-512 BF16 dot
+    products), or None. Decided from the CPU's flags, never from its model name."""
+    flags = cpu_flags() if flags is None else flags
+    return next((f for f in ("amx_bf16", "avx512_bf16") if f in flags), None)
 
 
 def make_policy(device: torch.device, amp: str = "auto", channels_last: str = "auto",
-                training: bool = False) -> DevicePolicy:
+                training: bool = False, flags: frozenset[str] | None = None) -> DevicePolicy:
     """The settings resolved for `device`; ``auto`` chooses what was measured to pay there
     (docs/BENCHMARKS.md):
 
     - channels_last: on, on CUDA and on the CPU (oneDNN's convolutions avoid reordering);
-    - bf16 autocast: on CUDA; on the CPU for inference only, and only where the CPU has AMX
-      bf16 units (measured 2.7x for dense evaluation, 3.9x for centre crops over fp32 there; on
-      other CPUs bf16 is slower). CPU training stays fp32 unless asked (``--amp bf16``): its
-      results then do not depend on which CPU ran them.
+    - bf16 autocast (fp32 master weights, fp32 checkpoints): on CUDA, and on CPUs with native
+      bf16 (AMX or AVX512_BF16), for training and inference alike (training measured 1.5-2.5x
+      over fp32 on an AVX512_BF16 CPU); elsewhere bf16 is emulated and slower, so fp32.
+    `training` is kept for callers that log it; both modes follow the same rule.
     """
+    amp = "on" if amp == "bf16" else amp
     if amp not in AMP_CHOICES:
         raise unknown("amp", amp, AMP_CHOICES)
     if channels_last not in SWITCHES:
         raise unknown("channels-last", channels_last, SWITCHES)
-    cuda = device.type == "cuda"
-    auto_bf16 = cuda or (device.type == "cpu" and not training and cpu_has_amx())
-    return DevicePolicy(device, amp == "bf16" or (amp == "auto" and auto_bf16), channels_last in ("on", "auto"))
+    auto_bf16 = device.type == "cuda" or (device.type == "cpu" and cpu_native_bf16(flags) is not None)
+    bf16 = amp == "on" or (amp == "auto" and auto_bf16)
+    return DevicePolicy(device, bf16, channels_last in ("on", "auto"), why(device, amp, bf16, flags))
+
+
+def why(device: torch.device, amp: str, bf16: bool, flags: frozenset[str] | None) -> str:
+    """One phrase saying why the precision is what it is (written to the run's log and metadata)."""
+    if amp != "auto":
+        return f"--amp {amp}"
+    if device.type == "cuda":
+        return "auto: CUDA"
+    native = cpu_native_bf16(flags)
+    return f"auto: CPU has {native}" if bf16 else "auto: CPU has no native bf16 (no amx_bf16/avx512_bf16 flag)"
 
 
 def configure_backends(policy: DevicePolicy, deterministic: bool = False) -> None:

@@ -1,0 +1,278 @@
+"""The paper's classification grid (Tables 3-6) on Tiny ImageNet, with equal fixed schedules.
+
+    python experiments/tiny.py --data /path/to/tiny-imagenet-200            # resumes where it stopped
+    python experiments/tiny.py --data ... --profile gpu --device cuda       # the same grid, wider
+
+Every step is a ``vggnet`` command (printed, logged to RUNS/commands.log and listed in
+docs/RESULTS.md). Order: the data lists; the colour statistics; then each net of the paper's chain
+(A from scratch; B, C, D, E warm-started from A's layers, §3.1; A-LRN and B-5x5 from scratch; C, D, E
+at the second scale from their first-scale nets; C, D, E jittered from their second-scale nets),
+each evaluated as soon as it is trained, the Tiny ImageNet section of docs/RESULTS.md rewritten after
+every evaluation (so a table appears as soon as its rows exist). Evaluation results are copied to
+experiments/results/tiny-<profile>/ (committed: they survive a fresh machine; run folders do not).
+
+Fairness rules (docs/RESULTS.md repeats them):
+- equal schedules: every net of a stage gets the same epochs and the same fixed learning-rate drops
+  (``--lr-milestones``), never the plateau rule, so no net gets a drop another does not;
+- nothing is chosen on the images that report the result: training validates on a slice of the
+  training images (``--val-fraction``) only for its curves, the evaluated weights are the *final*
+  ones (no best-epoch pick), and the validation images are read only by ``vggnet evaluate``.
+
+Profiles (the paper's scales times crop/224 on the 64-px images: crop 64, S in {73, 110}, jitter
+[73, 146], test Q from the training scale as §4.1-§4.2 say):
+- ``cpu``: widths x1/4, FC 256, batch norm (so that every net trains in the few epochs that 2 cores
+  allow, see the notes in docs/RESULTS.md), the first 100 classes of wnids.txt;
+- ``gpu``: the paper's widths, FC 4096, no batch norm, dropout 0.5, all classes, longer schedules;
+- ``smoke``: a minute of the whole script on a few classes, to check it end to end.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, VGGNET, rel, run, shown, write_section  # noqa: E402
+from imagenette import _cell, _err, _fmt_s, findings, plan  # noqa: E402
+
+NARROW = ["--width", "0.25", "--fc-dim", "256", "--batch-norm", "--dropout", "0"]
+PROFILES = {
+    "cpu": dict(crop=64, s1=73, s2=110, jitter=(73, 146), net=NARROW, classes=100, batch=64, lr=0.05,
+                stages=dict(scratch=(12, "6,9"), warm=(12, "6,9"), finetune=(6, "3,5"))),
+    "gpu": dict(crop=64, s1=73, s2=110, jitter=(73, 146), net=["--dropout", "0.5"], classes=0, batch=256, lr=0.01,
+                stages=dict(scratch=(40, "20,30"), warm=(40, "20,30"), finetune=(15, "8,12"))),
+    "smoke": dict(crop=32, s1=37, s2=55, jitter=(37, 73), net=["--width", "0.0625", "--fc-dim", "32",
+                                                               "--batch-norm", "--dropout", "0"],
+                  classes=3, batch=16, lr=0.05, stages=dict(scratch=(1, "1"), warm=(1, "1"), finetune=(1, "1")),
+                  per_class=24),
+}
+VAL_FRACTION = "0.02"  # of the training images: the curves' validation, never the reported one
+
+
+# -- data ------------------------------------------------------------------------------------------
+def make_lists(data: Path, out: Path, p: dict, log: Path) -> Path:
+    """The label and box CSVs of the chosen classes (paths relative to `data`)."""
+    lists = out / "lists"
+    if (lists / "val.csv").exists():
+        return lists
+    full = out / "lists-all"
+    run(VGGNET + ["data", "tiny-imagenet", data, "--out", full], log, full / "classes.tsv")
+    with open(full / "classes.tsv", newline="") as f:
+        boxed = {r[1] for r in csv.reader(open(full / "train-boxes.csv")) if r}
+        order = [r[0] for r in csv.reader(f, delimiter="\t")][1:]
+    chosen = [c for c in order if c in boxed][: p["classes"] or None]
+    lists.mkdir(parents=True, exist_ok=True)
+    for name in ("train.csv", "val.csv", "train-boxes.csv", "val-boxes.csv"):
+        rows = list(csv.reader(open(full / name, newline="")))
+        keep = [r for r in rows[1:] if r[1] in chosen]
+        if p.get("per_class") and name.startswith("train"):
+            keep = [r for r in keep if int(Path(r[0]).stem.rsplit("_", 1)[1]) < p["per_class"]]
+        with open(lists / (name + ".tmp"), "w", newline="") as f:
+            csv.writer(f, lineterminator="\n").writerows([rows[0], *keep])
+        os.replace(lists / (name + ".tmp"), lists / name)
+    (lists / "classes.txt").write_text("\n".join(chosen) + "\n")
+    return lists
+
+
+# -- the grid --------------------------------------------------------------------------------------
+def train_cmd(r: dict, p: dict, args, lists: Path, out: Path, stats: Path) -> list:
+    epochs, milestones = p["stages"][r["kind"]]
+    lr = p["lr"] / r.get("lr_div", 1)
+    init = [a.format(runs=out).replace("best.safetensors", "final.safetensors") for a in r["init"]]
+    return VGGNET + ["train", "--arch", r["arch"], *p["net"], "--crop", p["crop"], "--scale", r["scale"],
+                     "--data", lists / "train.csv", "--data-root", args.data, "--val-fraction", VAL_FRACTION,
+                     "--stats", stats, "--batch-size", p["batch"], "--lr", lr, "--epochs", epochs,
+                     "--lr-milestones", milestones, "--device", args.device, "--workers", args.workers,
+                     "--no-progress", "--out", out / r["name"], "--recipe", f"tiny {args.profile}: {r['name']}",
+                     *init]
+
+
+def protocols(r: dict, p: dict, tag: str) -> list[str]:
+    """Centre crop and dense for every net; the 150 crops (Table 5) for jittered D and E, at three scales."""
+    jl, jh = p["jitter"]
+    if tag == "multi" and r["name"] == f"{r['arch']}-S{jl}-{jh}" and r["arch"] in "DE":
+        return ["center", "dense", "multicrop", "dense+multicrop"]
+    return ["center", "dense"]
+
+
+def evaluate(r: dict, p: dict, args, lists: Path, out: Path, results: Path, commands: dict, log: Path) -> None:
+    ckpt = out / r["name"] / "final.safetensors"
+    for tag, extra in (("single", []), ("multi", ["--multi-scale"])):
+        ed = out / "eval" / f"{r['name']}-{tag}"
+        cmd = VGGNET + ["evaluate", "--checkpoint", ckpt, "--data", lists / "val.csv", "--root", args.data,
+                        "--protocol", *protocols(r, p, tag), *extra, "--out", ed, "--device", args.device,
+                        "--workers", args.workers, "--half"]
+        commands[f"evaluate {r['name']} {tag}"] = shown(cmd)
+        kept = results / "eval" / f"{r['name']}-{tag}" / "results.json"
+        if ckpt.exists() and not (ed / "results.json").exists() and not kept.exists():
+            run(cmd, log)
+        if (ed / "results.json").exists() and not kept.exists():
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ed / "results.json", kept)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="the tiny-imagenet-200 folder")
+    ap.add_argument("--profile", choices=PROFILES, default="cpu")
+    ap.add_argument("--out", help="runs folder (default runs/tiny-<profile>)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    ap.add_argument("--results", default=str(ROOT / "docs" / "RESULTS.md"))
+    ap.add_argument("--only", help="comma-separated run names (default: all, in the chain's order)")
+    args = ap.parse_args()
+    p = PROFILES[args.profile]
+    args.data = Path(args.data).resolve()
+    out = Path(args.out or ROOT / "runs" / f"tiny-{args.profile}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    results = ROOT / "experiments" / "results" / f"tiny-{args.profile}"
+    log = out / "commands.log"
+    lists = make_lists(args.data, out, p, log)
+    stats = out / "stats.json"
+    commands = {"data": shown(VGGNET + ["data", "tiny-imagenet", args.data, "--out", out / "lists-all"])}
+    cmd = VGGNET + ["stats", lists / "train.csv", "--root", args.data, "--out", stats, "--workers", args.workers]
+    commands["stats"] = shown(cmd)
+    run(cmd, log, stats)
+    only = set(args.only.split(",")) if args.only else None
+    for r in plan(p, Path(".")):
+        if only and r["name"] not in only:
+            continue
+        cmd = train_cmd(r, p, args, lists, out, stats)
+        commands[f"train {r['name']}"] = shown(cmd)
+        rd = out / r["name"]
+        done = (results / "eval" / f"{r['name']}-multi" / "results.json").exists()
+        if not done and not (rd / "final.safetensors").exists():
+            run(cmd + (["--resume"] if (rd / "last.safetensors").exists() else []), log)
+            copy_log(rd, results / "logs" / f"{r['name']}.jsonl")
+        evaluate(r, p, args, lists, out, results, commands, log)
+        write_results(Path(args.results), results, p, args, commands)
+    jl, jh = p["jitter"]
+    members = [out / "eval" / f"{c}-S{jl}-{jh}-multi" for c in "DE"]
+    fd = out / "eval" / f"fusion-D+E-S{jl}-{jh}-multi"
+    cmd = VGGNET + ["fuse", *members, "--out", fd]
+    commands["fuse D+E"] = shown(cmd)
+    kept = results / "eval" / fd.name / "results.json"
+    if all((m / "posteriors.safetensors").exists() for m in members) and not kept.exists():
+        run(cmd, log, fd / "results.json")
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fd / "results.json", kept)
+    write_results(Path(args.results), results, p, args, commands)
+    print(f"wrote {args.results}")
+
+
+def copy_log(run_dir: Path, dest: Path) -> None:
+    if (run_dir / "log.jsonl").exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / "log.jsonl", dest)
+
+
+# -- docs/RESULTS.md -------------------------------------------------------------------------------
+def _load(results: Path, name: str) -> dict | None:
+    f = results / "eval" / name / "results.json"
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def curves(results: Path, names: list[str]) -> Path | None:
+    """Every net's validation error (on the held-out training slice) per epoch, one PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logs = {n: [json.loads(x) for x in (results / "logs" / f"{n}.jsonl").read_text().splitlines() if x.strip()]
+            for n in names if (results / "logs" / f"{n}.jsonl").exists()}
+    if not logs:
+        return None
+    fig, ax = plt.subplots(1, 2, figsize=(13, 4.5))
+    for n, rows in logs.items():
+        ax[0].plot([r["epoch"] for r in rows], [r["train_loss"] for r in rows], "o-", ms=3, label=n)
+        ax[1].plot([r["epoch"] for r in rows], [r["val_top1_err"] for r in rows], "o-", ms=3, label=n)
+    ax[0].set(title="training loss", xlabel="epoch")
+    ax[1].set(title="top-1 error (%) on the held-out training slice", xlabel="epoch")
+    for a in ax:
+        a.grid(alpha=0.3)
+        a.xaxis.get_major_locator().set_params(integer=True)
+    ax[1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = ROOT / "docs" / "img" / f"{results.name}-curves.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_results(path: Path, results: Path, p: dict, args, commands: dict) -> None:
+    s1, s2, (jl, jh) = p["s1"], p["s2"], p["jitter"]
+    names = [r["name"] for r in plan(p, Path("."))]
+    first = next((r for r in (_load(results, f"{n}-single") for n in names) if r), None)
+    n_val = first["images"] if first else "?"
+    (ep1, m1), (ep2, m2) = p["stages"]["scratch"], p["stages"]["finetune"]
+    L = [f"# Results on Tiny ImageNet ({args.profile} profile)", "",
+         f"Generated by `python experiments/tiny.py --data tiny-imagenet-200 --profile {args.profile}`; "
+         f"machine: {cpu_line()}. Data: Tiny ImageNet-200 as held by the public snapshot (202 classes, 101,000 "
+         f"training and 10,100 validation images of 64 px); this profile uses "
+         f"{('the first ' + str(p['classes']) + ' classes of wnids.txt that have training boxes') if p['classes'] else 'all classes'}. "
+         f"Errors are top-1 / top-5 in %, on all {n_val} validation images of those classes, which no "
+         f"training run read. Scales are the paper's times {p['crop']}/224: crop {p['crop']}, S in {{{s1}, {s2}}}, "
+         f"jitter [{jl}; {jh}].", "",
+         f"**Equal schedules**: every first-scale net (A, A-LRN, B-5x5 from scratch, B-E warm-started from A) trains "
+         f"{ep1} epochs with the rate divided by 10 after epochs {m1}; every second-scale and jittered net "
+         f"{ep2} epochs from its parent at a tenth of the rate, divided after epochs {m2}. The evaluated weights are "
+         f"the final ones; the curves' validation is a {float(VAL_FRACTION):.0%} slice of the training images.", ""]
+    png = curves(results, names)
+    if png:
+        L += [f"![training curves]({os.path.relpath(png, path.parent)})", ""]
+
+    def scale_table(tag: str, title: str) -> list[str]:
+        rows = [title, "", "| Config | train S | test Q | dense top-1 | dense top-5 | centre top-1 | Run |",
+                "|---|---|---|---|---|---|---|"]
+        for n in names:
+            r = _load(results, f"{n}-{tag}")
+            if r:
+                rows.append(f"| {r['arch']} | {_fmt_s(r['train_scale'])} | {','.join(map(str, r['scales']))} | "
+                            f"{_cell(_err(r, 'dense'))} | {_cell(_err(r, 'dense', 'top5_err'))} | "
+                            f"{_cell(_err(r, 'center'))} | {n} |")
+        return rows
+
+    L += scale_table("single", "## Table 3: single test scale (§4.1)")
+    L += [""] + scale_table("multi", "## Table 4: three test scales (§4.2)")
+    L += ["", f"## Table 5: dense vs 150-crop, S in [{jl};{jh}], three test scales (§4.3)", "",
+          "| Config | protocol | top-1 | top-5 | Run |", "|---|---|---|---|---|"]
+    for c in "DE":
+        r = _load(results, f"{c}-S{jl}-{jh}-multi")
+        for proto in ("dense", "multicrop", "dense+multicrop"):
+            if r and proto in r["protocols"]:
+                L.append(f"| {c} | {proto} | {_cell(_err(r, proto))} | {_cell(_err(r, proto, 'top5_err'))} | "
+                         f"{c}-S{jl}-{jh} |")
+    fus = _load(results, f"fusion-D+E-S{jl}-{jh}-multi")
+    L += ["", "## Table 6: fusion of D and E (§4.4)", "", "| Nets | protocol | top-1 | top-5 | Run |",
+          "|---|---|---|---|---|"]
+    if fus:
+        L += [f"| D + E | {k} | {v['top1_err']:.1f} | {v['top5_err']:.1f} | fuse D+E |"
+              for k, v in fus["protocols"].items()]
+    L += ["", "## The paper's findings, one by one", "", *findings(results, p), "", "## Commands", "",
+          "Run from the repository root, in this order (`tiny-imagenet-200` is where the data set was unpacked; "
+          f"`{rel(ROOT / 'runs')}/...` the runs folder):", ""]
+    L += [f"- **{k}**: `{c.replace(str(args.data), 'tiny-imagenet-200')}`" for k, c in commands.items()]
+    write_section(path, f"tiny-{args.profile}", "\n".join(L))
+
+
+def cpu_line() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = next(x.partition(":")[2].strip() for x in text.splitlines() if x.startswith("model name"))
+        flags = next(x.partition(":")[2].split() for x in text.splitlines() if x.startswith("flags"))
+        bf16 = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    except (OSError, StopIteration):
+        model, bf16 = "unknown CPU", []
+    return f"{model}, {os.cpu_count()} cores ({', '.join(bf16) or 'no native bf16'}), no GPU"
+
+
+if __name__ == "__main__":
+    t0 = time.time()
+    main()
+    print(f"{(time.time() - t0) / 60:.0f} min")
