@@ -62,3 +62,11 @@ def test_every_setting_is_declared_once_and_its_tables_follow():
         assert lo <= fields[name].default <= hi
     with pytest.raises(VGGError, match=r"lr must be in \(0, 10\]"):
         check_settings(TrainConfig(lr=0.0))
+
+
+def test_the_python_api_trains_boxes_with_the_classifiers_shape(tmp_path, monkeypatch):
+    import vggnet.api
+
+    monkeypatch.setattr(vggnet.api, "run_training", lambda cfg: cfg)  # the config it would train with
+    cfg = vggnet.api.train("boxes.csv", tmp_path / "run", objective="boxes", init_from=str(classifier(tmp_path)))
+    assert (cfg.head, cfg.fc_dim, cfg.dropout, cfg.scale.lo, cfg.scale.hi) == ("pcr", 24, 0.25, 40, 48)

@@ -12,11 +12,11 @@ Every setting has the name of its command-line flag with underscores (``--init-f
 """
 from __future__ import annotations
 
-from . import localization  # noqa: F401  (registers box regression with the training loop)
 from .engine import load_config
 from .engine import train as run_training
 from .engine.config import resume_recipe
 from .eval.runner import evaluate as run_evaluation
+from .localization.objective import box_config  # also registers box regression with the loop
 from .models import create_model, create_transform, load_model
 
 __all__ = ["train", "evaluate", "create_model", "load_model", "create_transform"]
@@ -32,13 +32,17 @@ def train(data=None, out=None, *, config: str | None = None, val_data=None, resu
     ``val_fraction`` of `data` held out); settings: any other setting of
     :class:`vggnet.engine.TrainConfig` -- ``arch``, ``width``, ``fc_dim``, ``crop``, ``scale``
     (``256`` or ``"256:512"``), ``epochs``, ``lr``, ``batch_size``, ``init_from``, ``workers``,
-    ``device``, ``seed``, ``progress`` ... (an unknown name is refused).
+    ``device``, ``seed``, ``progress`` ... (an unknown name is refused). ``objective="boxes"``
+    trains Appendix A's box regressor from the classifier in ``init_from`` as ``vggnet loc train``
+    does: with that classifier's shape and training scale unless given.
 
     Returns ``status`` ("done" or "interrupted"), ``epochs``, ``history`` (one dict per epoch),
     ``best`` (the best validation figures), ``best_weights``, ``final`` and ``run_dir``.
     """
     overrides = dict(settings, data=data, out=out, val_data=val_data, resume=resume or None)
-    return run_training(load_config(resume_recipe(config, out, resume), overrides))
+    # App. A's box regressor (objective="boxes") takes its classifier's shape and scale, as `loc train` does
+    make_config = box_config if settings.get("objective") == "boxes" else load_config
+    return run_training(make_config(resume_recipe(config, out, resume), overrides))
 
 
 def evaluate(checkpoint, data, protocols=("dense",), *, scales=None, multi_scale: bool = False, out=None,
