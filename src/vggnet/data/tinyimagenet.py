@@ -119,27 +119,39 @@ def _check_coverage(named: dict[str, str], on_disk: set[str], folder: Path, ann:
                        f"annotation); remove them or annotate them")
 
 
+def _annotated(ann: Path, images: Path, columns: tuple, row) -> list[Annotated]:
+    """The rows of an annotation file (tab-separated `columns`, the file name first), each image
+    named once and every image of the folder `images` named; ``row(name, fields, where)`` reads
+    the rest of a row."""
+    rows, named = [], {}
+    for n, fields in _lines(ann):
+        where = f"{ann}:{n}"
+        if len(fields) != len(columns):
+            raise VGGError(f"{where}: expected {len(columns)} tab-separated fields ({', '.join(columns)}), "
+                           f"got {len(fields)}")
+        name = fields[0].strip()
+        if name in named:
+            raise VGGError(f"{where}: {name} is annotated twice (also {named[name]})")
+        rows.append(row(name, fields, where))
+        named[name] = where
+    _check_coverage(named, _on_disk(images), images, ann)
+    if not rows:
+        raise VGGError(f"{ann}: annotates no images")
+    return rows
+
+
 def read_val(folder, classes: list[str] | None = None) -> list[Annotated]:
     """The validation folder: images labelled and boxed by val_annotations.txt."""
     folder = Path(folder)
     ann = folder / VAL_ANNOTATIONS
-    rows, named = [], {}
-    for n, fields in _lines(ann):
-        where = f"{ann}:{n}"
-        if len(fields) != 6:
-            raise VGGError(f"{where}: expected 6 tab-separated fields (file, wnid, x0, y0, x1, y1), "
-                           f"got {len(fields)}")
-        name, wnid = fields[0].strip(), fields[1].strip()
-        if name in named:
-            raise VGGError(f"{where}: {name} is annotated twice (also {named[name]})")
+
+    def row(name, fields, where):
+        wnid = fields[1].strip()
         if classes is not None and wnid not in classes:
             raise VGGError(f"{where}: class {wnid} is not among the {len(classes)} classes of wnids.txt")
-        named[name] = where
-        rows.append(Annotated(f"val/images/{name}", wnid, _box(fields[2:], where)))
-    _check_coverage(named, _on_disk(folder / "images"), folder / "images", ann)
-    if not rows:
-        raise VGGError(f"{ann}: annotates no images")
-    return rows
+        return Annotated(f"val/images/{name}", wnid, _box(fields[2:], where))
+
+    return _annotated(ann, folder / "images", ("file", "wnid", "x0", "y0", "x1", "y1"), row)
 
 
 def read_train_class(root: Path, wnid: str) -> list[Annotated]:
@@ -152,19 +164,9 @@ def read_train_class(root: Path, wnid: str) -> list[Annotated]:
         if not images:
             raise VGGError(f"{folder / 'images'}: no images of class {wnid}")
         return [Annotated(f"train/{wnid}/images/{name}", wnid, None) for name in images]
-    rows, named = [], {}
-    for n, fields in _lines(ann):
-        where = f"{ann}:{n}"
-        if len(fields) != 5:
-            raise VGGError(f"{where}: expected 5 tab-separated fields (file, x0, y0, x1, y1), got {len(fields)}")
-        name = fields[0].strip()
-        if name in named:
-            raise VGGError(f"{where}: {name} is annotated twice (also {named[name]})")
-        named[name] = where
-        rows.append(Annotated(f"train/{wnid}/images/{name}", wnid, _box(fields[1:], where)))
-    _check_coverage(named, _on_disk(folder / "images"), folder / "images", ann)
-    if not rows:
-        raise VGGError(f"{ann}: annotates no images")
+    rows = _annotated(ann, folder / "images", ("file", "x0", "y0", "x1", "y1"),
+                      lambda name, fields, where: Annotated(f"train/{wnid}/images/{name}", wnid,
+                                                            _box(fields[1:], where)))
     return sorted(rows, key=lambda a: a.path)
 
 
