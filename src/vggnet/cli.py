@@ -410,9 +410,9 @@ def _commands_localisation(sub) -> None:
     add_train_arguments(s, dict(LOC_DEFAULTS, **inherited), hidden=("objective",))
     s.set_defaults(func=cmd_loc_train)
     s = lsub.add_parser("evaluate", help="protocol 1 (centre crop, GT class) and 2 (dense + greedy merge, top-k)")
-    s.add_argument("--checkpoint", required=True, help="a localisation net of `vggnet loc train`")
-    s.add_argument("--data", required=True, help="box CSV (path,wnid,xmin,ymin,xmax,ymax) or folder of XML annotations")
-    s.add_argument("--root", help="root of the image paths (default: the box file's folder)")
+    add_input_flags(s, "box CSV (path,wnid,xmin,ymin,xmax,ymax) or folder of XML annotations",
+                    "root of the image paths (default: the box file's folder)",
+                    checkpoint="a localisation net of `vggnet loc train`")
     s.add_argument("--protocol", nargs="+", default=["center", "dense"], choices=["center", "dense"])
     s.add_argument("--scales", help="test scales Q of protocol 2, e.g. 352,384 (default: the training scale, §4.1)")
     s.add_argument("--multi-scale", action="store_true", help="protocol 2 at three scales (§4.2)")
@@ -423,8 +423,8 @@ def _commands_localisation(sub) -> None:
     s.add_argument("--flip", action="store_true", help="also the boxes of the horizontally flipped image")
     s.add_argument("--gallery", type=integer(0, 1000), default=16, help="images in out/gallery.png (0: none)")
     s.add_argument("--on-bad-box", choices=["fail", "skip"], default="fail")
-    s.add_argument("--out", help="folder for boxes.safetensors, results.json and gallery.png")
-    s.add_argument("--force", action="store_true", help="replace results saved in --out before")
+    add_output_flags(s, "folder for boxes.safetensors, results.json and gallery.png",
+                     force="replace results saved in --out before")
     add_runtime_flags(s)
     s.set_defaults(func=cmd_loc_evaluate)
     s = lsub.add_parser("merge", help="protocol 2 from saved boxes: tune the threshold, fuse nets (no network run)")
@@ -435,8 +435,7 @@ def _commands_localisation(sub) -> None:
     s.add_argument("--tune", action="store_true", help="choose t on --data (give held-out images)")
     s.add_argument("--top-k", type=integer(1, 1000), default=5)
     s.add_argument("--on-bad-box", choices=["fail", "skip"], default="fail")
-    s.add_argument("--out", help="folder for results.json")
-    s.add_argument("--force", action="store_true")
+    add_output_flags(s, "folder for results.json")
     s.set_defaults(func=cmd_loc_merge)
 
 
@@ -463,13 +462,11 @@ def _commands_deploy(sub) -> None:
 
 def _commands_transfer(sub) -> None:
     s = sub.add_parser("features", help="Appendix B descriptors of a data set (dense, flips, per scale) -> features file")
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--data", required=True, help="image folder, path,label CSV, or multi-label CSV (path,class1,...)")
-    s.add_argument("--root", help="root of the paths in a CSV")
+    add_input_flags(s, "image folder, tar shards, path,label CSV, or multi-label CSV (path,class1,...)",
+                    "root of the paths in a CSV")
     s.add_argument("--scales", help="Q values (default: 256,384,512 scaled by crop/224)")
     s.add_argument("--layer", default="fc7", help="fc7 (default), fc6, pool5, conv5_3, ...: global-average-pooled")
-    s.add_argument("--out", required=True, help="features file to write (.safetensors)")
-    s.add_argument("--force", action="store_true")
+    add_output_flags(s, "features file to write (.safetensors)", required=True)
     add_runtime_flags(s)
     s.add_argument("--batch-size", type=integer(1, 100_000), default=16)
     s.add_argument("--skip-unreadable", action="store_true")
@@ -489,8 +486,7 @@ def _commands_transfer(sub) -> None:
     s.add_argument("--C", help="comma-separated grid of C (default 1e-3 ... 1e2)")
     s.add_argument("--seed", type=SEED, default=0)
     s.add_argument("--dataset", help="data set name for the tables (default: the data folder's name)")
-    s.add_argument("--out", help="folder for results.json, per_class.csv, splits.json, confusion.png")
-    s.add_argument("--force", action="store_true")
+    add_output_flags(s, "folder for results.json, per_class.csv, splits.json, confusion.png")
     s.set_defaults(func=cmd_transfer)
 
 
@@ -542,8 +538,7 @@ def _commands_data(sub) -> None:
     d.add_argument("--meta", help="the devkit's meta.mat (maps its ILSVRC2012_IDs to wnids)")
     d.add_argument("--loc-solution", help="or LOC_val_solution.csv")
     d.add_argument("--images", help="the validation image folder, to check every listed image exists")
-    d.add_argument("--out", required=True, help="CSV to write")
-    d.add_argument("--force", action="store_true")
+    add_output_flags(d, "CSV to write", required=True)
     d.set_defaults(func=cmd_data_imagenet_labels)
     d = dsub.add_parser("shard", help="copy a data set into uncompressed tar shards (WebDataset naming, indexed)")
     d.add_argument("data", help="image folder (class sub-folders) or .csv/.tsv label file")
@@ -554,9 +549,8 @@ def _commands_data(sub) -> None:
     d.set_defaults(func=cmd_data_shard)
     d = dsub.add_parser("tiny-imagenet", help="Tiny ImageNet-200's layout -> label and box CSVs (train, val)")
     d.add_argument("root", help="the tiny-imagenet-200 folder (wnids.txt, words.txt, train/, val/)")
-    d.add_argument("--out", required=True, help="folder for train.csv, val.csv, train-boxes.csv, val-boxes.csv, "
-                   "classes.tsv")
-    d.add_argument("--force", action="store_true", help="replace those files if they exist")
+    add_output_flags(d, "folder for train.csv, val.csv, train-boxes.csv, val-boxes.csv, classes.tsv",
+                     required=True, force="replace those files if they exist")
     d.set_defaults(func=cmd_data_tiny_imagenet)
     d = dsub.add_parser("check", help="decode every image and list the unreadable ones with their reason")
     d.add_argument("data", help="image folder (any layout) or .csv/.tsv label file")
@@ -600,8 +594,8 @@ def _commands_train(sub) -> None:
 
     s = sub.add_parser("plot", help="draw a run's loss, error and learning-rate curves to PNG")
     s.add_argument("run_dir")
-    s.add_argument("--out", help="PNG file (default RUN_DIR/curves.png, redrawn each time)")
-    s.add_argument("--force", action="store_true", help="replace an existing PNG given as --out")
+    add_output_flags(s, "PNG file (default RUN_DIR/curves.png, redrawn each time)",
+                     force="replace an existing PNG given as --out")
     s.set_defaults(func=cmd_plot)
 
 
@@ -609,9 +603,8 @@ def _commands_evaluation(sub) -> None:
     from .eval.protocols import ALL_PROTOCOLS as PROTOCOLS
 
     s = sub.add_parser("evaluate", help="evaluate a checkpoint with the paper's protocols (§3.2, §4)")
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--data", required=True, help="image folder (class sub-folders) or .csv/.tsv label file")
-    s.add_argument("--root", help="root of the paths in a label file")
+    add_input_flags(s, "image folder (class sub-folders), tar shards or .csv/.tsv label file",
+                    "root of the paths in a label file")
     s.add_argument("--protocol", nargs="+", default=["dense"], choices=PROTOCOLS, metavar="P",
                    help=f"one or more of: {', '.join(PROTOCOLS)} (default dense)")
     s.add_argument("--scales", help="test scales Q, e.g. 256,384,512 (default: from the training scale, §4.1)")
@@ -627,14 +620,13 @@ def _commands_evaluation(sub) -> None:
     s = sub.add_parser("fuse", help="ensemble errors from saved posteriors (Table 6), no network run")
     s.add_argument("dirs", nargs="+", help="evaluation folders")
     s.add_argument("--protocol", choices=PROTOCOLS)
-    s.add_argument("--out", help="folder to save the fused posteriors")
-    s.add_argument("--force", action="store_true", help="replace a fusion saved in --out before")
+    add_output_flags(s, "folder to save the fused posteriors", force="replace a fusion saved in --out before")
     s.set_defaults(func=cmd_fuse)
 
     s = sub.add_parser("report", help="Markdown + CSV table of evaluation folders, in the layout of Tables 3-6")
     s.add_argument("dirs", nargs="+")
-    s.add_argument("--out", help="Markdown file to write (a .csv is written beside it)")
-    s.add_argument("--force", action="store_true", help="replace existing tables")
+    add_output_flags(s, "Markdown file to write (a .csv is written beside it)",
+                     force="replace existing tables")
     s.add_argument("--title")
     s.add_argument("--per-scale", action="store_true", help="also one row per single test scale")
     s.set_defaults(func=cmd_report)
@@ -674,6 +666,21 @@ WORKERS, SEED = integer(0, 256), integer(0, 2**32 - 1)
 def _default_workers() -> int:
     import os
     return min(8, max(1, (os.cpu_count() or 1)))
+
+
+def add_input_flags(s, data: str, root: str, checkpoint: str | None = None) -> None:
+    """--checkpoint, --data and --root, for every command that runs a net over a data set."""
+    s.add_argument("--checkpoint", required=True, help=checkpoint)
+    s.add_argument("--data", required=True, help=data)
+    s.add_argument("--root", help=root)
+
+
+def add_output_flags(s, out: str, required: bool = False,
+                     force: str = "replace what is there (a file of the same kind only)") -> None:
+    """--out and --force, one spelling for every command that writes (fileio.claim_output refuses
+    to replace without --force)."""
+    s.add_argument("--out", required=required, help=out)
+    s.add_argument("--force", action="store_true", help=force)
 
 
 def add_runtime_flags(s, workers: bool = True) -> None:
