@@ -6,6 +6,7 @@ from helpers import write_image
 from vggnet.data.datasets import image_folder
 from vggnet.errors import VGGError
 from vggnet.localization.boxdata import read_box_csv, read_voc_annotations, split_by_image
+from vggnet.localization.objective import open_boxes
 
 HEADER = "path,wnid,xmin,ymin,xmax,ymax\n"
 
@@ -141,6 +142,21 @@ def test_xml_reads_imagenet_style_annotations(voc):
     voc1 = read_voc_annotations(ann, img, pixel_base=1)  # PASCAL VOC: 1-based
     # (-1, -1) is within the 1 px rounding tolerance: clipped to the image
     np.testing.assert_allclose(voc1.images[0].boxes, [[0, 0, 19, 9], [9, 9, 39, 29]])
+
+
+def test_pascal_voc_files_are_read_one_based(tmp_path):
+    ann, img = tmp_path / "Annotations", tmp_path / "JPEGImages"
+    write_image(img / "000001.jpg", (100, 80), fmt="JPEG", seed=3)
+    ann.mkdir()
+    # as the VOC-2007 release writes it: pixels numbered from 1, the whole image is 1..100 x 1..80
+    (ann / "000001.xml").write_text(
+        "<annotation><folder>VOC2007</folder><filename>000001.jpg</filename><source><database>The VOC2007 "
+        "Database</database><annotation>PASCAL VOC2007</annotation></source><size><width>100</width>"
+        "<height>80</height><depth>3</depth></size><object><name>dog</name><bndbox><xmin>1</xmin><ymin>1</ymin>"
+        "<xmax>100</xmax><ymax>80</ymax></bndbox></object></annotation>")
+    for src in (read_voc_annotations(ann, img), open_boxes(ann, img)):  # open_boxes: what `loc` commands read
+        np.testing.assert_allclose(src.images[0].boxes, [[0, 0, 100, 80]])
+    np.testing.assert_allclose(read_voc_annotations(ann, img, pixel_base=0).images[0].boxes, [[1, 1, 100, 80]])
 
 
 def test_xml_bad_object_names_file_and_object(voc):

@@ -8,12 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vggnet.cli import main
+from vggnet.data.loaders import scaled_loader
+from vggnet.data.transforms import Normalizer
 from vggnet.engine import load_config, train
+from vggnet.engine.schedule import PlateauSchedule
 from vggnet.errors import VGGError
 from vggnet.localization.evaluate import evaluate_loc, load_predictions, merge_runs
-from vggnet.localization.objective import BoxRegression, box_iou, params_to_boxes
+from vggnet.eval.protocols import Evaluator
+from vggnet.localization.metrics import gt_class_box_error
+from vggnet.localization.objective import BoxRegression, open_boxes, params_to_boxes
 from vggnet.models import load_model
 from conftest import tiny
 from helpers import boxed_world, kill_mid_epoch
@@ -51,14 +57,47 @@ def test_pcr_loss_has_no_gradient_on_other_classes_outputs():
     assert torch.allclose(objective.loss(outputs.detach(), batch), expected)
 
 
-def test_scr_shares_one_box_and_box_iou_by_hand():
+def test_scr_shares_one_box_and_params_to_boxes_by_hand():
     objective = BoxRegression(per_class=False).bind(32)
     outputs = torch.tensor([[0.5, 0.5, 0.5, 0.5]])
     assert torch.equal(objective.predicted(outputs, torch.tensor([7])), outputs)
     boxes = params_to_boxes(outputs, 32)
     assert torch.allclose(boxes, torch.tensor([[8.0, 8.0, 24.0, 24.0]]))
-    gt = torch.tensor([[[8.0, 8.0, 24.0, 24.0], [16.0, 8.0, 32.0, 24.0], [float("nan")] * 4]])
-    assert torch.allclose(box_iou(boxes, gt), torch.tensor([[1.0, 1 / 3, 0.0]]))
+
+
+def test_the_plateau_rule_follows_the_mean_iou_while_the_error_is_stuck():
+    objective = BoxRegression()
+    v = objective.summary(dict(wrong=4, sq_err=2.0, iou=1.0), 4, "val")
+    assert (v["val_loc_err"], v["val_mean_iou"], v[objective.monitor]) == (100, 0.25, 0.75)
+    schedule = PlateauSchedule(lr=0.03, patience=0)
+    for iou in (0.5, 1.0, 1.5):  # every box still misses, but they grow towards the objects
+        figures = objective.summary(dict(wrong=4, sq_err=2.0, iou=iou), 4, "val")
+        assert figures["val_loc_err"] == 100 and schedule.step(figures[objective.monitor])["improved"]
+    assert schedule.lr == 0.03 and schedule.drops == 0
+
+
+def test_validation_during_training_is_loc_evaluates_protocol_1_check():
+    """The per-epoch check is `loc evaluate`'s: the box clipped to the image, IoU 0.5 by hand a hit."""
+    objective = BoxRegression(per_class=False).bind(32)
+    outputs = torch.tensor([[0.2, 0.2, 0.9, 0.9],  # IoU 1/2 by hand with its GT below, computed 0.4999...
+                            [-0.375, 0.25, 1.75, 0.5],  # [-40, 0, 16, 16]: beyond the image's left edge at -8
+                            [0.5, 0.5, 0.25, 0.25]])  # [12, 12, 20, 20]: misses
+    first = params_to_boxes(outputs[:1], 32).double()[0]
+    nan = [float("nan")] * 4
+    gt = torch.tensor([[[first[0], first[1], first[0] + 2 * (first[2] - first[0]), first[3]], nan],
+                       [[-8.0, 0.0, 16.0, 16.0], nan], [[0.0, 0.0, 8.0, 8.0], [24.0, 24.0, 32.0, 32.0]]],
+                      dtype=torch.float64)
+    extent = torch.tensor([[-8.0, -8.0, 40.0, 40.0]] * 3, dtype=torch.float64)  # 48 x 48, crop at (8, 8)
+    batch = dict(labels=torch.zeros(3, dtype=torch.int64), gt_boxes=gt, extent=extent, box=torch.zeros(3, 4),
+                 has_box=torch.zeros(3))
+    wrong, _, iou_sum = objective.val_counts(outputs, batch).tolist()
+    assert wrong == 1  # only the third; unclipped, the second would miss too (IoU 24 / 56)
+    assert iou_sum == pytest.approx(0.5 + 1.0 + 0.0)
+    # the same boxes in image pixels (a 96 x 96 image: crop frame + 8, times 2), as loc evaluate scores them
+    to_image = lambda b: (np.asarray(b, dtype=np.float64) + 8) * 2
+    preds = to_image(params_to_boxes(outputs, 32).numpy())
+    gts = [to_image(g[~np.isnan(g).any(1)]) for g in gt.numpy()]
+    assert gt_class_box_error(preds, gts, [[0, 0, 96, 96]] * 3) == pytest.approx(100 / 3)
 
 
 def test_dense_box_map_at_crop_size_equals_the_crop_prediction():
@@ -77,7 +116,7 @@ def test_a_few_steps_of_box_training_lower_the_loss(data, tmp_path):
     model, meta = load_model(tmp_path / "run/final.safetensors")
     assert meta.model.head == "pcr" and model.classifier[6].out_features == 3 * 4
     assert meta.train.warm_start["layers"][-1] == "fc7"  # all but the (random) box layer
-    assert {"train_loc_err", "val_loc_err", "val_loss"} <= set(log[0])
+    assert {"train_loc_err", "val_loc_err", "val_loss", "val_mean_iou"} <= set(log[0])
 
 
 def test_fc_only_fine_tuning_keeps_the_conv_layers(data, tmp_path):
@@ -112,6 +151,26 @@ def test_protocols_saved_boxes_merge_and_fusion(data, tmp_path):
     tuned = merge_runs([tmp_path / "ev"], boxes, tune=True, out=tmp_path / "m")
     assert len(tuned["tuned"]) > 3 and tuned["dense"]["threshold"] in [t["threshold"] for t in tuned["tuned"]]
     assert min(t["top5_loc_err"] for t in tuned["tuned"]) == tuned["dense"]["top5_loc_err"]
+
+
+def test_loc_evaluate_ranks_classes_by_the_dense_protocol_with_the_flip(data, tmp_path):
+    """§3.2: the classifier's posteriors that rank protocol 2's classes are `vggnet evaluate`'s dense
+    ones, the flipped image averaged in, even when the flip's boxes are not asked for."""
+    train(loc_cfg(data, tmp_path / "run", epochs=1))
+    boxes, qs = data / "d/boxes-val.csv", [40, 72]
+    r = evaluate_loc(tmp_path / "run/best.safetensors", boxes, out=tmp_path / "ev", protocols=("dense",),
+                     classifier=str(data / "cls/best.safetensors"), scales=qs, flip=False, amp="off")
+    got = load_predictions(tmp_path / "ev")["class_scores"]
+    cls, meta = load_model(data / "cls/best.safetensors")
+    ev, source = Evaluator(cls.eval(), Normalizer(meta.preprocessing), "cpu"), open_boxes(boxes, None, meta.classes)
+    expected = [torch.stack([ev.dense(item["images"][q][None])[0] for q in qs]).mean(0).numpy()
+                for item in scaled_loader(source.as_source(), qs)]
+    assert r["images"] == len(expected) == len(got)
+    np.testing.assert_allclose(got, np.array(expected), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        no_flip = [torch.stack([F.softmax(cls.dense(ev.norm(item["images"][q][None])).mean((2, 3)), 1)[0]
+                                for q in qs]).mean(0).numpy() for item in scaled_loader(source.as_source(), qs)]
+    assert np.abs(np.array(no_flip) - got).max() > 1e-4  # the flip changes the figures: the test can fail
 
 
 def test_bad_box_files_are_refused_before_any_work(data, tmp_path, capsys):

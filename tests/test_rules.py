@@ -9,7 +9,7 @@ from conftest import tiny
 from vggnet.data.transforms import MAX_SIDE, resolve_test_scales
 from vggnet.engine.config import CHOICES, HELP, RANGES, TrainConfig, check_settings
 from vggnet.errors import VGGError
-from vggnet.localization.objective import box_config
+from vggnet.localization.objective import LOC_DEFAULTS, box_config
 from vggnet.models import WeightsMeta, save_weights
 from vggnet.models.meta import TrainInfo
 from vggnet.runtime.device import AMP_CHOICES
@@ -42,7 +42,7 @@ def classifier(tmp_path, scale=(40, 48)):
 
 def test_box_config_takes_the_classifiers_shape_and_scale(tmp_path):
     cfg = box_config(None, dict(init_from=str(classifier(tmp_path)), data="boxes.csv"))
-    assert (cfg.objective, cfg.head, cfg.lr) == ("boxes", "pcr", 1e-3)  # App. A
+    assert (cfg.objective, cfg.head, cfg.lr) == ("boxes", LOC_DEFAULTS["head"], LOC_DEFAULTS["lr"])
     assert (cfg.arch, cfg.width, cfg.fc_dim, cfg.crop, cfg.dropout) == ("A", 1 / 8, 24, 32, 0.25)
     assert (cfg.scale.lo, cfg.scale.hi) == (40, 48)
 

@@ -45,6 +45,7 @@ def test_features_splits_fusion_and_report(setup, tmp_path, capsys):
                "--out", tmp_path / "t1") == 0
     r = json.loads((tmp_path / "t1/results.json").read_text())
     assert r["summary"]["splits"] == 2 and all(s["test_images"] == 6 for s in r["per_split"])
+    assert r["combine"] == "stack"  # Appendix B: Caltech-style splits stack the scales by default
     assert (tmp_path / "t1/confusion.png").read_bytes()[:4] == b"\x89PNG"
     # the saved splits replay exactly
     assert run("transfer", f, "--splits-file", tmp_path / "t1/splits.json", "--out", tmp_path / "t2") == 0
@@ -63,10 +64,11 @@ def test_features_splits_fusion_and_report(setup, tmp_path, capsys):
 def test_multilabel_voc_protocol(setup, tmp_path, capsys):
     f = tmp_path / "ml.safetensors"
     assert run("features", "--checkpoint", setup / "w.safetensors", "--data", setup / "ml/labels.csv",
-               "--out", f, "--scales", "32", "--workers", "0") == 0
+               "--out", f, "--scales", "32,48", "--workers", "0") == 0
     assert load_features(f)["label_kind"] == "multi"
-    assert run("transfer", f, "--test-fraction", "0.5", "--out", tmp_path / "m", "--combine", "average") == 0
+    assert run("transfer", f, "--test-fraction", "0.5", "--out", tmp_path / "m") == 0
     r = json.loads((tmp_path / "m/results.json").read_text())
+    assert r["combine"] == "average"  # Appendix B: VOC averages over the scales unless told otherwise
     assert r["kind"] == "multi" and set(r["metrics"]) == {"VOC07 11-point", "area under curve"}
     assert r["train_images"] == r["test_images"] == 15
     assert np.isfinite(r["summary"]["mean"])

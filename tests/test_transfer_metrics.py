@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vggnet.errors import VGGError
-from vggnet.transfer.metrics import auc_ap, confusion_matrix, mean_class_recall, voc07_ap
+from vggnet.transfer.metrics import RECALL_POINTS, auc_ap, confusion_matrix, mean_class_recall, voc07_ap
 
 
 def test_ap_on_a_hand_worked_ranking_with_a_difficult_image():
@@ -40,15 +40,20 @@ def test_ties_keep_the_original_order():
     assert auc_ap(scores, np.array([1, 1, -1, -1]))["mean"] == pytest.approx(1.0)
 
 
-def test_recall_exactly_on_a_threshold_counts():
-    # 10 positives: 3 ranked first, then 10 negatives, then the other 7. At rank 3, R = 3/10 with
-    # P = 1, which must count for t = 0.3 (a threshold of 0.1 * 3 = 0.30000000000000004 would miss it).
-    #   t in {0, .1, .2, .3}: 1 (4 points). t >= .4: only ranks 14..20 reach R >= t; their P rises
-    #   from 4/14 to 10/20, so the max is 1/2 (7 points). AP = (4 + 7 * 0.5) / 11 = 7.5 / 11
-    #   (and 7 / 11 had t = 0.3 been missed).
+def test_recall_exactly_on_a_threshold_is_below_the_devkits_t():
+    # 10 positives: 3 ranked first, then 10 negatives, then the other 7. At rank 3, R = 3/10 = 0.3 with
+    # P = 1, below the devkit's t = 0.30000000000000004 (MATLAB's 0:0.1:1), so it does not count there.
+    #   t in {0, .1, .2}: 1 (3 points). t >= .3: only ranks 14..20 reach R >= t; their P rises
+    #   from 4/14 to 10/20, so the max is 1/2 (8 points). AP = (3 + 8 * 0.5) / 11 = 7 / 11
+    #   (and 7.5 / 11 had t = 0.3 been k/10).
     labels = np.array([1] * 3 + [-1] * 10 + [1] * 7)
     scores = -np.arange(20.0)
-    assert voc07_ap(scores, labels)["mean"] == pytest.approx(7.5 / 11)
+    assert voc07_ap(scores, labels)["mean"] == pytest.approx(7 / 11)
+    # and a recall of exactly 0.7 = 7/10 does count at the devkit's t = 1 - 3 * 0.1 (0.7 itself):
+    # 7 positives first (P = 1 up to R = 0.7), then 10 negatives, then 3: t <= .7 -> 1 (8 points),
+    # t >= .8 -> the last rank's 10/20 (3 points).
+    labels = np.array([1] * 7 + [-1] * 10 + [1] * 3)
+    assert voc07_ap(scores, labels)["mean"] == pytest.approx((8 + 3 * 0.5) / 11)
 
 
 def test_per_class_and_a_class_without_positives_is_reported():
@@ -93,3 +98,10 @@ def test_confusion_matrix_rows_are_true_classes():
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
     with pytest.raises(VGGError, match="class indices"):
         confusion_matrix([0, 3], [0, 0], 3)
+
+
+def test_voc07_thresholds_are_the_devkits_floating_point_colon():
+    # MATLAB builds 0:0.1:1 from both ends: 3 * 0.1 is above 0.3, 1 - 3 * 0.1 is 0.7 itself.
+    assert RECALL_POINTS[3] == 3 * 0.1 and RECALL_POINTS[3] > 0.3
+    assert RECALL_POINTS[7] == 1 - 3 * 0.1 == 0.7 and RECALL_POINTS[0] == 0.0 and RECALL_POINTS[-1] == 1.0
+    assert [k for k in range(11) if RECALL_POINTS[k] != k / 10] == [3]

@@ -25,7 +25,7 @@ def test_loc_train_takes_its_classifiers_shape_and_scale_and_resumes_from_its_fo
     import yaml
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert (cfg["arch"], cfg["width"], cfg["crop"], cfg["scale"], cfg["head"], cfg["lr"]) == \
-        ("A", 0.0625, 32, "40", "pcr", 0.001)
+        ("A", 0.0625, 32, "40", "pcr", 0.03)
     assert run("loc", "train", "--resume", "--out", out, "--epochs", "2", "--workers", "0") == 0
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
     capsys.readouterr()

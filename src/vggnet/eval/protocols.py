@@ -23,6 +23,20 @@ from ..runtime.forward import forward
 COMBINED = {"dense+multicrop": ("dense", "multicrop")}  # §4.3
 
 
+def with_flips(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) -> (2N, 3, H, W): the images, then their horizontal flips (§3.2)."""
+    return torch.cat([images, images.flip(-1)])
+
+
+def dense_posteriors(score_map: torch.Tensor) -> torch.Tensor:
+    """§3.2's dense rule on the (2N, C, h, w) score maps of N images followed by their N flips
+    (:func:`with_flips`): scores averaged over space, soft-max, and the image's posteriors averaged
+    with its flip's -> (N, C). Every class ranking from a dense score map goes through here."""
+    n = score_map.shape[0] // 2
+    probs = F.softmax(score_map.mean(dim=(2, 3)), dim=1)
+    return (probs[:n] + probs[n:]) / 2
+
+
 class Evaluator:
     """A net, its input normalisation and a device policy, applied under each protocol."""
 
@@ -44,10 +58,7 @@ class Evaluator:
     def dense(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) equal-sized images -> (N, C): spatially averaged scores, soft-max, and the
         average with the horizontally flipped image's posteriors."""
-        n = images.shape[0]
-        score_map = forward(self.model.dense, self.norm, self.policy, torch.cat([images, images.flip(-1)]))
-        probs = F.softmax(score_map.mean(dim=(2, 3)), dim=1)
-        return (probs[:n] + probs[n:]) / 2
+        return dense_posteriors(forward(self.model.dense, self.norm, self.policy, with_flips(images)))
 
     @torch.no_grad()
     def multicrop(self, image: torch.Tensor) -> torch.Tensor:

@@ -332,12 +332,14 @@ def _find_image(image_dir: Path, sub: Path, filename: str, stem: str) -> Path | 
 
 
 def read_voc_annotations(ann_dir, image_dir, classes: list[str] | None = None, on_bad: str = "fail",
-                         pixel_base: int = 0) -> BoxSource:
+                         pixel_base: int | None = None) -> BoxSource:
     """Read one XML annotation per image from `ann_dir` (searched recursively, in sorted order).
 
     Coordinates in these files are inclusive pixel indices: ``pixel_base=0`` for ImageNet
     CLS-LOC (0-based), ``1`` for PASCAL VOC (1-based); a box becomes
     ``(xmin - base, ymin - base, xmax - base + 1, ymax - base + 1)`` in our max-exclusive pixels.
+    ``None`` (the default) decides per file: 1 for a file of a PASCAL VOC release (its ``<folder>``
+    or ``<source>`` names VOC), else 0 (ImageNet's files name ILSVRC or a wnid).
     When the XML's ``<size>`` differs from the image file's size (a data set shipped resized with
     its original annotations), boxes are scaled to the file. The image's label is its first
     (valid) object's class. Problems are reported as ``file:object N: reason`` (N from 1).
@@ -397,14 +399,21 @@ def read_voc_annotations(ann_dir, image_dir, classes: list[str] | None = None, o
                 if bb is None:
                     raise ValueError("object has no <bndbox>")
                 raw = [_number(bb.findtext(k, ""), k) for k in CSV_COLUMNS[2:]]
-                box = [(raw[0] - pixel_base) * sx, (raw[1] - pixel_base) * sy,
-                       (raw[2] - pixel_base + 1) * sx, (raw[3] - pixel_base + 1) * sy]
+                base = _pixel_base(root_el) if pixel_base is None else pixel_base
+                box = [(raw[0] - base) * sx, (raw[1] - base) * sy,
+                       (raw[2] - base + 1) * sx, (raw[3] - base + 1) * sy]
                 box = _check_box(box, size)
             except ValueError as e:
                 col.problems.append(f"{where}: {e}")
                 continue
             col.add(image_id, size, box, name)
     return _result(col, classes, names, on_bad, image_dir, ann_dir)
+
+
+def _pixel_base(root_el: ET.Element) -> int:
+    """1 for a PASCAL VOC annotation (the VOC devkit numbers pixels from 1), else 0 (ImageNet)."""
+    said = [root_el.findtext(k) or "" for k in ("folder", "source/database", "source/annotation")]
+    return 1 if any("VOC" in text for text in said) else 0
 
 
 def _xml_scale(root_el: ET.Element, size: tuple[int, int]) -> tuple[float, float]:

@@ -156,8 +156,8 @@ def training_target(boxes, box_classes, src_size, drawn: dict, crop: int):
     crop, has the largest visible area; the target is that object's *whole* box in the crop's
     frame, which may extend beyond the crop (decision: a window that sees part of an object
     predicts where the whole object is, so that boxes from windows and scales that each see a
-    part can be merged into the object's box, App. A protocol 2; measured in docs/RESULTS.md:
-    clipped targets cannot predict objects larger than the crop). The class is the object's own,
+    part can be merged into the object's box, App. A protocol 2; a target clipped to the crop
+    could never describe an object larger than the crop). The class is the object's own,
     which selects the 4 outputs a per-class regressor (PCR) is penalised on."""
     in_crop, kept = boxes_through_transform(boxes, src_size, drawn, crop)
     t = choose_target(in_crop)

@@ -37,6 +37,7 @@ from ..data.loaders import scaled_loader
 from ..data.transforms import Normalizer, Scale, center_crop, default_scales, resolve_test_scales
 from ..errors import VGGError
 from ..eval.posteriors import load_posteriors
+from ..eval.protocols import dense_posteriors, with_flips
 from ..fileio import atomic_write, claim_folder, loads_json, read_safetensors, write_json
 from ..models.weights import load_model
 from ..progress import progress
@@ -144,10 +145,12 @@ def _center_boxes(p: dict, image: torch.Tensor, classes, size) -> np.ndarray:
 
 @torch.no_grad()
 def _dense_at(p: dict, image: torch.Tensor, flip: bool):
-    """At one scale: the box map (B, outputs, h, w) and, with a classifier, its score map (B, C,
-    h, w), for the image (and its flip)."""
-    x = torch.stack([image, image.flip(-1)]) if flip else image[None]
-    boxes = forward(p["model"].dense, p["norm"], p["policy"], x).cpu()
+    """At one scale: the box map (B, outputs, h, w) of the image (B = 1), or of the image and its
+    flip (B = 2, `flip`), and, with a classifier, its score map (2, C, h, w) of the image and its
+    flip: the classes are ranked by `vggnet evaluate`'s dense rule, which always averages the flip
+    (§3.2), whether or not the flip's boxes are wanted."""
+    x = with_flips(image[None])
+    boxes = forward(p["model"].dense, p["norm"], p["policy"], x if flip else x[:1]).cpu()
     scores = None
     if p["classifier"] is not None:
         scores = forward(p["classifier"].dense, p["cls_norm"], p["policy"], x).cpu()
@@ -162,7 +165,7 @@ def _image_scores(p: dict, maps: list, path: str) -> torch.Tensor:
         if key not in p["saved_scores"]:
             raise VGGError(f"{path}: not among the images of the saved posteriors")
         return p["saved_scores"][key]
-    return torch.stack([F.softmax(s.mean((2, 3)), 1).mean(0) for s in maps]).mean(0)
+    return torch.stack([dense_posteriors(s)[0] for s in maps]).mean(0)
 
 
 def _raw_boxes(p: dict, per_scale: list, classes, size) -> list[tuple]:
@@ -285,8 +288,8 @@ def score(pred: dict, source, threshold: float, top_k: int = 5, mean_box=None) -
     if not np.isnan(pred["center"]).all():
         gt_boxes = [im.gt_boxes() for im in source.images]
         whole = np.array([[0, 0, im.size[0], im.size[1]] for im in source.images], float)
-        out["center"] = dict(gt_class_err=gt_class_box_error(pred["center"], gt_boxes),
-                             whole_image_gt_class_err=gt_class_box_error(whole, gt_boxes))
+        out["center"] = dict(gt_class_err=gt_class_box_error(pred["center"], gt_boxes, whole),
+                             whole_image_gt_class_err=gt_class_box_error(whole, gt_boxes, whole))
         if mean_box is not None:
             base = [[(im.label, b) for c, b in row] for im, row in
                     zip(source.images, _baselines(source, [[im.label] for im in source.images], mean_box)[

@@ -23,6 +23,10 @@ from .protocols import run_multilabel, run_splits, save_results
 from .splits import load_splits, random_holdout, random_splits, save_splits
 from .svm import DEFAULT_CS
 
+# Appendix B: Caltech stacks the scales (objects fill the image, scales carry different semantics);
+# VOC averages them (objects appear at all scales, averaging performed like stacking).
+DEFAULT_COMBINE = {"splits": "stack", "multilabel": "average"}
+
 
 def features_command(checkpoint, data, out, scales=None, layer: str = "fc7", force: bool = False, **options) -> dict:
     """Compute and save the descriptors of `data` (see :func:`descriptors.features_from_checkpoint`)."""
@@ -51,7 +55,7 @@ def _open(paths) -> dict:
     return feats[0] if len(feats) == 1 else stack_nets(feats)
 
 
-def transfer_command(features, out=None, protocol: str = "auto", combine: str = "stack", scales=None,
+def transfer_command(features, out=None, protocol: str = "auto", combine: str = "auto", scales=None,
                      splits: int = 3, train_per_class: int = 30, test_per_class: int | None = 50,
                      splits_file=None, test_features=None, test_fraction: float = 0.5, seed: int = 0,
                      Cs=DEFAULT_CS, dataset: str | None = None, force: bool = False) -> dict:
@@ -64,6 +68,8 @@ def transfer_command(features, out=None, protocol: str = "auto", combine: str = 
                        f"use {'multilabel' if kind == 'multi' else 'splits'}")
     if protocol == "splits" and test_features:
         raise VGGError("--test-features goes with the multilabel protocol; the splits protocol draws its test images")
+    if combine == "auto":
+        combine = DEFAULT_COMBINE[protocol]
     if out is not None:  # every output claimed before any work
         outputs = {"results.json": "results", "per_class.csv": "CSV"}
         outputs.update({"splits.json": "splits", "confusion.png": "PNG"} if protocol == "splits" else {})

@@ -5,7 +5,11 @@ Average precision of a ranking, from labels in {1, -1, 0} (0: the class is prese
 
 - ``voc07_ap``: the VOC-2007 devkit's 11-point interpolated AP, the mean over recall thresholds
   t = 0, 0.1, ..., 1 of the highest precision reached at any recall >= t (0 if none). The
-  thresholds are k/10, so a recall of exactly 3/10 counts for t = 0.3.
+  thresholds are the devkit's own ``0:0.1:1`` in double precision, as MATLAB's colon builds it:
+  k * 0.1 from the start for the first half and 1 - k * 0.1 from the end for the second, the
+  midpoint (0 + 1) / 2. That is k/10 for every k but 3, where it is 0.30000000000000004, so a
+  recall of exactly 3/10 (= 0.3) does not count for t = 0.3 (numpy's ``arange(0, 1.1, 0.1)``,
+  which some re-implementations use, differs at 0.6 and 0.7 too).
 - ``auc_ap``: the VOC-2010+ devkits' area under the precision/recall curve, with precision first
   made monotone (each point takes the highest precision at any higher recall).
 
@@ -26,7 +30,20 @@ import numpy as np
 
 from ..errors import VGGError
 
-RECALL_POINTS = np.arange(11) / 10.0  # 0, 0.1, ..., 1, each the double nearest k/10
+
+def matlab_colon(start: float, step: float, stop: float, intervals: int) -> np.ndarray:
+    """MATLAB's ``start:step:stop`` with `intervals` steps, built symmetrically: ``start + k*step``
+    for the first half, ``stop - k*step`` for the second, the midpoint ``(start + stop) / 2``."""
+    out = np.empty(intervals + 1)
+    k = np.arange(intervals // 2 + 1)
+    out[k] = start + k * step
+    out[intervals - k] = stop - k * step
+    if intervals % 2 == 0:
+        out[intervals // 2] = (start + stop) / 2
+    return out
+
+
+RECALL_POINTS = matlab_colon(0.0, 0.1, 1.0, 10)  # the VOC-2007 devkit's `for t=0:0.1:1`
 
 
 def ranked_hits(scores, labels) -> np.ndarray:
