@@ -71,7 +71,7 @@ def main():
     base = plain_loop(model, norm, [s[0] for s in source.samples], scales)
     policy = make_policy(torch.device("cpu"))
     policy.prepare(model)
-    ours = compute_features(model, norm, source, scales, "fc7", policy, workers=1)["images_per_s"]
+    ours = compute_features(model, norm, source, scales, "fc7", policy=policy, workers=1)["images_per_s"]
     print("| loop | descriptors/s |\n|---|---|")
     print(f"| plain (one image and scale at a time, NCHW) | {base:.3f} |\n| vggnet features | {ours:.3f} |")
     print(f"\nvggnet / plain: {ours / base:.2f}x")

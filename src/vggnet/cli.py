@@ -50,8 +50,9 @@ def cmd_predict(args) -> None:
     from .predict import predict
     from .tables import columns, render
 
-    results = predict(args.checkpoint, args.images, args.protocol, args.multi_scale,
-                      args.scales, args.top, args.device, args.channels_last, args.amp)
+    results = predict(args.checkpoint, args.images, protocol=args.protocol, multi_scale=args.multi_scale,
+                      scales=args.scales, top=args.top, device=args.device, channels_last=args.channels_last,
+                      amp=args.amp)
     if args.json:
         print(json.dumps(results, indent=1))
         return
@@ -364,10 +365,11 @@ def cmd_transfer(args) -> None:
     from .transfer.commands import transfer_command
     from .transfer.report import table11
 
-    r = transfer_command(args.features, args.out, args.protocol, args.combine,
-                         parse_scales(args.scales) if args.scales else None, args.splits, args.train_per_class,
-                         args.test_per_class or None, args.splits_file, args.test_features, args.test_fraction,
-                         args.seed, dataset=args.dataset, force=args.force,
+    r = transfer_command(args.features, args.out, protocol=args.protocol, combine=args.combine,
+                         scales=parse_scales(args.scales) if args.scales else None, splits=args.splits,
+                         train_per_class=args.train_per_class, test_per_class=args.test_per_class or None,
+                         splits_file=args.splits_file, test_features=args.test_features,
+                         test_fraction=args.test_fraction, seed=args.seed, dataset=args.dataset, force=args.force,
                          **({"Cs": parse_cs(args.C)} if args.C else {}))
     print(table11([r], style="text"))
     if r["kind"] == "single":

@@ -42,7 +42,7 @@ def _posteriors(ev: Evaluator, picture, qs, protocol: str) -> torch.Tensor:
     return average_scales(per_q)  # §4.2
 
 
-def predict(weights, images, protocol: str = "dense", multi_scale: bool = False, scales=None, top: int = 5,
+def predict(weights, images, *, protocol: str = "dense", multi_scale: bool = False, scales=None, top: int = 5,
             device: str = "auto", channels_last: str = "auto", amp: str = "auto") -> list[dict]:
     if protocol not in ALL_PROTOCOLS:
         raise unknown("protocol", protocol, ALL_PROTOCOLS)

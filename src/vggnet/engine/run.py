@@ -323,8 +323,10 @@ def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
     info = TrainInfo(tuple(cfg.scale), cfg.crop, val_scale, cfg.recipe, to_dict(cfg), warm, objective.name,
                      f"{policy.precision} ({policy.reason})")
     meta = WeightsMeta(net.spec, list(train_source.classes), preprocessing, info)
-    run = Run(cfg, dist, policy, objective, run_dir, train_source, val_source, val_scale, sampler, loader,
-              Normalizer(preprocessing).to(policy.device), net, net, optimizer, schedule, meta, TrainState())
+    run = Run(cfg=cfg, dist=dist, policy=policy, objective=objective, run_dir=run_dir, train_source=train_source,
+              val_source=val_source, val_scale=val_scale, sampler=sampler, loader=loader,
+              normalizer=Normalizer(preprocessing).to(policy.device), net=net, model=net, optimizer=optimizer,
+              schedule=schedule, meta=meta, state=TrainState())
     run.lock = lock
     if restoring:
         restore(run)

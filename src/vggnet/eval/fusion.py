@@ -46,8 +46,8 @@ def save_fusion(out, result: dict) -> None:
     """Write the fused posteriors like an evaluation folder, so fusions can be reported or fused again."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_posteriors(out, result["ids"], result["classes"], result["labels"], result["fused"], [],
-                    list(result["fused"]), root=result.get("root"))
+    save_posteriors(out, result["ids"], result["classes"], result["labels"], result["fused"], scales=[],
+                    protocols=list(result["fused"]), root=result.get("root"))
     save_results(out, dict(arch="+".join(a or "?" for a in result["archs"]), fused_from=result["runs"],
                            images=result["images"],
                            protocols={p: {k: v for k, v in r.items() if k != "members"}

@@ -158,7 +158,8 @@ def evaluate(checkpoint, data, protocols=("dense",), out=None, force=False, **op
         out.mkdir(parents=True, exist_ok=True)
         saved = dict(final, **{f"{k[0]}@{k[1]}": v for k, v in passed["probs"].items()})
         save_posteriors(out, [p["source"].ids[i] for i in passed["keep"]], list(p["meta"].classes), labels, saved,
-                        p["scales"], list(opts.protocols), opts.half, root=str(Path(p["source"].root).resolve()))
+                        scales=p["scales"], protocols=list(opts.protocols), half=opts.half,
+                        root=str(Path(p["source"].root).resolve()))
         save_results(out, result)
     return result
 

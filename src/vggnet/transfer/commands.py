@@ -55,7 +55,7 @@ def _open(paths) -> dict:
     return feats[0] if len(feats) == 1 else stack_nets(feats)
 
 
-def transfer_command(features, out=None, protocol: str = "auto", combine: str = "auto", scales=None,
+def transfer_command(features, out=None, *, protocol: str = "auto", combine: str = "auto", scales=None,
                      splits: int = 3, train_per_class: int = 30, test_per_class: int | None = 50,
                      splits_file=None, test_features=None, test_fraction: float = 0.5, seed: int = 0,
                      Cs=DEFAULT_CS, dataset: str | None = None, force: bool = False) -> dict:

@@ -91,7 +91,7 @@ def descriptor_matrix(features: dict, combine: str = "stack", scales=None) -> np
 
 
 @torch.no_grad()
-def compute_features(model, normalizer: Normalizer, source, scales, layer: str = "fc7", policy=None,
+def compute_features(model, normalizer: Normalizer, source, scales, layer: str = "fc7", *, policy=None,
                      workers: int = 0, batch_size: int = 16, progress: bool = False,
                      skip_unreadable: bool = False, pixel_budget: int = PIXEL_BUDGET) -> dict:
     """Per-scale descriptors of every image of `source` (see the module doc).
@@ -161,8 +161,9 @@ def features_from_checkpoint(checkpoint, data, scales, layer: str = "fc7", data_
     model, meta = load_model(checkpoint, policy.device)
     policy.prepare(model)
     source = open_transfer_source(data, data_root)
-    features = compute_features(model, Normalizer(meta.preprocessing), source, scales, layer, policy, workers,
-                                batch_size, progress=progress, skip_unreadable=skip_unreadable)
+    features = compute_features(model, Normalizer(meta.preprocessing), source, scales, layer, policy=policy,
+                                workers=workers, batch_size=batch_size, progress=progress,
+                                skip_unreadable=skip_unreadable)
     features["data"] = str(data)
     features["nets"][0]["checkpoint"] = str(Path(checkpoint))
     return features

@@ -69,7 +69,8 @@ def run_splits(features: dict, splits, combine: str = "stack", scales=None, Cs=D
             raise VGGError(f"split {i}: indices must be non-empty and in [0, {n}) for these {n} images")
         if np.intersect1d(train, test).size:
             raise VGGError(f"split {i}: {np.intersect1d(train, test).size} images are in both train and test")
-        svm = fit_svm(x[train], y[train], "single", Cs, val_fraction, seed + i, n_classes, features["classes"])
+        svm = fit_svm(x[train], y[train], "single", Cs, val_fraction=val_fraction, seed=seed + i,
+                      n_classes=n_classes, classes=features["classes"])
         pred = predict_scores(svm["model"], x[test])
         mcr = mean_class_recall(y[test], pred, n_classes)
         rows.append(dict(split=i, mean_class_recall=_pct(mcr["mean"]),
@@ -112,7 +113,8 @@ def run_multilabel(train_features: dict, test_features: dict, combine: str = "av
     x_test = descriptor_matrix(test_features, combine, qs)
     y_train, y_test = np.asarray(train_features["labels"]), np.asarray(test_features["labels"])
     classes = list(train_features["classes"])
-    svm = fit_svm(x_train, y_train, "multi", Cs, val_fraction, seed, len(classes), classes)
+    svm = fit_svm(x_train, y_train, "multi", Cs, val_fraction=val_fraction, seed=seed, n_classes=len(classes),
+                  classes=classes)
     scores = predict_scores(svm["model"], x_test)
     metrics = {}
     for ap in (voc07_ap(scores, y_test), auc_ap(scores, y_test)):

@@ -144,6 +144,7 @@ def fit_svm(x_train, y_train, kind: str, Cs=DEFAULT_CS, val_fraction: float = 0.
             n_classes: int | None = None, classes=None, max_iter: int = MAX_ITER) -> dict:
     """Choose C on 20% of the training set, then refit on all of it. Returns the selection dict
     plus ``model``, ``fit_seconds`` and ``converged``."""
-    chosen = select_C(x_train, y_train, kind, Cs, val_fraction, seed, n_classes, max_iter)
+    chosen = select_C(x_train, y_train, kind, Cs, val_fraction=val_fraction, seed=seed, n_classes=n_classes,
+                      max_iter=max_iter)
     fitted = fit_linear_svm(x_train, y_train, kind, chosen["C"], seed, max_iter, classes=classes, final=True)
     return dict(chosen, model=fitted["model"], fit_seconds=fitted["seconds"], converged=fitted["converged"])
