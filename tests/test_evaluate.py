@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 import sys
 
@@ -102,7 +103,8 @@ def test_evaluate_saves_posteriors_and_fusion(ckpt_and_data):
     assert torch.allclose(p1["probs"]["dense+multicrop"], (p1["probs"]["dense"] + p1["probs"]["multicrop"]) / 2, atol=1e-6)
     per_q = torch.stack([p1["probs"][f"dense@{q}"] for q in (32, 40, 48)]).mean(0)
     assert torch.allclose(p1["probs"]["dense"], per_q, atol=1e-6)
-    same = fuse([tmp / "e1", tmp / "e1"])
+    shutil.copytree(tmp / "e1", tmp / "e1-copy")  # one folder twice is refused: a copy of it is not
+    same = fuse([tmp / "e1", tmp / "e1-copy"])
     for p in protocols:
         assert torch.allclose(same["fused"][p], p1["probs"][p], atol=1e-6)
         assert same["protocols"][p]["top1_err"] == pytest.approx(r1["protocols"][p]["top1_err"])
@@ -153,8 +155,11 @@ def test_cli_evaluate_fuse_report(ckpt_and_data):
               "dense", "--multi-scale", "--out", str(tmp / "c1"), "--workers", "0")
     assert out.returncode == 0, out.stderr
     assert "center" in out.stdout and "top-1 err" in out.stdout
-    out = run("fuse", str(tmp / "c1"), str(tmp / "c1"))
+    shutil.copytree(tmp / "c1", tmp / "c1-copy")
+    out = run("fuse", str(tmp / "c1"), str(tmp / "c1-copy"))
     assert out.returncode == 0 and "dense" in out.stdout
+    out = run("fuse", str(tmp / "c1"), str(tmp / "c1"))
+    assert out.returncode == 2 and "same folder" in out.stderr and len(out.stderr.splitlines()) == 1
     out = run("report", str(tmp / "c1"), "--out", str(tmp / "t.md"))
     assert out.returncode == 0 and (tmp / "t.csv").read_text().startswith("run,config,train S")
     out = run("evaluate", "--checkpoint", str(tmp / "m.safetensors"), "--data", str(data), "--scales", "8")

@@ -8,6 +8,7 @@ the problem (the file or the setting), and every file that existed before byte-i
 Tiny nets and a dozen 40-pixel images keep the whole module fast; commands run in-process through
 ``vggnet.cli.main`` except where a real process matters (a kill, a lock, a pipe, a link loop).
 """
+import importlib
 import json
 import os
 import resource
@@ -169,6 +170,7 @@ def _bad_inputs(w):
     (b / "post-random" / "posteriors.safetensors").write_bytes(rng.bytes(200))
     (b / "latin1.yaml").write_bytes("recipe: caf\xe9\n".encode("latin-1"))
     (b / "intkey.yaml").write_text("1: 2\n")
+    (b / "dup.yaml").write_text("arch: A\nlr: 0.01\narch: B\n")
     (b / "nested.yaml").write_text("lr: " + "[" * 20_000 + "]" * 20_000 + "\n")
     # A 457-byte alias bomb: nine levels of nine references expand to 9^9 strings.
     bomb = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
@@ -216,6 +218,8 @@ CASES = [
      ["latin1.yaml", "UTF-8"], "t"),
     ("train-recipe-integer-key", lambda w: train_args(w.data, w.root / "t", "--config", w.bad / "intkey.yaml"),
      "intkey.yaml", "t"),
+    ("train-recipe-duplicate-key", lambda w: train_args(w.data, w.root / "t", "--config", w.bad / "dup.yaml"),
+     ["dup.yaml", "'arch'", "lines 1 and 3"], "t"),
     ("report-results-list", lambda w: ["report", w.bad / "res-list"], "res-list/results.json", NO),
     ("report-results-missing-fields", lambda w: ["report", w.bad / "res-missing"], ["res-missing/results.json", "dense"], NO),
     ("report-results-not-json", lambda w: ["report", w.bad / "res-notjson"], "res-notjson/results.json", NO),
@@ -291,6 +295,12 @@ CASES = [
     ("evaluate-duplicate-classes", lambda w: ["evaluate", "--checkpoint", w.bad / "meta-classes.safetensors",
                                               "--data", w.data], ["meta-classes.safetensors", "twice"], NO),
     ("resume-other-settings", lambda w: train_args(w.data, w.run, "--resume", "--lr", "0.5"), ["lr", "0.5"], NO),
+    ("resume-auto-other-settings", lambda w: train_args(w.data, w.run, "--resume", "auto", "--lr", "0.5"),
+     ["--resume auto", "another run", "lr", "0.5"], NO),
+    ("resume-auto-into-users-folder", lambda w: train_args(w.data, w.bad / "notempty", "--resume", "auto"),
+     ["notempty", "holds no run"], NO),
+    ("fuse-same-folder-twice", lambda w: ["fuse", w.ev, w.ev], ["same folder"], NO),
+    ("fuse-same-folder-respelled", lambda w: ["fuse", w.ev, w.bad / ".." / "ev"], ["same folder"], NO),
 ]
 
 
@@ -554,6 +564,89 @@ def test_resume_without_config_yaml_compares_with_the_checkpoint(world, tmp_path
     shutil.copytree(world.run, run)
     (run / "config.yaml").unlink()
     refused(capsys, *train_args(world.data, run, "--resume", "--arch", "B"), says=["arch", "'B'"])
+
+
+def test_resume_auto_starts_a_run_then_continues_it(world, tmp_path, capsys):
+    run = tmp_path / "run"
+    rc, _, err = cli(capsys, *train_args(world.data, run, "--resume", "auto"))  # nothing there: a new run
+    assert rc == 0, err
+    rc, _, err = cli(capsys, *train_args(world.data, run, "--resume", "auto", "--epochs", "2"))  # its own: on
+    assert rc == 0, err
+    assert [json.loads(line)["epoch"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_a_run_ended_by_the_plateau_rule_stays_ended_when_resumed(world, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(world.run, run)
+    meta = vggnet_meta(run / "last.safetensors")
+    schedule = dict(meta["train_state"]["schedule"], drops=3, max_drops=3, patience=2, bad_epochs=3)
+    rewrite_meta(world.run / "last.safetensors", run / "last.safetensors",
+                 dict(meta, train_state=dict(meta["train_state"], schedule=schedule)))
+    rc, out, err = cli(capsys, *train_args(world.data, run, "--resume", "auto", "--epochs", "3"))
+    assert rc == 0 and "plateaued" in out, err
+    assert len((run / "log.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_checkpoint_claiming_an_impossible_position_is_refused(world, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(world.run, run)
+    meta = vggnet_meta(run / "last.safetensors")
+    for state, says in ((dict(step=10**9), ["step 1,000,000,000", "steps ("]),
+                        (dict(epoch=5), ["claims 5 finished epochs but records 1"])):
+        rewrite_meta(world.run / "last.safetensors", run / "last.safetensors",
+                     dict(meta, train_state=dict(meta["train_state"], **state)))
+        before = snapshot(run)
+        refused(capsys, *train_args(world.data, run, "--resume", "--epochs", "2"),
+                says=["last.safetensors", *says])
+        assert snapshot(run) == before
+
+
+def test_a_signal_at_the_last_step_of_an_epoch_stops_before_its_validation_and_resumes_exactly(
+        world, tmp_path, capsys, monkeypatch):
+    """Asked to stop at an epoch's last step, a run checkpoints its finished steps and leaves the
+    epoch's validation (minutes on a real set) to the resumed run, rather than overrun a grace period."""
+    engine = importlib.import_module("vggnet.engine.train")  # the package exports a function of that name
+    rc, _, err = cli(capsys, *train_args(world.data, tmp_path / "ref", "--epochs", "2"))
+    assert rc == 0, err
+    step = engine.train_step
+
+    def signalled_step(run, batch, epoch, i, sums):
+        n = step(run, batch, epoch, i, sums)
+        if (epoch, i) == (0, run.steps_per_epoch - 1):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return n
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(engine, "train_step", signalled_step)
+    rc, _, err = cli(capsys, *train_args(world.data, run, "--epochs", "2"))
+    assert rc == 130 and "interrupted: SIGTERM" in err, err
+    state = vggnet_meta(run / "last.safetensors")["train_state"]
+    assert state["epoch"] == 0 and state["step"] > 0 and not (run / "log.jsonl").exists()
+    monkeypatch.setattr(engine, "train_step", step)
+    rc, _, err = cli(capsys, *train_args(world.data, run, "--epochs", "2", "--resume", "auto"))
+    assert rc == 0, err
+    a, b = (load_model(p / "final.safetensors")[0].state_dict() for p in (tmp_path / "ref", run))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (run / "log.jsonl").read_text().count("\n") == 2
+
+
+def test_checkpoint_minutes_bound_the_work_a_kill_loses(world, tmp_path, capsys, monkeypatch):
+    engine = importlib.import_module("vggnet.engine.train")  # the package exports a function of that name
+    saved, save = [], engine.save_last
+    monkeypatch.setattr(engine, "save_last", lambda *a: saved.append((a[-1].epoch, a[-1].step)) or save(*a))
+    for minutes, out in (("1e-9", "often"), ("1e6", "rarely")):
+        saved.clear()
+        rc, _, err = cli(capsys, *train_args(world.data, tmp_path / out, "--checkpoint-minutes", minutes))
+        assert rc == 0, err
+        mid_epoch = [s for s in saved if s[1]]
+        assert saved[-1] == (1, 0) and (len(mid_epoch) >= 1 if out == "often" else not mid_epoch), saved
+
+
+def test_several_processes_without_a_rendezvous_address_are_one_line(world, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    refused(capsys, *train_args(world.data, tmp_path / "run"), says=["MASTER_ADDR", "torchrun"])
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_damaged_config_yaml_is_refused_by_name(world, tmp_path, capsys):

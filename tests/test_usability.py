@@ -28,6 +28,11 @@ def test_loc_train_takes_its_classifiers_shape_and_scale_and_resumes_from_its_fo
         ("A", 0.0625, 32, "40", "pcr", 0.03)
     assert run("loc", "train", "--resume", "--out", out, "--epochs", "2", "--workers", "0") == 0
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
+    # The first command again, as torchrun or a requeued job runs it: it continues the same run.
+    assert run("loc", "train", "--data", world / "d/boxes-train.csv", "--val-data", world / "d/boxes-val.csv",
+               "--init-from", world / "cls/best.safetensors", "--out", out, "--epochs", "3", "--workers", "0",
+               "--batch-size", "8", "--no-progress", "--resume", "auto") == 0
+    assert len((out / "log.jsonl").read_text().splitlines()) == 3
     capsys.readouterr()
 
 

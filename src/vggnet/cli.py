@@ -179,7 +179,8 @@ def add_train_arguments(s, defaults: dict | None = None, hidden=()) -> None:
         if "default" not in shown:  # a help text that says its own default is not given a second one
             shown += f" (default {default if default not in ('', None) else 'none'})"
         if f.name == "resume":
-            s.add_argument(flag, action="store_true", default=None, help=HELP[f.name])
+            s.add_argument(flag, nargs="?", const=True, default=None, type=resume_mode, metavar="auto",
+                           help=HELP[f.name])
         elif t is bool:
             s.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=shown)
         else:
@@ -663,6 +664,13 @@ def integer(lo: int, hi: int):
 
 
 WORKERS, SEED = integer(0, 256), integer(0, 2**32 - 1)
+
+
+def resume_mode(text: str) -> str:
+    """An argparse type: the one value ``--resume`` takes (alone, it continues the run)."""
+    if text != "auto":
+        raise argparse.ArgumentTypeError(f"expected nothing or `auto`, got {text!r}")
+    return text
 
 
 def _default_workers() -> int:

@@ -94,7 +94,9 @@ class TrainConfig:
     seed: int = setting(0, 'random seed', bounds=(0, 2**32 - 1, False, False))
     # -- run --
     out: str | None = setting(None, 'run folder (new, or the one to --resume)')
-    resume: bool = setting(False, 'continue the run in --out')
+    # True: continue the run in `out`; "auto": continue it if there is one, else start it
+    resume: bool | str = setting(False, 'continue the run in --out; `--resume auto`: continue it if --out holds '
+                                 'this run, else start it (for commands re-run by torchrun or a scheduler)')
     device: str = setting("auto", 'auto, cpu, cuda, cuda:N')
     amp: str = setting("auto", 'bf16 autocast, fp32 weights: auto (on CUDA and on CPUs with amx_bf16/avx512_bf16), '
                        'on, off', choices=AMP_CHOICES)
@@ -105,6 +107,8 @@ class TrainConfig:
     checkpoint_minutes: float = setting(10.0, 'mid-epoch checkpoint at least this often',
                                         bounds=(0, 1e6, True, False))
     checkpoint_steps: int = setting(0, 'also every N steps (0: off)', bounds=(0, 10**9, False, False))
+    collective_timeout: float = setting(10.0, 'minutes a process waits for a lost or hung one (several processes)',
+                                        bounds=(0, 10_000, True, False))
     max_steps_per_epoch: int = setting(0, 'cap steps per epoch (0: whole epochs)',
                                        bounds=(0, 10**9, False, False))
     tensorboard: bool = setting(False, 'write TensorBoard events')
@@ -119,7 +123,7 @@ RANGES = {f.name: f.metadata["bounds"] for f in FIELDS if f.metadata["bounds"]} 
 
 # Settings a resumed run may change; everything else must match the saved config.
 RESUME_MAY_CHANGE = {"resume", "out", "device", "workers", "epochs", "progress", "tensorboard", "compile",
-                     "checkpoint_minutes", "checkpoint_steps"}
+                     "checkpoint_minutes", "checkpoint_steps", "collective_timeout"}
 PATH_SETTINGS = ("data", "data_root", "val_data", "stats", "init_from", "out")
 
 
@@ -149,6 +153,8 @@ def coerce(name: str, value):
     t = types_[name]
     if value is None:
         return None
+    if name == "resume" and value == "auto":  # the one setting that is a choice as well as a switch
+        return value
     if t is Scale:
         return Scale.parse(value)
     try:
@@ -209,6 +215,7 @@ def read_recipe(path: Path) -> dict:
             depth += isinstance(event, yaml.CollectionStartEvent) - isinstance(event, yaml.CollectionEndEvent)
             if depth > 2:  # the settings mapping, and the scale's [Smin, Smax]
                 raise VGGError(f"{path}: nested collections; a recipe is a plain mapping of settings")
+        _refuse_duplicates(path, yaml.compose(text, Loader=yaml.SafeLoader))
         loaded = yaml.safe_load(text)
     except UnicodeDecodeError as e:
         raise VGGError(f"{path}: not UTF-8 text (byte {e.start})") from None
@@ -230,9 +237,24 @@ def read_recipe(path: Path) -> dict:
 def resume_recipe(recipe: str | None, out, resume) -> str | None:
     """The recipe of a run: the one given, or, to continue a run (`resume` with its folder `out`
     alone), the run's own config.yaml."""
-    if resume and out and not recipe and (Path(out) / "config.yaml").is_file():
+    if resume is True and out and not recipe and (Path(out) / "config.yaml").is_file():
         return str(Path(out) / "config.yaml")
     return recipe
+
+
+def _refuse_duplicates(path: Path, node) -> None:
+    """A setting given twice would be silently overruled by its later line (YAML keeps the last):
+    refused, naming both lines. ``batch-size`` and ``batch_size`` are one setting."""
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first = {}
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode):
+            name, line = key.value.replace("-", "_"), key.start_mark.line + 1
+            if name in first:
+                raise VGGError(f"{path}: setting {key.value!r} is given twice (lines {first[name]} and "
+                               f"{line}); a recipe names each setting once")
+            first[name] = line
 
 
 def load_config(recipe: str | None = None, overrides: dict | None = None, base: dict | None = None) -> TrainConfig:

@@ -98,12 +98,40 @@ def saved_config(run: Path) -> dict:
         raise VGGError(f"the run's config.yaml is damaged ({e}); restore it or start a new run") from None
 
 
+def _differences(cfg: TrainConfig, run: Path) -> list[str]:
+    """The settings that differ from the run's, except those that may change between sessions."""
+    old, new = saved_config(run), to_dict(cfg)
+    return [f"{k} ({old[k]!r} -> {new[k]!r})" for k in new
+            if k not in RESUME_MAY_CHANGE and k in old and not same_setting(k, old[k], new[k])]
+
+
+def resume_auto(cfg: TrainConfig, run: Path) -> bool:
+    """``--resume auto``, for a command that is re-run as it was (torchrun --max-restarts, a
+    requeued job): continue when the folder holds this run (its config.yaml or checkpoint, with
+    the same settings), start when it is new or empty; another run's folder is refused."""
+    if not run.exists() or not any(run.iterdir()):
+        return False
+    if not (run / "config.yaml").is_file() and not (run / LAST).is_file():
+        if _leftovers_only(run):
+            return False
+        raise VGGError(f"--resume auto: run folder {run} holds no run (no config.yaml, no {LAST}) but is not "
+                       f"empty; refusing to write into it (choose a new --out)")
+    diff = _differences(cfg, run)
+    if diff:
+        raise VGGError(f"--resume auto: run folder {run} holds another run, with other settings: "
+                       + ", ".join(diff) + " (choose a new --out, or give that run's settings)")
+    return True
+
+
 def check_run_dir(cfg: TrainConfig) -> None:
     """A new run needs an empty folder (or one left by a run stopped before its first checkpoint);
-    a resumed one the same settings as before, except those that may change between sessions."""
+    a resumed one the same settings as before, except those that may change between sessions.
+    ``--resume auto`` is decided here, into True or False."""
     run = Path(cfg.out)
     if run.exists() and not run.is_dir():
         raise VGGError(f"run folder {run} is a file; give a folder for --out")
+    if cfg.resume == "auto":
+        cfg.resume = resume_auto(cfg, run)
     if not cfg.resume:
         if run.exists() and not _leftovers_only(run):
             raise VGGError(f"run folder {run} is not empty; refusing to overwrite it (use --resume to continue "
@@ -111,11 +139,9 @@ def check_run_dir(cfg: TrainConfig) -> None:
         return
     if not (run / "config.yaml").is_file() and not (run / LAST).is_file():
         raise VGGError(f"nothing to resume in {run}: no {LAST} and no config.yaml")
-    old, new = saved_config(run), to_dict(cfg)
-    diff = [k for k in new if k not in RESUME_MAY_CHANGE and k in old and not same_setting(k, old[k], new[k])]
+    diff = _differences(cfg, run)
     if diff:
-        raise VGGError("--resume with settings that differ from the run's config.yaml: "
-                       + ", ".join(f"{k} ({old[k]!r} -> {new[k]!r})" for k in diff))
+        raise VGGError("--resume with settings that differ from the run's config.yaml: " + ", ".join(diff))
 
 
 def lock_run_dir(run: Path):
@@ -267,6 +293,7 @@ def restore(run: "Run") -> None:
     """Load a resumed run's weights, momentum, schedule and position from ``last``."""
 
     tensors, saved, state = load_last(run.run_dir)
+    check_position(run, state)
     weights = {k: v for k, v in tensors.items() if not k.startswith("optim.")}
     try:
         check_state_dict(run.net, weights)
@@ -283,6 +310,21 @@ def restore(run: "Run") -> None:
         g["lr"] = run.schedule.lr
 
 
+def check_position(run: "Run", state: TrainState) -> None:
+    """A checkpoint's position must be one this run can reach: a step of an epoch of its data and
+    batch size (the last one when stopped before the epoch's validation), and one history record
+    per finished epoch (a state from another data set, or edited by hand, would otherwise train on
+    from nowhere)."""
+    steps, where = run.steps_per_epoch, run.run_dir / LAST
+    if state.step > steps:
+        raise VGGError(f"{where}: the training state claims step {state.step:,} of epoch {state.epoch + 1}, "
+                       f"but an epoch of this run has {steps} steps ({len(run.train_source)} images, batch "
+                       f"{run.cfg.batch_size}); refusing to resume from it")
+    if state.epoch != len(state.history):
+        raise VGGError(f"{where}: the training state claims {state.epoch:,} finished epochs but records "
+                       f"{len(state.history)}; refusing to resume from it")
+
+
 def wrap(cfg: TrainConfig, dist: Dist, net: VGG) -> torch.nn.Module:
     """The module the loop calls: DDP for synchronous data parallelism (§3.3), compiled if asked."""
     model = net
@@ -294,6 +336,8 @@ def wrap(cfg: TrainConfig, dist: Dist, net: VGG) -> torch.nn.Module:
 
 def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
     check_run_dir(cfg)
+    # Every rank decides --resume auto before rank 0 writes anything; rank 0's answer is everyone's.
+    cfg.resume = dist.broadcast_object(cfg.resume)
     run_dir = Path(cfg.out)
     policy = make_policy(dist.device, cfg.amp, cfg.channels_last, training=True)
     configure_backends(policy, cfg.deterministic)  # --deterministic; cuDNN autotuning and TF32 on CUDA
@@ -328,7 +372,11 @@ def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
               normalizer=Normalizer(preprocessing).to(policy.device), net=net, model=net, optimizer=optimizer,
               schedule=schedule, meta=meta, state=TrainState())
     run.lock = lock
-    if restoring:
-        restore(run)
-    run.model = wrap(cfg, dist, net)
+    try:
+        if restoring:
+            restore(run)  # may refuse the checkpoint: the folder is then left as it was, without a lock
+        run.model = wrap(cfg, dist, net)
+    except BaseException:
+        release_lock(run)
+        raise
     return run

@@ -48,6 +48,11 @@ class PlateauSchedule:
                     stop = True
         return dict(lr=self.lr, improved=improved, dropped=dropped, stop=stop)
 
+    @property
+    def ended(self) -> bool:
+        """Whether the rule has stopped training: a resumed run that ended on a plateau stays ended."""
+        return self.drops >= self.max_drops and self.bad_epochs > self.patience
+
     def state_dict(self) -> dict:
         return {k: (v if v != float("inf") else None) for k, v in asdict(self).items() if k != "milestones"}
 

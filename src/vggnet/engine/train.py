@@ -17,12 +17,14 @@ import contextlib
 import math
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..data.loaders import center_loader
 from ..errors import VGGError
+from ..models.weights import read_meta
 from ..progress import bar as progress_bar
 from ..runtime.forward import forward
 from . import distributed
@@ -118,15 +120,17 @@ def check_batch(run: Run, batch: dict) -> list[str]:
     return bad
 
 
-def _agree(run: Run, stop: StopFlag, done: int, last_checkpoint: float) -> tuple[bool, bool]:
+def _agree(run: Run, stop: StopFlag, done: int, last_checkpoint: float,
+           end: bool = False) -> tuple[bool, bool]:
     """(checkpoint now?, stop now?), the same answer on every process: under DDP the local flags
-    are combined only every SYNC_EVERY steps, so no process leaves the loop while another waits
-    in a collective."""
+    are combined only every SYNC_EVERY steps and at the end of an epoch (`end`: an epoch shorter
+    than SYNC_EVERY steps still stops), so no process leaves the loop while another waits in a
+    collective."""
     cfg = run.cfg
     timed = time.monotonic() - last_checkpoint > 60 * cfg.checkpoint_minutes
     stopping = stop.raised is not None
     if run.dist.enabled:
-        if done % SYNC_EVERY:
+        if done % SYNC_EVERY and not end:
             timed = stopping = False
         else:
             flags = run.dist.all_reduce_sum(torch.tensor([float(timed), float(stopping)], device=run.dist.device))
@@ -183,7 +187,9 @@ def _check_weights(run: Run, epoch: int, step: int) -> None:
 
 def train_one_epoch(run: Run, epoch: int, stop: StopFlag) -> dict:
     """Steps through one epoch (from where a resumed run stopped). Returns the epoch's training
-    figures, or ``stopped`` with the signal's name when asked to stop (after a checkpoint)."""
+    figures, or ``stopped`` with the signal's name when asked to stop (after a checkpoint; asked at
+    the last step, the checkpoint is the finished steps, their validation left to the resumed run:
+    a preempted run stops within its grace period, however long a validation takes)."""
     start = run.state.step if run.state.epoch == epoch else 0
     run.sampler.set_epoch(epoch, start)
     train_mode(run)
@@ -203,8 +209,8 @@ def train_one_epoch(run: Run, epoch: int, stop: StopFlag) -> dict:
             if bar is not None:
                 bar.update((done - bar.n // batch_size) * batch_size)
                 bar.set_postfix(lr=f"{run.schedule.lr:.0e}")
-        save, stopping = _agree(run, stop, done, last_checkpoint)
-        if save and done < steps:
+        save, stopping = _agree(run, stop, done, last_checkpoint, end=done == steps)
+        if save and (done < steps or stopping):
             totals = _reduce(run, carried, sums, seen)
             part = dict(sums=totals[:-1], seen=int(totals[-1]), bad=carried["bad"] + _gather_bad(run, bad),
                         seconds=carried["seconds"] + time.perf_counter() - t0)
@@ -294,6 +300,8 @@ def end_epoch(run: Run, epoch: int, figures: dict, log: RunLog) -> dict:
 
 def run_epochs(run: Run, log: RunLog) -> dict:
     """Epochs until the plateau rule stops training, the epoch cap, or a signal."""
+    if run.schedule.ended:  # a finished run resumed (a restart, a requeue): nothing to train
+        return _plateaued(run)
     with StopFlag() as stop:
         for epoch in range(run.state.epoch, run.cfg.epochs):
             figures = train_one_epoch(run, epoch, stop)
@@ -301,8 +309,7 @@ def run_epochs(run: Run, log: RunLog) -> dict:
                 return dict(status="interrupted",
                             stop_reason=f"{figures['stopped']}: checkpoint written, resume with --resume")
             if end_epoch(run, epoch, figures, log)["stop"]:
-                return dict(status="done", stop_reason=f"validation error plateaued after "
-                                                       f"{run.schedule.drops} learning-rate drops")
+                return _plateaued(run)
     return dict(status="done", stop_reason=f"epoch cap ({run.cfg.epochs}) reached")
 
 
@@ -324,11 +331,16 @@ def describe_run(run: Run) -> str:
             + (f" ({policy.reason})" if policy.reason else ""))
 
 
+def _plateaued(run: Run) -> dict:
+    drops = run.schedule.drops
+    return dict(status="done", stop_reason=f"validation error plateaued after {drops} learning-rate drops")
+
+
 def train(cfg: TrainConfig, objective=None) -> dict:
     """Train a net as `cfg` says; returns a summary dict (status, epochs, history, best, files)."""
-    d = distributed.setup(cfg.device)
+    validate_config(cfg, distributed.world_size())
+    d = distributed.setup(cfg.device, cfg.collective_timeout)
     try:
-        validate_config(cfg, d.world_size)
         run = build_run(cfg, d, objective or objective_for(cfg))
         log = RunLog(run.run_dir, run.objective, d.is_main, cfg.tensorboard)
         if cfg.resume:
@@ -349,5 +361,39 @@ def train(cfg: TrainConfig, objective=None) -> dict:
         return dict(summary, run_dir=str(run.run_dir), epochs=run.state.epoch, history=run.state.history,
                     best=run.state.best_val, final=str(run.run_dir / "final.safetensors"),
                     best_weights=str(run.run_dir / "best.safetensors"), bad_images=run.state.bad_images)
+    except Exception as e:
+        if distributed.peer_failure(d, e):
+            raise _lost(d, cfg) from None
+        raise
     finally:
         distributed.teardown(d)
+
+
+def _lost(d, cfg: TrainConfig) -> VGGError:
+    """The one line of a process whose group lost a process (killed, stopped by its own error, or
+    not answering within the collective timeout): who is gone, and what the run folder keeps."""
+    missing = distributed.lost_ranks(d)
+    if missing is None:
+        who = "the other processes and the rendezvous store ({}:{}) are gone".format(*distributed.store_address())
+    elif missing:
+        ranks = ", ".join(map(str, missing))
+        who = f"rank{'s' * (len(missing) > 1)} {ranks} of {d.world_size} stopped answering"
+    else:
+        who = f"a collective failed although all {d.world_size} processes answer (a network fault?)"
+    return VGGError(f"{who} (killed, failed, or silent for the {cfg.collective_timeout:g}-minute collective "
+                    f"timeout); rank {d.rank} stops too; {_kept(Path(cfg.out))}; run the same command with "
+                    f"--resume auto")
+
+
+def _kept(run_dir: Path) -> str:
+    """What the run folder's last checkpoint holds, as read from the file itself."""
+    path = run_dir / LAST
+    if not path.is_file():
+        return f"no checkpoint in {run_dir} yet"
+    try:
+        state = read_meta(path).train_state or {}
+        where = (f"epoch {state['epoch']}" if state["step"] == 0
+                 else f"step {state['step']} of epoch {state['epoch'] + 1}")
+    except (VGGError, KeyError, TypeError):
+        return f"{path} is unreadable"
+    return f"{path} holds the run as it was after {where}"

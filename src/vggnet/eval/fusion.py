@@ -17,6 +17,12 @@ def fuse(run_dirs, protocol: str | None = None) -> dict:
     """Average the posteriors of `run_dirs`, per protocol they all share (or just `protocol`)."""
     if len(run_dirs) < 1:
         raise VGGError("fuse needs at least one evaluation folder")
+    seen = {}
+    for i, d in enumerate(run_dirs):  # a net fused with itself is that net, not an ensemble (§4.4)
+        first = seen.setdefault(Path(d).resolve(), i)
+        if first != i:
+            raise VGGError(f"cannot fuse {run_dirs[first]} with {d}: they are the same folder; "
+                           f"give each evaluation folder once")
     runs = [load_posteriors(d) for d in run_dirs]
     first = runs[0]
     for r in runs[1:]:

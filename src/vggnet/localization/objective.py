@@ -215,10 +215,11 @@ def box_config(recipe=None, overrides: dict | None = None) -> TrainConfig:
     """The config of a box-regression run (``vggnet loc train``): the defaults <- LOC_DEFAULTS <-
     the settings of the classifier in ``init_from`` <- the recipe <- `overrides` (the flags; None
     means not given). So a recipe or a flag wins over what the classifier says, and a resumed run
-    keeps its own config."""
+    keeps its own config (``resume="auto"`` inherits: it may start the run)."""
     overrides = dict(overrides or {}, objective="boxes")
     base = dict(LOC_DEFAULTS)
-    init_from = None if overrides.get("resume") else load_config(recipe, overrides, base).init_from
+    resuming = overrides.get("resume") is True  # "auto" may start the run: it inherits as a new one does
+    init_from = None if resuming else load_config(recipe, overrides, base).init_from
     if init_from and Path(init_from).is_file():
         base.update(classifier_settings(init_from))
     return load_config(recipe, overrides, base)
