@@ -2,6 +2,8 @@
 script), and write one generated section of docs/RESULTS.md without touching the others."""
 from __future__ import annotations
 
+import argparse
+import os
 import shlex
 import subprocess
 import sys
@@ -44,3 +46,16 @@ def write_section(path: Path, name: str, text: str) -> None:
     else:
         doc = (doc.rstrip() + "\n\n" if doc.strip() else "") + block
     path.write_text(doc)
+
+
+def grid_arguments(doc: str, profiles: dict, data_default: str | None, default_profile: str = "cpu"):
+    """The command line every grid script shares (data, profile, folders, device, workers)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=data_default, required=data_default is None)
+    ap.add_argument("--profile", choices=profiles, default=default_profile)
+    ap.add_argument("--out", help="runs folder (default runs/<grid>-<profile>)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    ap.add_argument("--results", default=str(ROOT / "docs" / "RESULTS.md"))
+    ap.add_argument("--only", help="comma-separated run names to train (default: all, in the chain's order)")
+    return ap.parse_args()

@@ -18,7 +18,6 @@ Profiles (the paper's numbers times crop/224):
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -29,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, write_section  # noqa: E402
+from common import ROOT, grid_arguments, write_section  # noqa: E402
 
 PROFILES = {
     "cpu": dict(crop=32, s1=37, s2=55, jitter=(37, 73), net=["--width", "0.25", "--fc-dim", "256", "--batch-norm",
@@ -78,15 +77,7 @@ def run(cmd: list[str], log: Path) -> None:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "imagenette-128"))
-    ap.add_argument("--profile", choices=PROFILES, default="cpu")
-    ap.add_argument("--out", help="runs folder (default runs/imagenette-<profile>)")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    ap.add_argument("--results", default=str(ROOT / "docs" / "RESULTS.md"))
-    ap.add_argument("--only", help="comma-separated run names to train (default: all)")
-    args = ap.parse_args()
+    args = grid_arguments(__doc__, PROFILES, str(ROOT.parent / "shared" / "data" / "imagenette-128"))
     p = PROFILES[args.profile]
     data = Path(args.data)
     out = Path(args.out or ROOT / "runs" / f"imagenette-{args.profile}")

@@ -27,7 +27,6 @@ Profiles (the paper's scales times crop/224 on the 64-px images: crop 64, S in {
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -37,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, VGGNET, rel, run, shown, write_section  # noqa: E402
+from common import ROOT, VGGNET, grid_arguments, rel, run, shown, write_section  # noqa: E402
 from imagenette import _cell, _err, _fmt_s, findings, plan  # noqa: E402
 
 NARROW = ["--width", "0.25", "--fc-dim", "256", "--batch-norm", "--dropout", "0"]
@@ -117,15 +116,7 @@ def evaluate(r: dict, p: dict, args, lists: Path, out: Path, results: Path, comm
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="the tiny-imagenet-200 folder")
-    ap.add_argument("--profile", choices=PROFILES, default="cpu")
-    ap.add_argument("--out", help="runs folder (default runs/tiny-<profile>)")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    ap.add_argument("--results", default=str(ROOT / "docs" / "RESULTS.md"))
-    ap.add_argument("--only", help="comma-separated run names (default: all, in the chain's order)")
-    args = ap.parse_args()
+    args = grid_arguments(__doc__, PROFILES, None)
     p = PROFILES[args.profile]
     args.data = Path(args.data).resolve()
     out = Path(args.out or ROOT / "runs" / f"tiny-{args.profile}").resolve()

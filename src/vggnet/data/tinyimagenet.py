@@ -119,10 +119,9 @@ def _check_coverage(named: dict[str, str], on_disk: set[str], folder: Path, ann:
                        f"annotation); remove them or annotate them")
 
 
-def _annotated(ann: Path, images: Path, columns: tuple, row) -> list[Annotated]:
-    """The rows of an annotation file (tab-separated `columns`, the file name first), each image
-    named once and every image of the folder `images` named; ``row(name, fields, where)`` reads
-    the rest of a row."""
+def _read_annotations(ann: Path, images: Path, columns: tuple[str, ...], make) -> list[Annotated]:
+    """The rows of an annotation file (tab-separated `columns`, the file name first), each made into
+    an Annotated by ``make(name, fields, where)``; every image in `images` named exactly once."""
     rows, named = [], {}
     for n, fields in _lines(ann):
         where = f"{ann}:{n}"
@@ -132,8 +131,8 @@ def _annotated(ann: Path, images: Path, columns: tuple, row) -> list[Annotated]:
         name = fields[0].strip()
         if name in named:
             raise VGGError(f"{where}: {name} is annotated twice (also {named[name]})")
-        rows.append(row(name, fields, where))
         named[name] = where
+        rows.append(make(name, fields, where))
     _check_coverage(named, _on_disk(images), images, ann)
     if not rows:
         raise VGGError(f"{ann}: annotates no images")
@@ -143,15 +142,14 @@ def _annotated(ann: Path, images: Path, columns: tuple, row) -> list[Annotated]:
 def read_val(folder, classes: list[str] | None = None) -> list[Annotated]:
     """The validation folder: images labelled and boxed by val_annotations.txt."""
     folder = Path(folder)
-    ann = folder / VAL_ANNOTATIONS
 
-    def row(name, fields, where):
+    def make(name, fields, where):
         wnid = fields[1].strip()
         if classes is not None and wnid not in classes:
             raise VGGError(f"{where}: class {wnid} is not among the {len(classes)} classes of wnids.txt")
         return Annotated(f"val/images/{name}", wnid, _box(fields[2:], where))
-
-    return _annotated(ann, folder / "images", ("file", "wnid", "x0", "y0", "x1", "y1"), row)
+    columns = ("file", "wnid", "x0", "y0", "x1", "y1")
+    return _read_annotations(folder / VAL_ANNOTATIONS, folder / "images", columns, make)
 
 
 def read_train_class(root: Path, wnid: str) -> list[Annotated]:
@@ -164,9 +162,10 @@ def read_train_class(root: Path, wnid: str) -> list[Annotated]:
         if not images:
             raise VGGError(f"{folder / 'images'}: no images of class {wnid}")
         return [Annotated(f"train/{wnid}/images/{name}", wnid, None) for name in images]
-    rows = _annotated(ann, folder / "images", ("file", "x0", "y0", "x1", "y1"),
-                      lambda name, fields, where: Annotated(f"train/{wnid}/images/{name}", wnid,
-                                                            _box(fields[1:], where)))
+
+    def make(name, fields, where):
+        return Annotated(f"train/{wnid}/images/{name}", wnid, _box(fields[1:], where))
+    rows = _read_annotations(ann, folder / "images", ("file", "x0", "y0", "x1", "y1"), make)
     return sorted(rows, key=lambda a: a.path)
 
 
