@@ -6,6 +6,7 @@ real ImageNet-size JPEGs, per worker process, side by side with a naive baseline
 
 Target: >= 400 images/s per core, decode included.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,13 @@ class Items(torch.utils.data.Dataset):
 
 
 def measure(paths, fn, workers, batch=64):
-    loader = torch.utils.data.DataLoader(Items(paths, fn), batch_size=batch, num_workers=workers,
-                                         worker_init_fn=lambda _: torch.set_num_threads(1), prefetch_factor=4)
+    loader = torch.utils.data.DataLoader(
+        Items(paths, fn),
+        batch_size=batch,
+        num_workers=workers,
+        worker_init_fn=lambda _: torch.set_num_threads(1),
+        prefetch_factor=4,
+    )
     it = iter(loader)
     next(it)  # workers started and warm
     start, n = time.perf_counter(), 0
@@ -75,8 +81,10 @@ def main():
     def base(path, rng):
         return naive(path, rng, smin, smax, args.crop)
 
-    print(f"# {len(files)} files x {args.passes} passes, S in [{smin},{smax}], crop {args.crop}, uint8 out; "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(
+        f"# {len(files)} files x {args.passes} passes, S in [{smin},{smax}], crop {args.crop}, uint8 out; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    )
     print(f"(median of {args.repeats} measurements, alternating vggnet and naive)")
     print("| workers | vggnet img/s | per worker | naive img/s | per worker | speed-up |")
     print("|---|---|---|---|---|---|")

@@ -67,7 +67,8 @@ def imports(path: Path):
                 for alias in child.names:
                     sub = f"{target}.{alias.name}"
                     found = (SRC.parent / sub.replace(".", "/")).with_suffix(".py").is_file() or (
-                        SRC.parent / sub.replace(".", "/") / "__init__.py").is_file()
+                        SRC.parent / sub.replace(".", "/") / "__init__.py"
+                    ).is_file()
                     yield (sub if found else target), child.lineno, in_function
             yield from walk(child, inner)
 
@@ -86,9 +87,11 @@ def test_every_module_is_on_a_floor():
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(SRC)))
 def test_imports_run_down_or_stay_on_their_floor(path):
     module = module_name(path)
-    up = [f"line {line}: {target} (floor {floor_of(target)} of {len(LAYERS)}) from floor {floor_of(module)}"
-          for target, line, _ in imports(path) if target.startswith("vggnet.") and target != "vggnet"
-          and floor_of(target) > floor_of(module)]
+    up = [
+        f"line {line}: {target} (floor {floor_of(target)} of {len(LAYERS)}) from floor {floor_of(module)}"
+        for target, line, _ in imports(path)
+        if target.startswith("vggnet.") and target != "vggnet" and floor_of(target) > floor_of(module)
+    ]
     assert not up, f"{module} imports from a higher floor:\n" + "\n".join(up)
 
 
@@ -97,14 +100,19 @@ def test_imports_inside_functions_are_for_optional_packages_only(path):
     module = module_name(path)
     if module in IMPORTS_INSIDE_FUNCTIONS_ALLOWED:
         return
-    hidden = [f"line {line}: {target}" for target, line, inside in imports(path)
-              if inside and not any(target == o or target.startswith(o + ".") for o in OPTIONAL)]
+    hidden = [
+        f"line {line}: {target}"
+        for target, line, inside in imports(path)
+        if inside and not any(target == o or target.startswith(o + ".") for o in OPTIONAL)
+    ]
     assert not hidden, f"{module} imports inside a function (move it to the top):\n" + "\n".join(hidden)
 
 
 def test_no_files_import_each_other_in_a_loop():
-    graph = {module_name(p): {t for t, _, inside in imports(p) if t.startswith("vggnet.") and not inside}
-             for p in SOURCES}
+    graph = {
+        module_name(p): {t for t, _, inside in imports(p) if t.startswith("vggnet.") and not inside}
+        for p in SOURCES
+    }
     # a module importing its own package's face (__init__) is not a loop: the face only hands names on
     for module, targets in graph.items():
         targets.discard(module)
@@ -118,7 +126,7 @@ def test_no_files_import_each_other_in_a_loop():
             if target not in graph or module.startswith(target + "."):
                 continue
             if state.get(target) == 1:
-                loop = path[path.index(target):] + [target]
+                loop = path[path.index(target) :] + [target]
                 raise AssertionError("import loop: " + " -> ".join(loop))
             if target not in state:
                 visit(target)

@@ -26,9 +26,16 @@ def test_test_scales_default_from_the_training_scale_or_the_commands_own():
     assert resolve_test_scales(None, False, None, 224, default=[512, 256]) == [256, 512]
 
 
-@pytest.mark.parametrize("scales, multi, match", [
-    ("256", True, "not both"), ("16", False, "Q=16 is smaller than the crop size 32"),
-    (str(MAX_SIDE + 1), False, "larger than"), ("256;384", False, "comma-separated"), ([256.5], False, "integers")])
+@pytest.mark.parametrize(
+    "scales, multi, match",
+    [
+        ("256", True, "not both"),
+        ("16", False, "Q=16 is smaller than the crop size 32"),
+        (str(MAX_SIDE + 1), False, "larger than"),
+        ("256;384", False, "comma-separated"),
+        ([256.5], False, "integers"),
+    ],
+)
 def test_test_scales_refused(scales, multi, match):
     with pytest.raises(VGGError, match=match):
         resolve_test_scales(scales, multi, None, 32)
@@ -48,7 +55,9 @@ def test_box_config_takes_the_classifiers_shape_and_scale(tmp_path):
 
 
 def test_box_config_flags_win_over_the_classifier(tmp_path):
-    cfg = box_config(None, dict(init_from=str(classifier(tmp_path)), data="boxes.csv", scale="44", head="scr"))
+    cfg = box_config(
+        None, dict(init_from=str(classifier(tmp_path)), data="boxes.csv", scale="44", head="scr")
+    )
     assert (cfg.scale.lo, cfg.scale.hi, cfg.head, cfg.arch) == (44, 44, "scr", "A")
 
 
@@ -68,5 +77,7 @@ def test_the_python_api_trains_boxes_with_the_classifiers_shape(tmp_path, monkey
     import vggnet.api
 
     monkeypatch.setattr(vggnet.api, "run_training", lambda cfg: cfg)  # the config it would train with
-    cfg = vggnet.api.train("boxes.csv", tmp_path / "run", objective="boxes", init_from=str(classifier(tmp_path)))
+    cfg = vggnet.api.train(
+        "boxes.csv", tmp_path / "run", objective="boxes", init_from=str(classifier(tmp_path))
+    )
     assert (cfg.head, cfg.fc_dim, cfg.dropout, cfg.scale.lo, cfg.scale.hi) == ("pcr", 24, 0.25, 40, 48)

@@ -1,6 +1,7 @@
 """Tar shards, a storage format added through the one data seam: written by `vggnet data shard`,
 read by open_source; training from shards equals training from the folder, and a run killed
 mid-epoch resumes exactly from shards."""
+
 import json
 import os
 import subprocess
@@ -27,8 +28,20 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
     make_synthetic(root / "d", classes=3, per_class=8, val_per_class=2, size=44, seed=4, workers=0)
     for split in ("train", "val"):
-        assert main(["data", "shard", str(root / "d" / split), "--out", str(root / "s" / split),
-                     "--per-shard", "5"]) == 0
+        assert (
+            main(
+                [
+                    "data",
+                    "shard",
+                    str(root / "d" / split),
+                    "--out",
+                    str(root / "s" / split),
+                    "--per-shard",
+                    "5",
+                ]
+            )
+            == 0
+        )
     return root
 
 
@@ -51,16 +64,39 @@ def test_shards_hold_the_files_in_webdataset_naming_and_read_back_by_index(world
 
 def test_a_model_class_order_relabels_shards(world):
     classes = list(reversed(open_source(world / "d/train").classes))
-    shards, folder = open_source(world / "s/train", classes=classes), open_source(world / "d/train", classes=classes)
+    shards, folder = (
+        open_source(world / "s/train", classes=classes),
+        open_source(world / "d/train", classes=classes),
+    )
     assert shards.samples[0][1] == folder.samples[0][1] and shards.classes == classes
     with pytest.raises(VGGError, match="not among"):
         open_source(world / "s/train", classes=classes[:2])
 
 
 def cfg(data, out, **kw):
-    return load_config(None, dict(dict(arch="A", width=1 / 16, fc_dim=16, crop=32, scale="32:40", data=str(data / "train"),
-                                       val_data=str(data / "val"), batch_size=6, epochs=2, workers=0, out=str(out),
-                                       progress=False, init="glorot", dropout=0.0, stats_max_images=64), **kw))
+    return load_config(
+        None,
+        dict(
+            dict(
+                arch="A",
+                width=1 / 16,
+                fc_dim=16,
+                crop=32,
+                scale="32:40",
+                data=str(data / "train"),
+                val_data=str(data / "val"),
+                batch_size=6,
+                epochs=2,
+                workers=0,
+                out=str(out),
+                progress=False,
+                init="glorot",
+                dropout=0.0,
+                stats_max_images=64,
+            ),
+            **kw,
+        ),
+    )
 
 
 def test_training_from_shards_equals_training_from_the_folder(world, tmp_path):
@@ -69,19 +105,57 @@ def test_training_from_shards_equals_training_from_the_folder(world, tmp_path):
     a, _ = load_model(tmp_path / "folder/final.safetensors")
     b, _ = load_model(tmp_path / "shards/final.safetensors")
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
-    logs = [[json.loads(line)["val_top1_err"] for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
-            for run in ("folder", "shards")]
+    logs = [
+        [json.loads(line)["val_top1_err"] for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        for run in ("folder", "shards")
+    ]
     assert logs[0] == logs[1]
 
 
 def _cli(data, out, *extra):
-    args = ["--arch", "A", "--width", "0.0625", "--fc-dim", "16", "--crop", "32", "--scale", "32:40",
-            "--data", str(data / "train"), "--val-data", str(data / "val"), "--batch-size", "4", "--lr", "0.01",
-            "--epochs", "2", "--workers", "0", "--out", str(out), "--no-progress", "--init", "glorot",
-            "--dropout", "0.3", "--checkpoint-steps", "1", "--deterministic", *extra]
+    args = [
+        "--arch",
+        "A",
+        "--width",
+        "0.0625",
+        "--fc-dim",
+        "16",
+        "--crop",
+        "32",
+        "--scale",
+        "32:40",
+        "--data",
+        str(data / "train"),
+        "--val-data",
+        str(data / "val"),
+        "--batch-size",
+        "4",
+        "--lr",
+        "0.01",
+        "--epochs",
+        "2",
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--init",
+        "glorot",
+        "--dropout",
+        "0.3",
+        "--checkpoint-steps",
+        "1",
+        "--deterministic",
+        *extra,
+    ]
     env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "vggnet", "train", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vggnet", "train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Checked fields of the metadata documents read from files (weight headers, statistics): each
 check names the file and the field of a value it refuses."""
+
 from __future__ import annotations
 
 import math
@@ -19,9 +20,15 @@ def int_field(value, name, where, lo=1, hi=None) -> int:
 
 
 def number_field(value, name, where, positive=False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or (positive and value <= 0):
-        raise fail(where, f"field {name!r} must be a finite{' positive' if positive else ''} number, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or (positive and value <= 0)
+    ):
+        raise fail(
+            where, f"field {name!r} must be a finite{' positive' if positive else ''} number, got {value!r}"
+        )
     return float(value)
 
 

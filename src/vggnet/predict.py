@@ -6,6 +6,7 @@ preprocessing (whatever their origin: ours, torchvision's or the Caffe release's
     predict("vgg16.safetensors", "cat.jpg")             # or a PIL image, or a list of either
     -> [{"image": "cat.jpg", "top": [{"class": "n02123045", "name": "tabby", "prob": 0.61}, ...]}]
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +26,9 @@ from .runtime.device import make_policy, resolve_device
 def _picture(image):
     if isinstance(image, (str, Path)):
         if Path(image).is_dir():
-            raise VGGError(f"{image} is a folder; predict takes image files (use `vggnet evaluate` for a data set)")
+            raise VGGError(
+                f"{image} is a folder; predict takes image files (use `vggnet evaluate` for a data set)"
+            )
         return str(image), load_rgb(image)
     if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image
         return "<image>", _to_rgb(image)
@@ -42,8 +45,18 @@ def _posteriors(ev: Evaluator, picture, qs, protocol: str) -> torch.Tensor:
     return average_scales(per_q)  # §4.2
 
 
-def predict(weights, images, *, protocol: str = "dense", multi_scale: bool = False, scales=None, top: int = 5,
-            device: str = "auto", channels_last: str = "auto", amp: str = "auto") -> list[dict]:
+def predict(
+    weights,
+    images,
+    *,
+    protocol: str = "dense",
+    multi_scale: bool = False,
+    scales=None,
+    top: int = 5,
+    device: str = "auto",
+    channels_last: str = "auto",
+    amp: str = "auto",
+) -> list[dict]:
     if protocol not in ALL_PROTOCOLS:
         raise unknown("protocol", protocol, ALL_PROTOCOLS)
     policy = make_policy(resolve_device(device), amp, channels_last)
@@ -59,7 +72,15 @@ def predict(weights, images, *, protocol: str = "dense", multi_scale: bool = Fal
         label, picture = _picture(image)
         probs = _posteriors(ev, picture, qs, protocol)
         best = probs.topk(min(top, len(probs)))
-        out.append(dict(image=label, protocol=protocol, scales=qs,
-                        top=[dict(rank=r + 1, **{"class": meta.classes[i]}, name=names[i], prob=float(p))
-                             for r, (p, i) in enumerate(zip(best.values.tolist(), best.indices.tolist()))]))
+        out.append(
+            dict(
+                image=label,
+                protocol=protocol,
+                scales=qs,
+                top=[
+                    dict(rank=r + 1, **{"class": meta.classes[i]}, name=names[i], prob=float(p))
+                    for r, (p, i) in enumerate(zip(best.values.tolist(), best.indices.tolist()))
+                ],
+            )
+        )
     return out

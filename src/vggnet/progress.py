@@ -1,5 +1,6 @@
 """Progress bars on a terminal only: when stderr is a file (a log, CI), a bar's carriage-return
 frames would fill it, so there is none (per-epoch lines and summaries are printed either way)."""
+
 from __future__ import annotations
 
 import sys
@@ -22,5 +23,13 @@ def bar(total: int, initial: int = 0, desc: str = "", enabled: bool = True):
     """A bar updated by hand (``update(n)``), or None."""
     if not shown(enabled):
         return None
-    return tqdm(total=total, initial=initial, unit="img", unit_scale=True, desc=desc, leave=False,
-                dynamic_ncols=True, mininterval=1.0)
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="img",
+        unit_scale=True,
+        desc=desc,
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )

@@ -8,6 +8,7 @@ Class names and their order are stable: sorted folder names, or sorted distinct 
 order a checkpoint gives. Everything is checked before any work starts: a missing folder, an
 empty data set, a label file that names missing images or unknown classes are refused.
 """
+
 from __future__ import annotations
 
 import csv
@@ -63,8 +64,10 @@ def image_folder(root, classes: list[str] | None = None) -> Source:
     else:
         extra = sorted(set(found) - set(classes))
         if extra:
-            raise VGGError(f"{root}: class folders {extra[:5]} are not among the {len(classes)} classes "
-                           f"of the model (e.g. {classes[:5]})")
+            raise VGGError(
+                f"{root}: class folders {extra[:5]} are not among the {len(classes)} classes "
+                f"of the model (e.g. {classes[:5]})"
+            )
     index = {c: i for i, c in enumerate(classes)}
     samples, ids = [], []
     # A link out of a class folder to the root or to another class (``a/up -> ..``) is not
@@ -75,8 +78,9 @@ def image_folder(root, classes: list[str] | None = None) -> Source:
             samples.append((path, index[c]))
             ids.append(os.path.relpath(path, root))
     if not samples:
-        raise VGGError(f"{root}: no image files found in {len(found)} class folders "
-                       f"(extensions: .jpg .jpeg .png ...)")
+        raise VGGError(
+            f"{root}: no image files found in {len(found)} class folders (extensions: .jpg .jpeg .png ...)"
+        )
     return Source(samples, list(classes), str(root), "folder", ids)
 
 
@@ -113,8 +117,9 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
                 if len(rows) > MAX_FILES:
                     raise VGGError(f"{path}: more than {MAX_FILES:,} rows; refusing to read them all")
     except UnicodeError:
-        raise VGGError(f"{path}:{n}: the label is not UTF-8 text; a label file is 'path,label' rows, UTF-8") \
-            from None
+        raise VGGError(
+            f"{path}:{n}: the label is not UTF-8 text; a label file is 'path,label' rows, UTF-8"
+        ) from None
     except csv.Error as e:
         raise VGGError(f"{path}: not a readable CSV file ({e})") from None
     if not rows:
@@ -125,21 +130,34 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
     else:
         unknown_labels = [label for label in labels if label not in classes]
         if unknown_labels:
-            raise VGGError(f"{path}: labels {unknown_labels[:5]} are not among the {len(classes)} classes "
-                           f"(e.g. {classes[:5]})")
+            raise VGGError(
+                f"{path}: labels {unknown_labels[:5]} are not among the {len(classes)} classes "
+                f"(e.g. {classes[:5]})"
+            )
     index = {c: i for i, c in enumerate(classes)}
     missing = [p for p, _ in rows if not (root / p).is_file()]
     if missing == [rows[0][0]] and len(rows) > 1:  # only the first row: an unknown header
-        raise VGGError(f"{path}: the first row {','.join(first)!r} is neither an image under {root} nor a "
-                       f"header naming the columns (expected path,label; a path column may be called "
-                       f"{'/'.join(PATH_COLUMNS)}, a label column {'/'.join(LABEL_COLUMNS)})")
+        raise VGGError(
+            f"{path}: the first row {','.join(first)!r} is neither an image under {root} nor a "
+            f"header naming the columns (expected path,label; a path column may be called "
+            f"{'/'.join(PATH_COLUMNS)}, a label column {'/'.join(LABEL_COLUMNS)})"
+        )
     if missing:
         missing = list(dict.fromkeys(missing))  # a box file lists an image once per box
         none_found = len(missing) == len({p for p, _ in rows})
-        elsewhere = ("; the paths are read relative to that folder: if the images are in another one, "
-                     "give it with --root (train: --data-root)") if none_found else ""
-        raise VGGError(f"{path}: {len(missing)} listed images do not exist under {root}, e.g. "
-                       + ", ".join(missing[:3]) + elsewhere)
+        elsewhere = (
+            (
+                "; the paths are read relative to that folder: if the images are in another one, "
+                "give it with --root (train: --data-root)"
+            )
+            if none_found
+            else ""
+        )
+        raise VGGError(
+            f"{path}: {len(missing)} listed images do not exist under {root}, e.g. "
+            + ", ".join(missing[:3])
+            + elsewhere
+        )
     samples = [(str(root / p), index[label]) for p, label in rows]
     return Source(samples, list(classes), str(root), "list", [p for p, _ in rows])
 
@@ -148,8 +166,13 @@ def tiny_val_folder(folder, classes: list[str] | None = None) -> Source:
     """Tiny ImageNet's ``val/``: one image folder, labels in ``val_annotations.txt``."""
     pairs, classes = val_samples(folder, classes)
     index = {c: i for i, c in enumerate(classes)}
-    return Source([(p, index[w]) for p, w in pairs], classes, str(folder), "tiny-imagenet-val",
-                  [os.path.relpath(p, folder) for p, _ in pairs])
+    return Source(
+        [(p, index[w]) for p, w in pairs],
+        classes,
+        str(folder),
+        "tiny-imagenet-val",
+        [os.path.relpath(p, folder) for p, _ in pairs],
+    )
 
 
 PATH_COLUMNS = ("path", "file", "filename", "image")
@@ -165,12 +188,15 @@ def label_columns(header: list[str], path) -> tuple[int, int]:
     """The positions of the path and label columns a header names: the columns are read by name,
     never by position, so a header that lacks one is refused rather than read wrongly."""
     names = [c.strip().lower() for c in header]
-    found = [next((names.index(n) for n in group if n in names), None)
-             for group in (PATH_COLUMNS, LABEL_COLUMNS)]
+    found = [
+        next((names.index(n) for n in group if n in names), None) for group in (PATH_COLUMNS, LABEL_COLUMNS)
+    ]
     if None in found:
         missing, group = ("path", PATH_COLUMNS) if found[0] is None else ("label", LABEL_COLUMNS)
-        raise VGGError(f"{path}: the header {','.join(header)!r} names no {missing} column "
-                       f"(one of {', '.join(group)}); a label file is path,label rows")
+        raise VGGError(
+            f"{path}: the header {','.join(header)!r} names no {missing} column "
+            f"(one of {', '.join(group)}); a label file is path,label rows"
+        )
     return found[0], found[1]
 
 

@@ -11,6 +11,7 @@ settings); everything else, CMYK JPEGs and any file it refuses go through Pillow
 the file's own size in ``info["source_size"]``, so that the geometry of a crop or a rescale -- and
 so the boxes of App. A -- does not depend on the decoder or on a reduced-size decode.
 """
+
 from __future__ import annotations
 
 import io
@@ -144,7 +145,9 @@ def decode_rgb(data: bytes, where, min_side: int | None = None) -> Image.Image:
     except ImageReadError:
         raise
     except UnidentifiedImageError:
-        raise ImageReadError(path, "not an image Pillow can identify (wrong extension or corrupt header)") from None
+        raise ImageReadError(
+            path, "not an image Pillow can identify (wrong extension or corrupt header)"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         reason = str(e) or type(e).__name__
         if "truncated" in reason:

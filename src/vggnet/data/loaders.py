@@ -17,6 +17,7 @@ What an item carries besides the image and its class is the objective's business
 for Appendix A's regressor): a ``targets(index, drawn)`` function given to the dataset adds its
 fields to the item, where ``drawn`` says how the image was transformed; tensors are batched.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -62,7 +63,10 @@ class TrainBatches(Sampler):
         perm = epoch_permutation(self.n, self.seed, self.epoch)
         for step in range(self.start_step, self.steps_per_epoch):
             start = step * self.global_batch + self.rank * self.local_batch
-            yield [(int(perm[p]), sample_seed(self.seed, self.epoch, p)) for p in range(start, start + self.local_batch)]
+            yield [
+                (int(perm[p]), sample_seed(self.seed, self.epoch, p))
+                for p in range(start, start + self.local_batch)
+            ]
 
 
 class TrainImages(Dataset):
@@ -83,8 +87,12 @@ class TrainImages(Dataset):
             arr, drawn = self.transform.apply(self.source.read(index, min_side=s), s, rng)
         except ImageReadError as e:
             return dict(error=(e.path, e.reason), index=index)
-        out = dict(image=torch.from_numpy(arr).permute(2, 0, 1), label=label, index=index,
-                   alpha=torch.from_numpy(drawn["alpha"]))
+        out = dict(
+            image=torch.from_numpy(arr).permute(2, 0, 1),
+            label=label,
+            index=index,
+            alpha=torch.from_numpy(drawn["alpha"]),
+        )
         return out if self.targets is None else dict(out, **self.targets(index, drawn))
 
 
@@ -94,9 +102,14 @@ BATCH_NAMES = {"image": "images", "label": "labels", "index": "indices"}
 def collate_images(items: list[dict]) -> dict:
     """Readable items -> one batch (tensors stacked, the rest as lists); unreadable ones -> ``bad``."""
     good = [it for it in items if "error" not in it]
-    batch = dict(images=None, labels=torch.zeros(0, dtype=torch.long), indices=torch.zeros(0, dtype=torch.long),
-                 alpha=None, bad=[it["error"] for it in items if "error" in it])
-    for key in (good[0] if good else {}):
+    batch = dict(
+        images=None,
+        labels=torch.zeros(0, dtype=torch.long),
+        indices=torch.zeros(0, dtype=torch.long),
+        alpha=None,
+        bad=[it["error"] for it in items if "error" in it],
+    )
+    for key in good[0] if good else {}:
         values = [it[key] for it in good]
         if isinstance(values[0], torch.Tensor):
             value = torch.stack(values)
@@ -112,11 +125,24 @@ def _worker_init(_):
     torch.set_num_threads(1)  # decoding workers: one thread each, the cores are the parallelism
 
 
-def train_loader(source: Source, transform: TrainTransform, sampler: TrainBatches, workers: int = 0,
-                 pin_memory: bool = False, targets=None) -> DataLoader:
-    return DataLoader(TrainImages(source, transform, targets), batch_sampler=sampler, num_workers=workers,
-                      collate_fn=collate_images, pin_memory=pin_memory, worker_init_fn=_worker_init,
-                      persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+def train_loader(
+    source: Source,
+    transform: TrainTransform,
+    sampler: TrainBatches,
+    workers: int = 0,
+    pin_memory: bool = False,
+    targets=None,
+) -> DataLoader:
+    return DataLoader(
+        TrainImages(source, transform, targets),
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_images,
+        pin_memory=pin_memory,
+        worker_init_fn=_worker_init,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
 
 
 class SourceImages(Dataset):
@@ -179,16 +205,27 @@ class CenterCrops(_TestImages):
         out = dict(image=center_crop(scaled, self.crop))
         if self.targets is not None:
             h, w = scaled.shape[-2:]
-            drawn = dict(src_size=source_size(img), size=(w, h), x=(w - self.crop) // 2, y=(h - self.crop) // 2,
-                         flipped=False)
+            drawn = dict(
+                src_size=source_size(img),
+                size=(w, h),
+                x=(w - self.crop) // 2,
+                y=(h - self.crop) // 2,
+                flipped=False,
+            )
             out.update(self.targets(index, drawn))
         return out
 
 
-def center_loader(source: Source, q: int, crop: int, batch_size: int, workers: int = 0, indices=None,
-                  targets=None):
-    return DataLoader(CenterCrops(source, q, crop, indices, targets), batch_size=batch_size, num_workers=workers,
-                      collate_fn=collate_images, worker_init_fn=_worker_init)
+def center_loader(
+    source: Source, q: int, crop: int, batch_size: int, workers: int = 0, indices=None, targets=None
+):
+    return DataLoader(
+        CenterCrops(source, q, crop, indices, targets),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_images,
+        worker_init_fn=_worker_init,
+    )
 
 
 class ScaledImages(_TestImages):
@@ -206,8 +243,13 @@ class ScaledImages(_TestImages):
 
 def scaled_loader(source: Source, scales, workers: int = 0, indices=None) -> DataLoader:
     """One image per item (test images differ in size; nothing is padded)."""
-    return DataLoader(ScaledImages(source, scales, indices), batch_size=None, num_workers=workers,
-                      worker_init_fn=_worker_init, prefetch_factor=8 if workers > 0 else None)
+    return DataLoader(
+        ScaledImages(source, scales, indices),
+        batch_size=None,
+        num_workers=workers,
+        worker_init_fn=_worker_init,
+        prefetch_factor=8 if workers > 0 else None,
+    )
 
 
 class _Check(SourceImages):

@@ -1,6 +1,7 @@
 """How an input image becomes a net's input (channel order, value range, mean and std), and the
 conventions users meet. Below both the data pipeline (``Normalizer``, PCA colour shift) and the
 weight files that carry it (``models/meta.py``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,16 +27,24 @@ class Preprocessing:
         return self.pca_eigval is not None and self.pca_eigvec is not None
 
     def to_dict(self) -> dict:
-        d = dict(channel_order=self.channel_order, value_range=self.value_range, mean=list(self.mean),
-                 std=list(self.std))
+        d = dict(
+            channel_order=self.channel_order,
+            value_range=self.value_range,
+            mean=list(self.mean),
+            std=list(self.std),
+        )
         if self.has_pca:
             d.update(pca_eigval=list(self.pca_eigval), pca_eigvec=[list(r) for r in self.pca_eigvec])
         return d
 
     def same_input(self, other: "Preprocessing") -> bool:
         """Whether two nets expect the same input (the PCA pairs are a training matter only)."""
-        return (self.channel_order, self.value_range, self.mean, self.std) == \
-            (other.channel_order, other.value_range, other.mean, other.std)
+        return (self.channel_order, self.value_range, self.mean, self.std) == (
+            other.channel_order,
+            other.value_range,
+            other.mean,
+            other.std,
+        )
 
     def describe(self) -> str:
         mean = "/".join(f"{v:g}" for v in self.mean)
@@ -59,15 +68,28 @@ class Preprocessing:
             if not isinstance(eigvec, (list, tuple)) or len(eigvec) != 3:
                 raise fail(where, "field 'pca_eigvec' must be a 3x3 matrix")
             eigvec = tuple(triple_field(row, "pca_eigvec", where) for row in eigvec)
-        return cls(order, number_field(d.get("value_range", 255.0), "value_range", where, positive=True),
-                   triple_field(d.get("mean", [0.0, 0.0, 0.0]), "mean", where),
-                   triple_field(d.get("std", [1.0, 1.0, 1.0]), "std", where, positive=True), eigval, eigvec)
+        return cls(
+            order,
+            number_field(d.get("value_range", 255.0), "value_range", where, positive=True),
+            triple_field(d.get("mean", [0.0, 0.0, 0.0]), "mean", where),
+            triple_field(d.get("std", [1.0, 1.0, 1.0]), "std", where, positive=True),
+            eigval,
+            eigvec,
+        )
 
     @classmethod
     def from_stats(cls, stats: dict) -> "Preprocessing":
         """Ours (§2.1): RGB, 0-255, the training set's mean RGB subtracted, nothing divided."""
-        return cls.from_dict(dict(channel_order="RGB", value_range=255.0, mean=stats["mean_rgb"],
-                                  pca_eigval=stats["pca_eigval"], pca_eigvec=stats["pca_eigvec"]), "statistics")
+        return cls.from_dict(
+            dict(
+                channel_order="RGB",
+                value_range=255.0,
+                mean=stats["mean_rgb"],
+                pca_eigval=stats["pca_eigval"],
+                pca_eigvec=stats["pca_eigvec"],
+            ),
+            "statistics",
+        )
 
 
 # Preprocessing conventions users meet: ours (RGB, 0-255, mean subtraction only, §2),

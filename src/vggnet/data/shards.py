@@ -8,6 +8,7 @@ and size of its data in the tar, its class and id. With the index an image is re
 any image is reachable in any order: the seeded, resumable epoch order of ``loaders.py`` (and so
 exact resume) holds as for a folder. Written by ``vggnet data shard``; read by ``open_source``.
 """
+
 from __future__ import annotations
 
 import io
@@ -76,8 +77,10 @@ def write_shards(source: Source, out, per_shard: int = 1000, force: bool = False
             items.append((f"{index:09d}", ext, data, label, source.classes[label], source.ids[index]))
         offsets = _write_shard(out / shard_name(i), items)
         shards.append(shard_name(i))
-        samples += [[i, offset, len(data), key + ext, label, ident]
-                    for (key, ext, data, label, _, ident), offset in zip(items, offsets)]
+        samples += [
+            [i, offset, len(data), key + ext, label, ident]
+            for (key, ext, data, label, _, ident), offset in zip(items, offsets)
+        ]
         if progress:
             progress(len(samples))
     write_json(out / INDEX, dict(format=FORMAT, classes=list(source.classes), shards=shards, samples=samples))
@@ -107,8 +110,14 @@ def _check_index(doc, path: Path) -> None:
         raise VGGError(f"{path}: a shard index lists classes, shards and samples; this one does not")
     sizes = [(path.parent / s).stat().st_size if (path.parent / s).is_file() else None for s in shards]
     for n, row in enumerate(samples):
-        ok = isinstance(row, list) and len(row) == 6 and all(isinstance(v, int) for v in row[:3]) \
-            and isinstance(row[4], int) and 0 <= row[4] < len(classes) and 0 <= row[0] < len(shards)
+        ok = (
+            isinstance(row, list)
+            and len(row) == 6
+            and all(isinstance(v, int) for v in row[:3])
+            and isinstance(row[4], int)
+            and 0 <= row[4] < len(classes)
+            and 0 <= row[0] < len(shards)
+        )
         if not ok:
             raise VGGError(f"{path}: sample {n} is not [shard, offset, size, name, class, id]: {row!r}"[:300])
         if sizes[row[0]] is None:
@@ -129,7 +138,9 @@ def open_shards(spec, classes: list[str] | None = None) -> Source:
         classes = own
     missing = sorted(set(own) - set(classes))
     if missing:
-        raise VGGError(f"{path}: classes {missing[:5]} are not among the {len(classes)} classes (e.g. {classes[:5]})")
+        raise VGGError(
+            f"{path}: classes {missing[:5]} are not among the {len(classes)} classes (e.g. {classes[:5]})"
+        )
     to = {i: classes.index(c) for i, c in enumerate(own)}
     folder, shards = path.parent, doc["shards"]
     where, samples, ids = {}, [], []

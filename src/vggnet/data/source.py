@@ -1,9 +1,10 @@
 """The one seam between storage and the rest: a :class:`Source` is an indexable, labelled image set
 that yields decoded images. Folders and label files (``datasets.py``) and tar shards
 (``shards.py``) are sources; loaders, statistics and transforms see decoded images only."""
+
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from PIL import Image
@@ -35,6 +36,6 @@ class Source:
         return (self.reader or load_rgb)(self.samples[index][0], min_side)
 
     def subset(self, indices) -> "Source":
+        """The images `indices`, in that order (the same class: a subclass keeps its own fields)."""
         indices = list(indices)
-        return Source([self.samples[i] for i in indices], self.classes, self.root, self.kind,
-                      [self.ids[i] for i in indices], self.reader)
+        return replace(self, samples=[self.samples[i] for i in indices], ids=[self.ids[i] for i in indices])

@@ -1,6 +1,7 @@
 """Training-set colour statistics, computed once and cached as JSON (as MatConvNet does): the mean
 RGB value subtracted from every input (§2.1) and the eigen-decomposition of the 3x3 RGB
 covariance used by the PCA colour shift (§3.1)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,9 @@ class _PixelMoments(SourceImages):
         return {"sum": a.sum(0), "outer": a.T @ a, "count": a.shape[0]}
 
 
-def compute_stats(source: Source, max_images: int = 10_000, seed: int = 0, workers: int = 0,
-                  progress: bool = False) -> dict:
+def compute_stats(
+    source: Source, max_images: int = 10_000, seed: int = 0, workers: int = 0, progress: bool = False
+) -> dict:
     """Mean RGB and RGB covariance eigen-pairs (0-255 units) over a deterministic sample."""
     n = len(source)
     if n == 0:
@@ -60,9 +62,17 @@ def compute_stats(source: Source, max_images: int = 10_000, seed: int = 0, worke
     eigval, eigvec = np.linalg.eigh(cov)
     top = np.argsort(eigval)[::-1]
     eigval, eigvec = eigval[top], eigvec[:, top]
-    return dict(mean_rgb=mean.tolist(), cov_rgb=cov.tolist(), pca_eigval=eigval.tolist(),
-                pca_eigvec=eigvec.tolist(), images=len(order) - len(bad), pixels=count,
-                unreadable=[f"{p}: {r}" for p, r in bad], sample_seed=seed, value_range=255)
+    return dict(
+        mean_rgb=mean.tolist(),
+        cov_rgb=cov.tolist(),
+        pca_eigval=eigval.tolist(),
+        pca_eigvec=eigvec.tolist(),
+        images=len(order) - len(bad),
+        pixels=count,
+        unreadable=[f"{p}: {r}" for p, r in bad],
+        sample_seed=seed,
+        value_range=255,
+    )
 
 
 def save_stats(path, stats: dict) -> Path:
@@ -79,14 +89,20 @@ def load_stats(path) -> dict:
     for key in ("mean_rgb", "pca_eigval", "pca_eigvec"):
         if key not in stats:
             raise VGGError(f"{path}: not a statistics file (no {key!r}); make one with `vggnet stats`")
-    rows = [stats["mean_rgb"], stats["pca_eigval"]] + (stats["pca_eigvec"] if isinstance(stats["pca_eigvec"], list)
-                                                       else [None])
+    rows = [stats["mean_rgb"], stats["pca_eigval"]] + (
+        stats["pca_eigvec"] if isinstance(stats["pca_eigvec"], list) else [None]
+    )
     if len(rows) != 5 or not all(_finite_triple(r) for r in rows):
-        raise VGGError(f"{path}: a statistics file holds mean_rgb and pca_eigval (3 finite numbers each) and "
-                       f"pca_eigvec (3x3); this one does not: make it again with `vggnet stats`")
+        raise VGGError(
+            f"{path}: a statistics file holds mean_rgb and pca_eigval (3 finite numbers each) and "
+            f"pca_eigvec (3x3); this one does not: make it again with `vggnet stats`"
+        )
     return stats
 
 
 def _finite_triple(row) -> bool:
-    return isinstance(row, list) and len(row) == 3 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in row)
+    return (
+        isinstance(row, list)
+        and len(row) == 3
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in row)
+    )

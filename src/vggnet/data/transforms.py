@@ -13,6 +13,7 @@ a crop costs crop_size^2 output pixels instead of S x S'.
 Testing: the whole image rescaled to Q (dense evaluation) and the regular 5x5 grid of crops from
 corner to corner, each also flipped (multi-crop evaluation).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -125,8 +126,10 @@ def resolve_test_scales(scales, multi_scale: bool, train_scale, crop: int, defau
     else:
         qs = sorted(set(default)) if default else default_scales(train_scale, crop, multi_scale)
     if qs[0] < crop:
-        raise VGGError(f"test scale Q={qs[0]} is smaller than the crop size {crop}: every protocol takes "
-                       f"crops of that size from the image rescaled to Q (§3.2)")
+        raise VGGError(
+            f"test scale Q={qs[0]} is smaller than the crop size {crop}: every protocol takes "
+            f"crops of that size from the image rescaled to Q (§3.2)"
+        )
     if qs[-1] > MAX_SIDE:
         raise VGGError(f"test scale Q={qs[-1]} is larger than {MAX_SIDE} pixels")
     return qs
@@ -164,8 +167,9 @@ class TrainTransform:
         if flipped:
             arr = arr[:, ::-1]
         alpha = rng.normal(0.0, COLOUR_ALPHA_STD, 3).astype(np.float32)  # §3.1 colour shift, per image
-        return np.ascontiguousarray(arr), dict(S=s, x=x, y=y, size=(w, h), src_size=src, flipped=flipped,
-                                               alpha=alpha)
+        return np.ascontiguousarray(arr), dict(
+            S=s, x=x, y=y, size=(w, h), src_size=src, flipped=flipped, alpha=alpha
+        )
 
 
 def rescale(img: Image.Image, side: int) -> Image.Image:
@@ -173,8 +177,11 @@ def rescale(img: Image.Image, side: int) -> Image.Image:
     extreme aspect ratio whose rescaled image would exceed MAX_SCALED_PIXELS is refused."""
     w, h = scaled_size(*source_size(img), side)
     if w * h > MAX_SCALED_PIXELS:
-        raise VGGError(f"a {source_size(img)[0]}x{source_size(img)[1]} image rescaled to Q={side} would be {w}x{h} pixels, "
-                       f"over the limit of {MAX_SCALED_PIXELS:,}")
+        raise VGGError(
+            f"a {source_size(img)[0]}x{source_size(img)[1]} image rescaled to Q={side} would be {w}x{h} "
+            "pixels, "
+            f"over the limit of {MAX_SCALED_PIXELS:,}"
+        )
     return img if (w, h) == img.size else img.resize((w, h), RESAMPLE)
 
 
@@ -182,7 +189,7 @@ def center_crop(image: torch.Tensor, crop: int) -> torch.Tensor:
     """The crop x crop centre of a (..., H, W) image (§4.1's single-crop baseline)."""
     h, w = image.shape[-2:]
     y, x = (h - crop) // 2, (w - crop) // 2
-    return image[..., y:y + crop, x:x + crop]
+    return image[..., y : y + crop, x : x + crop]
 
 
 def grid_positions(width: int, height: int, crop_size: int, n: int = 5) -> list[tuple[int, int]]:
@@ -198,8 +205,9 @@ def grid_positions(width: int, height: int, crop_size: int, n: int = 5) -> list[
 def multicrop(image: torch.Tensor, crop_size: int, n: int = 5) -> torch.Tensor:
     """(3, H, W) uint8 image at one scale -> (2*n*n, 3, crop, crop): the grid and its flips."""
     _, h, w = image.shape
-    crops = torch.stack([image[:, y:y + crop_size, x:x + crop_size]
-                         for x, y in grid_positions(w, h, crop_size, n)])
+    crops = torch.stack(
+        [image[:, y : y + crop_size, x : x + crop_size] for x, y in grid_positions(w, h, crop_size, n)]
+    )
     return torch.cat([crops, crops.flip(-1)])
 
 
@@ -216,7 +224,11 @@ class Normalizer(nn.Module):
 
     def __init__(self, preprocessing):
         super().__init__()
-        p = preprocessing if isinstance(preprocessing, Preprocessing) else Preprocessing.from_dict(preprocessing)
+        p = (
+            preprocessing
+            if isinstance(preprocessing, Preprocessing)
+            else Preprocessing.from_dict(preprocessing)
+        )
         scale = p.value_range / 255.0
         mean = torch.tensor(p.mean, dtype=torch.float32)
         std = torch.tensor(p.std, dtype=torch.float32)
@@ -226,7 +238,9 @@ class Normalizer(nn.Module):
         self.register_buffer("add", (-mean / std).view(1, 3, 1, 1), persistent=False)
         self.has_pca = p.has_pca
         if self.has_pca:
-            self.register_buffer("eigval", torch.tensor(p.pca_eigval, dtype=torch.float32) / 255.0, persistent=False)
+            self.register_buffer(
+                "eigval", torch.tensor(p.pca_eigval, dtype=torch.float32) / 255.0, persistent=False
+            )
             self.register_buffer("eigvec", torch.tensor(p.pca_eigvec, dtype=torch.float32), persistent=False)
 
     def colour_shift(self, alpha: torch.Tensor) -> torch.Tensor:
@@ -235,7 +249,9 @@ class Normalizer(nn.Module):
         alpha = alpha.to(self.eigval.device, dtype=torch.float32, non_blocking=True)
         return (alpha * self.eigval) @ self.eigvec.T
 
-    def forward(self, x: torch.Tensor, alpha: torch.Tensor | None = None, channels_last: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, alpha: torch.Tensor | None = None, channels_last: bool = False
+    ) -> torch.Tensor:
         x = x.to(self.mul.device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

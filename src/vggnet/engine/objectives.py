@@ -25,6 +25,7 @@ The interface, for a new objective:
 An objective plugs in by registering a factory under its name (``register_objective``): the
 loop reads the table and never names a plug-in, so a new objective is one new file.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,9 +40,11 @@ OBJECTIVES: dict = {}  # name -> factory(cfg) -> objective
 
 def register_objective(name: str):
     """Class or function decorator: `factory(cfg)` builds the objective `name` for a run's config."""
+
     def add(factory):
         OBJECTIVES[name] = factory
         return factory
+
     return add
 
 
@@ -70,8 +73,10 @@ class Classification:
     def check_source(self, source) -> None:
         """A classifier needs two classes at least (one class trains to loss 0 and learns nothing)."""
         if len(source.classes) < 2:
-            raise VGGError(f"{source.root}: {len(source.classes)} class ({', '.join(source.classes)}); "
-                           f"classification needs at least 2")
+            raise VGGError(
+                f"{source.root}: {len(source.classes)} class ({', '.join(source.classes)}); "
+                f"classification needs at least 2"
+            )
 
     def train_targets(self, source):
         return None
@@ -97,8 +102,10 @@ class Classification:
         return out
 
     def epoch_line(self, record: dict) -> str:
-        return (f"train top-1 {record['train_top1_err']:5.1f}%  val top-1 {record['val_top1_err']:5.1f}%  "
-                f"top-5 {record['val_top5_err']:5.1f}%")
+        return (
+            f"train top-1 {record['train_top1_err']:5.1f}%  val top-1 {record['val_top1_err']:5.1f}%  "
+            f"top-5 {record['val_top5_err']:5.1f}%"
+        )
 
 
 @register_objective("classification")

@@ -1,5 +1,6 @@
 """``vggnet plot RUN_DIR``: training curves (loss, the objective's errors, learning rate) from
 ``log.jsonl``, whatever the objective (every ``*_err`` figure of the log is drawn)."""
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,10 @@ def read_log(run_dir) -> list[dict]:
     if not path.is_file():
         raise VGGError(f"no training log in {run_dir} (expected {path})")
     if path.stat().st_size > MAX_LOG_BYTES:
-        raise VGGError(f"{path}: {path.stat().st_size:,} bytes, more than a training log holds "
-                       f"(at most {MAX_LOG_BYTES:,})")
+        raise VGGError(
+            f"{path}: {path.stat().st_size:,} bytes, more than a training log holds "
+            f"(at most {MAX_LOG_BYTES:,})"
+        )
     rows = []
     for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():
@@ -38,10 +41,15 @@ def read_log(run_dir) -> list[dict]:
         if not isinstance(row, dict) or not all(k in row for k in ("epoch", "lr", "train_loss")):
             raise VGGError(f"{path}:{n}: not an epoch record of `vggnet train`")
         drawn = ["epoch", "lr", "train_loss"] + [k for k in row if k.endswith("_err")]
-        wrong = [k for k in drawn if not _number(row[k])] + (["lr"] if _number(row["lr"]) and row["lr"] <= 0 else [])
+        wrong = [k for k in drawn if not _number(row[k])] + (
+            ["lr"] if _number(row["lr"]) and row["lr"] <= 0 else []
+        )
         if wrong:
-            raise VGGError(f"{path}:{n}: {wrong[0]} is {row[wrong[0]]!r}, not a finite{' positive' * (wrong[0] == 'lr')} "
-                           f"number (the log is damaged)")
+            raise VGGError(
+                f"{path}:{n}: {wrong[0]} is {row[wrong[0]]!r}, not a "
+                f"finite{' positive' * (wrong[0] == 'lr')} "
+                f"number (the log is damaged)"
+            )
         rows.append(row)
     if not rows:
         raise VGGError(f"{path} is empty: no epoch has finished yet")

@@ -5,6 +5,7 @@ start), makes the optimizer and the plateau schedule, and restores a resumed run
 check that can fail (data, recipe, the checkpoint to warm-start from) happens before the first
 file is written into the run folder; the colour statistics, the slowest step, come last.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,8 +80,10 @@ BEFORE_CHECKPOINT = {"config.yaml", "stats.json", LOCK}
 
 
 def _leftovers_only(run: Path) -> bool:
-    return all(p.name in BEFORE_CHECKPOINT or (p.name.startswith(".") and p.name.endswith(".tmp"))
-               for p in run.iterdir())
+    return all(
+        p.name in BEFORE_CHECKPOINT or (p.name.startswith(".") and p.name.endswith(".tmp"))
+        for p in run.iterdir()
+    )
 
 
 def saved_config(run: Path) -> dict:
@@ -101,8 +104,11 @@ def saved_config(run: Path) -> dict:
 def _differences(cfg: TrainConfig, run: Path) -> list[str]:
     """The settings that differ from the run's, except those that may change between sessions."""
     old, new = saved_config(run), to_dict(cfg)
-    return [f"{k} ({old[k]!r} -> {new[k]!r})" for k in new
-            if k not in RESUME_MAY_CHANGE and k in old and not same_setting(k, old[k], new[k])]
+    return [
+        f"{k} ({old[k]!r} -> {new[k]!r})"
+        for k in new
+        if k not in RESUME_MAY_CHANGE and k in old and not same_setting(k, old[k], new[k])
+    ]
 
 
 def resume_auto(cfg: TrainConfig, run: Path) -> bool:
@@ -114,12 +120,17 @@ def resume_auto(cfg: TrainConfig, run: Path) -> bool:
     if not (run / "config.yaml").is_file() and not (run / LAST).is_file():
         if _leftovers_only(run):
             return False
-        raise VGGError(f"--resume auto: run folder {run} holds no run (no config.yaml, no {LAST}) but is not "
-                       f"empty; refusing to write into it (choose a new --out)")
+        raise VGGError(
+            f"--resume auto: run folder {run} holds no run (no config.yaml, no {LAST}) but is not "
+            f"empty; refusing to write into it (choose a new --out)"
+        )
     diff = _differences(cfg, run)
     if diff:
-        raise VGGError(f"--resume auto: run folder {run} holds another run, with other settings: "
-                       + ", ".join(diff) + " (choose a new --out, or give that run's settings)")
+        raise VGGError(
+            f"--resume auto: run folder {run} holds another run, with other settings: "
+            + ", ".join(diff)
+            + " (choose a new --out, or give that run's settings)"
+        )
     return True
 
 
@@ -134,8 +145,10 @@ def check_run_dir(cfg: TrainConfig) -> None:
         cfg.resume = resume_auto(cfg, run)
     if not cfg.resume:
         if run.exists() and not _leftovers_only(run):
-            raise VGGError(f"run folder {run} is not empty; refusing to overwrite it (use --resume to continue "
-                           f"that run, or choose a new --out)")
+            raise VGGError(
+                f"run folder {run} is not empty; refusing to overwrite it (use --resume to continue "
+                f"that run, or choose a new --out)"
+            )
         return
     if not (run / "config.yaml").is_file() and not (run / LAST).is_file():
         raise VGGError(f"nothing to resume in {run}: no {LAST} and no config.yaml")
@@ -155,7 +168,9 @@ def lock_run_dir(run: Path):
         handle.seek(0)
         holder = handle.read().strip() or "?"
         handle.close()
-        raise VGGError(f"another vggnet train (pid {holder}) is writing into {run}; wait for it or stop it") from None
+        raise VGGError(
+            f"another vggnet train (pid {holder}) is writing into {run}; wait for it or stop it"
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -189,8 +204,9 @@ def warm_layers(choice: str, source: VGG, target: VGG):
         return {"paper": None}.get(choice, choice)
     if source.spec.replace(dropout=0.0) == target.spec.replace(dropout=0.0):
         return "all"
-    if source.spec.replace(dropout=0.0, num_classes=1, head="classifier") == \
-            target.spec.replace(dropout=0.0, num_classes=1, head="classifier"):
+    if source.spec.replace(dropout=0.0, num_classes=1, head="classifier") == target.spec.replace(
+        dropout=0.0, num_classes=1, head="classifier"
+    ):
         return "all-but-head"
     return None
 
@@ -199,8 +215,16 @@ def build_net(cfg: TrainConfig, num_classes: int, head: str, restoring: bool = F
     """The net of the recipe, initialised (§3.1): random (Gaussian / Glorot), then, with
     ``init_from``, a warm start. Returns (net, what was warm-started, the source's preprocessing)."""
     torch.manual_seed(cfg.seed)
-    net = create_model(cfg.arch, num_classes, width=cfg.width, fc_dim=cfg.fc_dim, crop_size=cfg.crop,
-                       dropout=cfg.dropout, batch_norm=cfg.batch_norm, head=head)
+    net = create_model(
+        cfg.arch,
+        num_classes,
+        width=cfg.width,
+        fc_dim=cfg.fc_dim,
+        crop_size=cfg.crop,
+        dropout=cfg.dropout,
+        batch_norm=cfg.batch_norm,
+        head=head,
+    )
     init_weights(net, cfg.init, cfg.init_std)
     if not cfg.init_from or restoring:  # a checkpoint will overwrite every weight
         return net, None, None
@@ -249,12 +273,18 @@ def check_inheritance(cfg: TrainConfig, source: Preprocessing | None, given_stat
     if source is None or given_stats is None:
         return
     given = Preprocessing.from_stats(given_stats)
-    close = source.channel_order == "RGB" and source.value_range == 255.0 and source.std == (1.0, 1.0, 1.0) \
+    close = (
+        source.channel_order == "RGB"
+        and source.value_range == 255.0
+        and source.std == (1.0, 1.0, 1.0)
         and max(abs(a - b) for a, b in zip(source.mean, given.mean)) < 0.5
+    )
     if not close:
-        raise VGGError(f"--init-from {cfg.init_from} expects its input as {source.describe()}, but --stats "
-                       f"{cfg.stats} says {given.describe()}; a warm start keeps the source's preprocessing: "
-                       f"drop --stats (the colour-shift statistics are then computed from the data)")
+        raise VGGError(
+            f"--init-from {cfg.init_from} expects its input as {source.describe()}, but --stats "
+            f"{cfg.stats} says {given.describe()}; a warm start keeps the source's preprocessing: "
+            f"drop --stats (the colour-shift statistics are then computed from the data)"
+        )
 
 
 def colour_stats(cfg: TrainConfig, dist: Dist, run_dir: Path, source: Source, given: dict | None) -> dict:
@@ -268,8 +298,7 @@ def colour_stats(cfg: TrainConfig, dist: Dist, run_dir: Path, source: Source, gi
         elif (run_dir / "stats.json").is_file() and cfg.resume:
             stats = load_stats(run_dir / "stats.json")
         else:
-            stats = compute_stats(source, cfg.stats_max_images, cfg.seed, cfg.workers,
-                                  progress=cfg.progress)
+            stats = compute_stats(source, cfg.stats_max_images, cfg.seed, cfg.workers, progress=cfg.progress)
             save_stats(run_dir / "stats.json", stats)
     return dist.broadcast_object(stats)
 
@@ -285,8 +314,12 @@ def param_groups(model, weight_decay: float, decay_biases: bool):
 
 def make_optimizer(cfg: TrainConfig, net: VGG, policy: DevicePolicy) -> torch.optim.Optimizer:
     """§3.1: mini-batch SGD with momentum 0.9 (fused kernels on CUDA)."""
-    return torch.optim.SGD(param_groups(net, cfg.weight_decay, cfg.decay_biases), lr=cfg.lr, momentum=cfg.momentum,
-                           **({"fused": True} if policy.device.type == "cuda" else {}))
+    return torch.optim.SGD(
+        param_groups(net, cfg.weight_decay, cfg.decay_biases),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        **({"fused": True} if policy.device.type == "cuda" else {}),
+    )
 
 
 def restore(run: "Run") -> None:
@@ -302,8 +335,10 @@ def restore(run: "Run") -> None:
     run.net.load_state_dict(weights)
     load_optimizer_tensors(run.optimizer, tensors)
     run.state = state
-    run.meta = run.meta.replace(preprocessing=saved.preprocessing, train=dataclasses.replace(
-        run.meta.train, warm_start=saved.train.warm_start if saved.train else None))
+    run.meta = run.meta.replace(
+        preprocessing=saved.preprocessing,
+        train=dataclasses.replace(run.meta.train, warm_start=saved.train.warm_start if saved.train else None),
+    )
     run.normalizer = Normalizer(saved.preprocessing).to(run.policy.device)
     run.schedule = PlateauSchedule.from_state(state.schedule, parse_milestones(run.cfg.lr_milestones))
     for g in run.optimizer.param_groups:
@@ -317,12 +352,16 @@ def check_position(run: "Run", state: TrainState) -> None:
     from nowhere)."""
     steps, where = run.steps_per_epoch, run.run_dir / LAST
     if state.step > steps:
-        raise VGGError(f"{where}: the training state claims step {state.step:,} of epoch {state.epoch + 1}, "
-                       f"but an epoch of this run has {steps} steps ({len(run.train_source)} images, batch "
-                       f"{run.cfg.batch_size}); refusing to resume from it")
+        raise VGGError(
+            f"{where}: the training state claims step {state.step:,} of epoch {state.epoch + 1}, "
+            f"but an epoch of this run has {steps} steps ({len(run.train_source)} images, batch "
+            f"{run.cfg.batch_size}); refusing to resume from it"
+        )
     if state.epoch != len(state.history):
-        raise VGGError(f"{where}: the training state claims {state.epoch:,} finished epochs but records "
-                       f"{len(state.history)}; refusing to resume from it")
+        raise VGGError(
+            f"{where}: the training state claims {state.epoch:,} finished epochs but records "
+            f"{len(state.history)}; refusing to resume from it"
+        )
 
 
 def wrap(cfg: TrainConfig, dist: Dist, net: VGG) -> torch.nn.Module:
@@ -330,7 +369,8 @@ def wrap(cfg: TrainConfig, dist: Dist, net: VGG) -> torch.nn.Module:
     model = net
     if dist.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+            net, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
+        )
     return torch.compile(model) if cfg.compile else model
 
 
@@ -356,21 +396,58 @@ def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
         lock = lock_run_dir(run_dir)
         if not (run_dir / "config.yaml").is_file() or not cfg.resume:
             save_config(run_dir / "config.yaml", cfg)
-    preprocessing = inherited_preprocessing(cfg, source_preprocessing, colour_stats(cfg, dist, run_dir, train_source, stats))
-    loader = train_loader(train_source, transform, sampler, cfg.workers, pin_memory=policy.device.type == "cuda",
-                          targets=objective.train_targets(train_source))
+    preprocessing = inherited_preprocessing(
+        cfg, source_preprocessing, colour_stats(cfg, dist, run_dir, train_source, stats)
+    )
+    loader = train_loader(
+        train_source,
+        transform,
+        sampler,
+        cfg.workers,
+        pin_memory=policy.device.type == "cuda",
+        targets=objective.train_targets(train_source),
+    )
     val_scale = cfg.val_scale or default_scales(cfg.scale, cfg.crop)[0]
     policy.prepare(net)
     optimizer = make_optimizer(cfg, net, policy)
-    schedule = PlateauSchedule(cfg.lr, cfg.lr_factor, cfg.lr_patience, cfg.lr_drops, cfg.min_delta,
-                               milestones=parse_milestones(cfg.lr_milestones))
-    info = TrainInfo(tuple(cfg.scale), cfg.crop, val_scale, cfg.recipe, to_dict(cfg), warm, objective.name,
-                     f"{policy.precision} ({policy.reason})")
+    schedule = PlateauSchedule(
+        cfg.lr,
+        cfg.lr_factor,
+        cfg.lr_patience,
+        cfg.lr_drops,
+        cfg.min_delta,
+        milestones=parse_milestones(cfg.lr_milestones),
+    )
+    info = TrainInfo(
+        tuple(cfg.scale),
+        cfg.crop,
+        val_scale,
+        cfg.recipe,
+        to_dict(cfg),
+        warm,
+        objective.name,
+        f"{policy.precision} ({policy.reason})",
+    )
     meta = WeightsMeta(net.spec, list(train_source.classes), preprocessing, info)
-    run = Run(cfg=cfg, dist=dist, policy=policy, objective=objective, run_dir=run_dir, train_source=train_source,
-              val_source=val_source, val_scale=val_scale, sampler=sampler, loader=loader,
-              normalizer=Normalizer(preprocessing).to(policy.device), net=net, model=net, optimizer=optimizer,
-              schedule=schedule, meta=meta, state=TrainState())
+    run = Run(
+        cfg=cfg,
+        dist=dist,
+        policy=policy,
+        objective=objective,
+        run_dir=run_dir,
+        train_source=train_source,
+        val_source=val_source,
+        val_scale=val_scale,
+        sampler=sampler,
+        loader=loader,
+        normalizer=Normalizer(preprocessing).to(policy.device),
+        net=net,
+        model=net,
+        optimizer=optimizer,
+        schedule=schedule,
+        meta=meta,
+        state=TrainState(),
+    )
     run.lock = lock
     try:
         if restoring:

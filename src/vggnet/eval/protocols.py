@@ -3,7 +3,8 @@ already rescaled to one test scale Q) to soft-max class posteriors.
 
 - ``center``: one crop_size centre crop (the common baseline, §4.1).
 - ``dense``: the fully-convolutional net over the whole image; the class score map is averaged
-  over space, then soft-max (decision: §3.2 sum-pools the score map); posteriors of the image and its flip averaged.
+  over space, then soft-max (decision: §3.2 sum-pools the score map); posteriors of the image and
+  its flip averaged.
 - ``multicrop``: the 5x5 grid of crops from corner to corner, each also flipped (50 crops per
   image, one batch), posteriors averaged.
 
@@ -11,6 +12,7 @@ Two combination steps act on the posteriors after the pass, never inside it: the
 the test scales (multi-scale evaluation, §4.2) and the average of protocols (``dense+multicrop``:
 complementary boundary conditions, §4.3).
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,7 +49,9 @@ class Evaluator:
         self.crop = model.crop_size
 
     def _input(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.norm(batch.to(self.policy.device, non_blocking=True), channels_last=self.policy.channels_last)
+        return self.norm(
+            batch.to(self.policy.device, non_blocking=True), channels_last=self.policy.channels_last
+        )
 
     @torch.no_grad()
     def center(self, images: torch.Tensor) -> torch.Tensor:

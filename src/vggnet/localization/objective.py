@@ -22,6 +22,7 @@ anything was learnt. The mean IoU moves from the first epoch and measures what t
 the loss also moves, but was measured falling for epochs while the error and the mean IoU got
 worse (docs/LOCALISATION.md), so it would keep the wrong net as ``best``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -82,8 +83,8 @@ class CenterBoxTargets(BoxTargets):
         gt = boxes[classes == label]
         w, h = drawn["size"]
         frame = np.full((self.most, 4), np.nan, dtype=np.float32)
-        frame[:len(gt), 0::2] = gt[:, 0::2] * (w / size[0]) - drawn["x"]
-        frame[:len(gt), 1::2] = gt[:, 1::2] * (h / size[1]) - drawn["y"]
+        frame[: len(gt), 0::2] = gt[:, 0::2] * (w / size[0]) - drawn["x"]
+        frame[: len(gt), 1::2] = gt[:, 1::2] * (h / size[1]) - drawn["y"]
         extent = torch.tensor([-drawn["x"], -drawn["y"], w - drawn["x"], h - drawn["y"]], dtype=torch.float64)
         return dict(out, gt_boxes=torch.from_numpy(frame), extent=extent)
 
@@ -178,13 +179,19 @@ class BoxRegression:
         if prefix == "train":
             return {"train_loc_err": 100 * counts["wrong"] / max(counts["boxed"], 1)}
         iou = counts["iou"] / max(n, 1)
-        return {"val_loc_err": 100 * counts["wrong"] / max(n, 1), "val_loss": counts["sq_err"] / max(n, 1),
-                "val_mean_iou": iou, "val_iou_loss": 1.0 - iou}
+        return {
+            "val_loc_err": 100 * counts["wrong"] / max(n, 1),
+            "val_loss": counts["sq_err"] / max(n, 1),
+            "val_mean_iou": iou,
+            "val_iou_loss": 1.0 - iou,
+        }
 
     def epoch_line(self, record: dict) -> str:
-        return (f"train loc err {record['train_loc_err']:5.1f}%  val loc err (GT class, centre crop) "
-                f"{record['val_loc_err']:5.1f}%  mean IoU {record['val_mean_iou']:.3f}  "
-                f"val loss {record['val_loss']:.4f}")
+        return (
+            f"train loc err {record['train_loc_err']:5.1f}%  val loc err (GT class, centre crop) "
+            f"{record['val_loc_err']:5.1f}%  mean IoU {record['val_mean_iou']:.3f}  "
+            f"val loss {record['val_loss']:.4f}"
+        )
 
 
 # App. A fine-tunes at lr 1e-3 (the Table 8/9 configs keep it); the default is higher because a box set of
@@ -203,8 +210,14 @@ def classifier_settings(init_from) -> dict:
     its training scale S."""
     meta = read_meta(init_from)
     spec = meta.model
-    settings = dict(arch=spec.arch, width=spec.width, fc_dim=spec.fc_dim, crop=spec.crop_size,
-                    batch_norm=spec.batch_norm, dropout=spec.dropout)
+    settings = dict(
+        arch=spec.arch,
+        width=spec.width,
+        fc_dim=spec.fc_dim,
+        crop=spec.crop_size,
+        batch_norm=spec.batch_norm,
+        dropout=spec.dropout,
+    )
     if meta.train:
         lo, hi = meta.train.scale
         settings["scale"] = str(lo) if lo == hi else f"{lo}:{hi}"
@@ -232,5 +245,13 @@ def _box_regression(cfg) -> BoxRegression:
     return BoxRegression(per_class=cfg.head != "scr", on_bad_box=cfg.on_bad_box).bind(cfg.crop)
 
 
-__all__ = ["BoxRegression", "BoxTargets", "CenterBoxTargets", "open_boxes", "params_to_boxes", "LOC_DEFAULTS",
-           "classifier_settings", "box_config"]
+__all__ = [
+    "BoxRegression",
+    "BoxTargets",
+    "CenterBoxTargets",
+    "open_boxes",
+    "params_to_boxes",
+    "LOC_DEFAULTS",
+    "classifier_settings",
+    "box_config",
+]

@@ -2,6 +2,7 @@
 recipe and ``create_model`` are each held to. An architecture is named by its Table 1 letter
 (``D``) or by the name users know from torchvision (``vgg16``; ``vgg16_bn`` is D with batch
 normalisation): the two name the same net."""
+
 from __future__ import annotations
 
 from ..errors import VGGError, unknown

@@ -12,6 +12,7 @@ std) and with its class names. Both travel in every direction:
   from the one-pixel border only, is measured on random images and must stay below
   ``FOLD_TOLERANCE``, else the export is refused); the class names go to ``NAME.classes.txt``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,17 +51,29 @@ def to_torchvision(src, dst, force: bool = False) -> dict:
         folded = fold_preprocessing(model, meta.preprocessing, target)
         change = fold_check(model, folded, meta.preprocessing, target)
         if change > FOLD_TOLERANCE:
-            raise VGGError(f"{src} expects {meta.preprocessing.describe()}; folded into conv1_1 for torchvision's "
-                           f"input it would change soft-max outputs by up to {change:.3f} (border effect); keep "
-                           f"it in vggnet's format instead")
-        model, note = folded, f"{meta.preprocessing.describe()} folded into conv1_1 (largest change of a soft-max " \
-                              f"output on random images: {change:.1e})"
+            raise VGGError(
+                f"{src} expects {meta.preprocessing.describe()}; folded into conv1_1 for torchvision's "
+                f"input it would change soft-max outputs by up to {change:.3f} (border effect); keep "
+                f"it in vggnet's format instead"
+            )
+        model, note = (
+            folded,
+            f"{meta.preprocessing.describe()} folded into conv1_1 (largest change of a soft-max "
+            f"output on random images: {change:.1e})",
+        )
     export_torchvision(model, dst, classes=meta.classes)
-    return dict(dst=str(dst), classes_file=str(classes_file(dst)), arch=model.arch, batch_norm=model.spec.batch_norm,
-                folded=note)
+    return dict(
+        dst=str(dst),
+        classes_file=str(classes_file(dst)),
+        arch=model.arch,
+        batch_norm=model.spec.batch_norm,
+        folded=note,
+    )
 
 
-def to_vggnet(src, dst, arch: str | None = None, classes_path=None, prototxt=None, force: bool = False) -> dict:
+def to_vggnet(
+    src, dst, arch: str | None = None, classes_path=None, prototxt=None, force: bool = False
+) -> dict:
     src = Path(src)
     dst = claim_output(dst, "vggnet weights", force)
     classes = read_class_names(classes_path) if classes_path else None
@@ -71,8 +84,13 @@ def to_vggnet(src, dst, arch: str | None = None, classes_path=None, prototxt=Non
             raise VGGError("--prototxt goes with a .caffemodel file")
         model, meta = import_torchvision(src, arch=arch, classes=classes)
     save_weights(dst, model, meta)
-    return dict(dst=str(dst), arch=model.arch, classes=len(meta.classes), preprocessing=meta.preprocessing.describe(),
-                source=meta.source.get("kind") if meta.source else "?")
+    return dict(
+        dst=str(dst),
+        arch=model.arch,
+        classes=len(meta.classes),
+        preprocessing=meta.preprocessing.describe(),
+        source=meta.source.get("kind") if meta.source else "?",
+    )
 
 
 def convert(src, dst, to: str | None = None, **options) -> dict:

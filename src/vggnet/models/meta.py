@@ -15,6 +15,7 @@ Everything read from a file is checked here, so a hand-edited or foreign header 
 message naming the file and the field, never passed on to ``create_model`` unchecked. Files of
 the first format version (architecture under ``arch`` with the letter as ``name``) are read too.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,12 +72,16 @@ class ArchSpec:
         arch = d.get("arch")
         if arch not in TABLE1:
             raise fail(where, f"names an unknown configuration {arch!r}; valid: {', '.join(TABLE1)}")
-        spec = cls(arch=arch, num_classes=int_field(d.get("num_classes", 1000), "num_classes", where, 1, MAX_CLASSES),
-                   width=number_field(d.get("width", 1.0), "width", where, positive=True),
-                   fc_dim=int_field(d.get("fc_dim", 4096), "fc_dim", where, 1, 65_536),
-                   crop_size=int_field(d.get("crop_size", 224), "crop_size", where, 32, 4096),
-                   dropout=number_field(d.get("dropout", 0.5), "dropout", where),
-                   batch_norm=d.get("batch_norm", False), head=d.get("head", "classifier"))
+        spec = cls(
+            arch=arch,
+            num_classes=int_field(d.get("num_classes", 1000), "num_classes", where, 1, MAX_CLASSES),
+            width=number_field(d.get("width", 1.0), "width", where, positive=True),
+            fc_dim=int_field(d.get("fc_dim", 4096), "fc_dim", where, 1, 65_536),
+            crop_size=int_field(d.get("crop_size", 224), "crop_size", where, 32, 4096),
+            dropout=number_field(d.get("dropout", 0.5), "dropout", where),
+            batch_norm=d.get("batch_norm", False),
+            head=d.get("head", "classifier"),
+        )
         if spec.width > 16:
             raise fail(where, f"field 'width' must be <= 16, got {spec.width}")
         if not isinstance(spec.batch_norm, bool):
@@ -84,8 +89,9 @@ class ArchSpec:
         if spec.head not in HEADS:
             raise fail(where, f"names an unknown head {spec.head!r}; valid: {', '.join(HEADS)}")
         try:  # every create_model argument checked here, so the error names the file
-            check_model_args(spec.arch, spec.num_classes, spec.width, spec.fc_dim, spec.crop_size, spec.dropout,
-                             spec.head)
+            check_model_args(
+                spec.arch, spec.num_classes, spec.width, spec.fc_dim, spec.crop_size, spec.dropout, spec.head
+            )
         except VGGError as e:
             raise fail(where, f"'model': {e}") from None
         return spec
@@ -105,9 +111,16 @@ class TrainInfo:
     precision: str = ""  # what the device policy chose, and why: "bf16 autocast (auto: CPU has amx_bf16)"
 
     def to_dict(self) -> dict:
-        return dict(scale=list(self.scale), crop=self.crop, val_scale=self.val_scale, recipe=self.recipe,
-                    config=self.config, warm_start=self.warm_start, objective=self.objective,
-                    precision=self.precision)
+        return dict(
+            scale=list(self.scale),
+            crop=self.crop,
+            val_scale=self.val_scale,
+            recipe=self.recipe,
+            config=self.config,
+            warm_start=self.warm_start,
+            objective=self.objective,
+            precision=self.precision,
+        )
 
     @classmethod
     def from_dict(cls, d, where="") -> "TrainInfo":
@@ -119,11 +132,16 @@ class TrainInfo:
         # No run trains or validates at a larger S or Q than MAX_SIDE.
         lo, hi = (int_field(v, "train.scale", where, 1, MAX_SIDE) for v in scale)
         val_scale = d.get("val_scale")
-        return cls((lo, hi), int_field(d.get("crop", 224), "train.crop", where, 1, MAX_SIDE),
-                   None if val_scale is None else int_field(val_scale, "train.val_scale", where, 1, MAX_SIDE),
-                   str(d.get("recipe") or ""), d.get("config") if isinstance(d.get("config"), dict) else {},
-                   d.get("warm_start") if isinstance(d.get("warm_start"), dict) else None,
-                   str(d.get("objective") or "classification"), str(d.get("precision") or ""))
+        return cls(
+            (lo, hi),
+            int_field(d.get("crop", 224), "train.crop", where, 1, MAX_SIDE),
+            None if val_scale is None else int_field(val_scale, "train.val_scale", where, 1, MAX_SIDE),
+            str(d.get("recipe") or ""),
+            d.get("config") if isinstance(d.get("config"), dict) else {},
+            d.get("warm_start") if isinstance(d.get("warm_start"), dict) else None,
+            str(d.get("objective") or "classification"),
+            str(d.get("precision") or ""),
+        )
 
 
 @dataclass
@@ -140,11 +158,15 @@ class WeightsMeta:
 
     def __post_init__(self):
         if len(self.classes) != self.model.num_classes:
-            raise VGGError(f"metadata lists {len(self.classes)} classes for a net with {self.model.num_classes}")
+            raise VGGError(
+                f"metadata lists {len(self.classes)} classes for a net with {self.model.num_classes}"
+            )
         if len(set(self.classes)) != len(self.classes):
             twice = next(c for i, c in enumerate(self.classes) if c in self.classes[:i])
-            raise VGGError(f"class names must differ, but {twice!r} names two outputs (images of that class "
-                           f"would be scored against one of them only)")
+            raise VGGError(
+                f"class names must differ, but {twice!r} names two outputs (images of that class "
+                f"would be scored against one of them only)"
+            )
 
     def replace(self, **changes) -> "WeightsMeta":
         return dataclasses.replace(self, **changes)
@@ -155,8 +177,12 @@ class WeightsMeta:
         return create_transform(self, scale, crop)
 
     def to_json(self) -> str:
-        d = dict(format=FORMAT, model=self.model.kwargs(), classes=list(self.classes),
-                 preprocessing=self.preprocessing.to_dict())
+        d = dict(
+            format=FORMAT,
+            model=self.model.kwargs(),
+            classes=list(self.classes),
+            preprocessing=self.preprocessing.to_dict(),
+        )
         for name in ("train", "source", "val", "train_state"):
             value = getattr(self, name)
             if value is not None:
@@ -190,8 +216,12 @@ class WeightsMeta:
         if len(set(classes)) != len(classes):
             raise fail(where, "field 'classes' names one class twice")
         train = d.get("train")
-        return cls(model, classes, Preprocessing.from_dict(d.get("preprocessing") or {}, where),
-                   TrainInfo.from_dict(train, where) if train else None,
-                   d.get("source") if isinstance(d.get("source"), dict) else None,
-                   d.get("val") if isinstance(d.get("val"), dict) else None,
-                   d.get("train_state") if isinstance(d.get("train_state"), dict) else None)
+        return cls(
+            model,
+            classes,
+            Preprocessing.from_dict(d.get("preprocessing") or {}, where),
+            TrainInfo.from_dict(train, where) if train else None,
+            d.get("source") if isinstance(d.get("source"), dict) else None,
+            d.get("val") if isinstance(d.get("val"), dict) else None,
+            d.get("train_state") if isinstance(d.get("train_state"), dict) else None,
+        )

@@ -6,6 +6,7 @@ layers and *reused* as convolutions in dense mode (§3.2): fc6 becomes a (crop/3
 convolution over pool5 and fc7/fc8 become 1x1 convolutions, by a reshape of the same weights.
 Dense evaluation is therefore a mode of the one model, not a second model.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,7 +31,9 @@ def _check_input(x: torch.Tensor, crop: int, dense: bool) -> None:
         if min(x.shape[-2:]) < crop:
             raise VGGError(f"dense() needs both image sides >= crop size {crop}, got {tuple(x.shape[-2:])}")
     elif tuple(x.shape[-2:]) != (crop, crop):
-        raise VGGError(f"forward() takes {crop}x{crop} crops, got {tuple(x.shape[-2:])}; use dense() for other sizes")
+        raise VGGError(
+            f"forward() takes {crop}x{crop} crops, got {tuple(x.shape[-2:])}; use dense() for other sizes"
+        )
 
 
 torch.fx.wrap("_check_input")
@@ -45,8 +48,18 @@ class VGG(nn.Module):
     ``head`` says what the last layer (fc8) predicts: class scores, or boxes (App. A: one box for
     all classes, ``scr``, or one per class, ``pcr``)."""
 
-    def __init__(self, arch: str, num_classes: int = 1000, *, width: float = 1.0, fc_dim: int = 4096,
-                 crop_size: int = 224, dropout: float = 0.5, batch_norm: bool = False, head: str = "classifier"):
+    def __init__(
+        self,
+        arch: str,
+        num_classes: int = 1000,
+        *,
+        width: float = 1.0,
+        fc_dim: int = 4096,
+        crop_size: int = 224,
+        dropout: float = 0.5,
+        batch_norm: bool = False,
+        head: str = "classifier",
+    ):
         super().__init__()
         self.spec = ArchSpec(arch, num_classes, width, fc_dim, crop_size, dropout, batch_norm, head)
         self.arch = arch
@@ -81,8 +94,12 @@ class VGG(nn.Module):
         self.pool5_channels = channels
         # Dropout acts on the outputs of fc6 and fc7 after their ReLU (§3.1).
         self.classifier = nn.Sequential(
-            nn.Linear(channels * self.kernel * self.kernel, fc_dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(fc_dim, fc_dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(channels * self.kernel * self.kernel, fc_dim),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(fc_dim, fc_dim),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
             nn.Linear(fc_dim, self.spec.outputs),
         )
 
@@ -114,7 +131,7 @@ class VGG(nn.Module):
         `wanted`; yields (name, activation) for each layer passed: fc6/fc7 after ReLU and dropout
         (dropout is the identity in eval mode), fc8 raw."""
         x, last = pool5, max(FC_NAMES.index(n) for n in wanted)
-        for i, name in enumerate(FC_NAMES[:last + 1]):
+        for i, name in enumerate(FC_NAMES[: last + 1]):
             x = self._fc_as_conv(3 * i, x)
             if name != "fc8":
                 x = F.dropout(F.relu(x), self.dropout, self.training)
@@ -166,6 +183,16 @@ def model_from_spec(spec: ArchSpec) -> VGG:
     """The net `spec` describes, its arguments checked (a torchvision name such as ``vgg16_bn``
     resolved to its letter and batch norm); PyTorch's default initialisation."""
     letter, bn = resolve_arch(spec.arch)
-    check_model_args(letter, spec.num_classes, spec.width, spec.fc_dim, spec.crop_size, spec.dropout, spec.head)
-    return VGG(letter, spec.num_classes, width=spec.width, fc_dim=spec.fc_dim, crop_size=spec.crop_size,
-               dropout=spec.dropout, batch_norm=spec.batch_norm if bn is None else bn, head=spec.head)
+    check_model_args(
+        letter, spec.num_classes, spec.width, spec.fc_dim, spec.crop_size, spec.dropout, spec.head
+    )
+    return VGG(
+        letter,
+        spec.num_classes,
+        width=spec.width,
+        fc_dim=spec.fc_dim,
+        crop_size=spec.crop_size,
+        dropout=spec.dropout,
+        batch_norm=spec.batch_norm if bn is None else bn,
+        head=spec.head,
+    )

@@ -10,6 +10,7 @@ torchvision's VGG state dicts (``vgg11/13/16/19`` and their ``_bn`` variants) ar
 exported by key name and shape: the layout is the same, so the mapping is the identity on keys,
 with the architecture inferred from the number of conv layers.
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,7 +48,9 @@ def save_weights(path, model: VGG, meta, extra_tensors: dict | None = None) -> P
             raise VGGError(f"refusing to write {path}: weight {k!r} is not finite (the run diverged)")
     for k, v in (extra_tensors or {}).items():
         tensors[k] = v.detach().to("cpu").contiguous()
-    return atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata={HEADER_KEY: meta.to_json()}))
+    return atomic_write(
+        path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata={HEADER_KEY: meta.to_json()})
+    )
 
 
 def _header(path: Path) -> dict:
@@ -59,7 +62,9 @@ def _header(path: Path) -> dict:
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         kind = file_kind(path)
         if kind in ("PyTorch state dict", "Caffe weights"):
-            raise VGGError(f"{path}: {kind}; import it first: vggnet convert {path} NAME.safetensors") from None
+            raise VGGError(
+                f"{path}: {kind}; import it first: vggnet convert {path} NAME.safetensors"
+            ) from None
         raise VGGError(f"{path}: not a readable safetensors file ({e})") from None
 
 
@@ -79,8 +84,10 @@ def read_meta(path) -> WeightsMeta:
     path = Path(path)
     header = _header(path)
     if HEADER_KEY not in header:
-        raise VGGError(f"{path}: a safetensors file without vggnet metadata; import foreign weights "
-                       f"with `vggnet convert`")
+        raise VGGError(
+            f"{path}: a safetensors file without vggnet metadata; import foreign weights "
+            f"with `vggnet convert`"
+        )
     return WeightsMeta.from_json(header[HEADER_KEY], str(path))
 
 
@@ -100,14 +107,19 @@ def check_state_dict(model: torch.nn.Module, state: dict) -> None:
     expected = model.state_dict()
     for key, value in expected.items():
         if key not in state:
-            raise VGGError(f"weights do not match the model: key {key!r} (shape {tuple(value.shape)}) is missing")
+            raise VGGError(
+                f"weights do not match the model: key {key!r} (shape {tuple(value.shape)}) is missing"
+            )
         if tuple(state[key].shape) != tuple(value.shape):
-            raise VGGError(f"weights do not match the model: key {key!r} has shape {tuple(state[key].shape)}, "
-                           f"the model expects {tuple(value.shape)}")
+            raise VGGError(
+                f"weights do not match the model: key {key!r} has shape {tuple(state[key].shape)}, "
+                f"the model expects {tuple(value.shape)}"
+            )
     for key in state:
         if key not in expected:
-            raise VGGError(f"weights do not match the model: unexpected key {key!r} "
-                           f"(shape {tuple(state[key].shape)})")
+            raise VGGError(
+                f"weights do not match the model: unexpected key {key!r} (shape {tuple(state[key].shape)})"
+            )
 
 
 def build_checked(spec: ArchSpec, state: dict, where="") -> VGG:
@@ -121,8 +133,10 @@ def build_checked(spec: ArchSpec, state: dict, where="") -> VGG:
         raise VGGError(f"{where}: {e}" if where else str(e)) from None
     for key, value in state.items():
         if value.is_floating_point() and not torch.isfinite(value).all():
-            raise VGGError(f"{where}: weight {key!r} is not finite (these weights come from a diverged run); "
-                           f"refusing to use them")
+            raise VGGError(
+                f"{where}: weight {key!r} is not finite (these weights come from a diverged run); "
+                f"refusing to use them"
+            )
     model = model_from_spec(spec)
     model.load_state_dict(state)
     return model
@@ -157,7 +171,9 @@ def _read_foreign_state(path) -> dict[str, torch.Tensor]:
         # weights_only: tensors and plain containers only, never arbitrary objects.
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a file that is not a state dict
-        why = " ".join(str(e).split()).split(". ")[0][:200]  # torch's advice about weights_only does not apply
+        why = " ".join(str(e).split()).split(". ")[0][
+            :200
+        ]  # torch's advice about weights_only does not apply
         raise VGGError(f"{path}: cannot read as a PyTorch state dict ({type(e).__name__}: {why})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -168,20 +184,30 @@ def _read_foreign_state(path) -> dict[str, torch.Tensor]:
 
 def infer_torchvision_arch(state: dict) -> dict:
     """create_model arguments for a torchvision VGG state dict, from its keys and shapes."""
-    convs = [k for k, v in state.items() if k.startswith("features.") and k.endswith(".weight") and v.dim() == 4]
+    convs = [
+        k for k, v in state.items() if k.startswith("features.") and k.endswith(".weight") and v.dim() == 4
+    ]
     if "classifier.0.weight" not in state or "classifier.6.weight" not in state or not convs:
-        raise VGGError("not a torchvision VGG state dict: expected keys features.N.weight and "
-                       "classifier.{0,3,6}.weight")
+        raise VGGError(
+            "not a torchvision VGG state dict: expected keys features.N.weight and classifier.{0,3,6}.weight"
+        )
     if len(convs) not in CONV_COUNT_TO_CONFIG:
-        raise VGGError(f"a VGG state dict with {len(convs)} conv layers matches none of torchvision's "
-                       f"vgg11/13/16/19 (8, 10, 13, 16 conv layers)")
+        raise VGGError(
+            f"a VGG state dict with {len(convs)} conv layers matches none of torchvision's "
+            f"vgg11/13/16/19 (8, 10, 13, 16 conv layers)"
+        )
     first = state[convs[0]]
     fc6 = state["classifier.0.weight"]
     last_channels = state[convs[-1]].shape[0]
     side = int(round((fc6.shape[1] / last_channels) ** 0.5))
-    return dict(arch=CONV_COUNT_TO_CONFIG[len(convs)], num_classes=int(state["classifier.6.weight"].shape[0]),
-                width=first.shape[0] / 64, fc_dim=int(fc6.shape[0]), crop_size=32 * side,
-                batch_norm=any(k.endswith("running_mean") for k in state))
+    return dict(
+        arch=CONV_COUNT_TO_CONFIG[len(convs)],
+        num_classes=int(state["classifier.6.weight"].shape[0]),
+        width=first.shape[0] / 64,
+        fc_dim=int(fc6.shape[0]),
+        crop_size=32 * side,
+        batch_norm=any(k.endswith("running_mean") for k in state),
+    )
 
 
 def import_torchvision(path, arch: str | None = None, classes=None) -> tuple[VGG, WeightsMeta]:
@@ -192,8 +218,10 @@ def import_torchvision(path, arch: str | None = None, classes=None) -> tuple[VGG
     if arch is not None:
         want = TORCHVISION_TO_CONFIG.get(arch.removesuffix("_bn"), arch)
         if want not in TORCHVISION_NAMES:
-            raise VGGError(f"torchvision has no counterpart of {arch!r}; valid: "
-                           + ", ".join(f"{v} ({k})" for k, v in TORCHVISION_NAMES.items()))
+            raise VGGError(
+                f"torchvision has no counterpart of {arch!r}; valid: "
+                + ", ".join(f"{v} ({k})" for k, v in TORCHVISION_NAMES.items())
+            )
         kwargs["arch"] = want
         kwargs["batch_norm"] = arch.endswith("_bn") or kwargs["batch_norm"]
     model = build_checked(ArchSpec(**kwargs), state, str(path))
@@ -203,7 +231,9 @@ def import_torchvision(path, arch: str | None = None, classes=None) -> tuple[VGG
     classes = list(classes) if classes is not None else default_classes(n)
     if len(classes) != n:
         raise VGGError(f"{len(classes)} class names given for a net with {n} outputs")
-    return model, WeightsMeta(model.spec, classes, PRESETS["torchvision"], source=dict(kind="torchvision", file=str(path)))
+    return model, WeightsMeta(
+        model.spec, classes, PRESETS["torchvision"], source=dict(kind="torchvision", file=str(path))
+    )
 
 
 def classes_file(path) -> Path:
@@ -268,8 +298,10 @@ def export_torchvision(model: VGG, path, classes=None) -> Path:
     class names beside it (:func:`classes_file`). The model must expect torchvision's input: see
     :func:`fold_preprocessing` for one that does not."""
     if model.arch not in TORCHVISION_NAMES:
-        raise VGGError(f"torchvision has no counterpart of config {model.arch}; exportable: "
-                       + ", ".join(f"{k} ({v})" for k, v in TORCHVISION_NAMES.items()))
+        raise VGGError(
+            f"torchvision has no counterpart of config {model.arch}; exportable: "
+            + ", ".join(f"{k} ({v})" for k, v in TORCHVISION_NAMES.items())
+        )
     if model.spec.head != "classifier":
         raise VGGError(f"a {model.spec.head} box regressor has no torchvision counterpart")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

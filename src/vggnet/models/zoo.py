@@ -1,6 +1,7 @@
 """The model registry: ``create_model(arch, ..., weights=...)``, ``list_models()`` and the zoo's
 figures (parameters and multiply-accumulates, Table 2). The names and the argument checks are in
 ``arch.py``; a net with weights comes from any of the formats ``weights.py`` and ``caffe.py`` read."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,9 +17,18 @@ from .weights import import_torchvision, is_vggnet_file, load_model
 __all__ = ["create_model", "list_models", "resolve_arch", "complexity"]
 
 
-def create_model(arch: str, num_classes: int | None = None, *, width: float = 1.0, fc_dim: int = 4096,
-                 crop_size: int = 224, dropout: float = 0.5, batch_norm: bool = False,
-                 head: str = "classifier", weights=None) -> VGG:
+def create_model(
+    arch: str,
+    num_classes: int | None = None,
+    *,
+    width: float = 1.0,
+    fc_dim: int = 4096,
+    crop_size: int = 224,
+    dropout: float = 0.5,
+    batch_norm: bool = False,
+    head: str = "classifier",
+    weights=None,
+) -> VGG:
     """Build configuration `arch` of Table 1 ("A", "A-LRN", "B", "C", "D", "E", "B-5x5").
 
     ``width`` scales the conv channels and ``fc_dim`` the two hidden FC layers, so that tests and
@@ -31,8 +41,18 @@ def create_model(arch: str, num_classes: int | None = None, *, width: float = 1.
     """
     if weights is not None:
         return _with_weights(arch, weights, batch_norm)
-    return model_from_spec(ArchSpec(arch, 1000 if num_classes is None else num_classes, width, fc_dim, crop_size,
-                                    dropout, batch_norm, head))
+    return model_from_spec(
+        ArchSpec(
+            arch,
+            1000 if num_classes is None else num_classes,
+            width,
+            fc_dim,
+            crop_size,
+            dropout,
+            batch_norm,
+            head,
+        )
+    )
 
 
 def _with_weights(arch: str, path, batch_norm: bool) -> VGG:
@@ -50,8 +70,15 @@ def _with_weights(arch: str, path, batch_norm: bool) -> VGG:
     return model
 
 
-def complexity(arch: str, num_classes: int = 1000, *, width: float = 1.0, fc_dim: int = 4096,
-               crop_size: int = 224, batch_norm: bool = False) -> dict:
+def complexity(
+    arch: str,
+    num_classes: int = 1000,
+    *,
+    width: float = 1.0,
+    fc_dim: int = 4096,
+    crop_size: int = 224,
+    batch_norm: bool = False,
+) -> dict:
     """Parameters and multiply-accumulates of one forward pass on a crop, computed from the table
     (no model is built, so this is cheap even for the full-size nets)."""
     check_model_args(arch, num_classes, width, fc_dim, crop_size, 0.0)
@@ -62,8 +89,8 @@ def complexity(arch: str, num_classes: int = 1000, *, width: float = 1.0, fc_dim
             if not layer.is_conv:
                 continue
             out = scaled_width(layer.out_channels, width)
-            params += layer.kernel ** 2 * channels * out + out + (2 * out if batch_norm else 0)
-            macs += side * side * layer.kernel ** 2 * channels * out
+            params += layer.kernel**2 * channels * out + out + (2 * out if batch_norm else 0)
+            macs += side * side * layer.kernel**2 * channels * out
             channels = out
         side //= 2
     for n_in, n_out in ((channels * side * side, fc_dim), (fc_dim, fc_dim), (fc_dim, num_classes)):

@@ -1,5 +1,6 @@
 """The one path from uint8 pixels to a module's float32 outputs, under a device policy: training-time
 validation, the test protocols and the box evaluation all call it."""
+
 from __future__ import annotations
 
 import torch
