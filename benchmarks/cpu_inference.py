@@ -11,6 +11,7 @@ Network time only (decoding is the data pipeline's benchmark): images are decode
 once, then both loops run over the same uint8 tensors. Centre crop at Q = 256; dense at
 Q = {256, 384, 512} with flips (§3.2, §4.2). Target: >= 1.4x the eager baseline.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,14 +29,17 @@ import torch
 
 from vggnet.data.images import is_image_file, load_rgb
 from vggnet.data.transforms import Normalizer, center_crop, rescale
-from vggnet.engine.device import DevicePolicy, make_policy
 from vggnet.eval.protocols import Evaluator
 from vggnet.models import PRESETS, create_model, init_weights
+from vggnet.runtime.device import DevicePolicy, make_policy
 
 
 def pictures(folder: str, n: int, scales) -> list[dict]:
     files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if is_image_file(f))[:n]
-    return [{q: torch.from_numpy(np.array(rescale(load_rgb(f), q))).permute(2, 0, 1) for q in scales} for f in files]
+    return [
+        {q: torch.from_numpy(np.array(rescale(load_rgb(f), q))).permute(2, 0, 1) for q in scales}
+        for f in files
+    ]
 
 
 def timed(fn) -> float:
@@ -93,16 +97,23 @@ def main():
     images = pictures(args.data, args.images, scales)
     norm = Normalizer(PRESETS["vggnet"])
     cpu = torch.device("cpu")
-    variants = {"eager NCHW fp32 (baseline)": (model, DevicePolicy(cpu)),
-                "channels_last, fp32": (model, DevicePolicy(cpu, False, True)),
-                "vggnet (device policy)": (model, make_policy(cpu))}
+    variants = {
+        "eager NCHW fp32 (baseline)": (model, DevicePolicy(cpu)),
+        "channels_last, fp32": (model, DevicePolicy(cpu, False, True)),
+        "vggnet (device policy)": (model, make_policy(cpu)),
+    }
     if args.compile:
         variants["vggnet + torch.compile"] = (torch.compile(model), make_policy(cpu))
-    print(f"# D (width x{args.width}, FC {args.fc_dim}) on {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"{len(images)} ImageNet images (centre crop, Q=256), {args.dense_images} for dense (Q=256,384,512, flips)")
-    print("| variant | settings | centre crop img/s | dense 3 scales img/s | top-1 same as baseline | "
-          "largest posterior change |")
+    print(
+        f"# D (width x{args.width}, FC {args.fc_dim}) on {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+        f"{len(images)} ImageNet images (centre crop, Q=256), {args.dense_images} for dense (Q=256,384,512, "
+        "flips)"
+    )
+    print(
+        "| variant | settings | centre crop img/s | dense 3 scales img/s | top-1 same as baseline | "
+        "largest posterior change |"
+    )
     print("|---|---|---|---|---|---|")
     rates, reference = {}, None
     for name, (net, policy) in variants.items():
@@ -111,7 +122,7 @@ def main():
         ev.crop = model.crop_size
         with torch.no_grad():
             c, probs = center_images_per_s(ev, images, 256)
-            d = dense_images_per_s(ev, images[:args.dense_images], scales)
+            d = dense_images_per_s(ev, images[: args.dense_images], scales)
         reference = probs if reference is None else reference
         rates[name] = (c, d)
         same = (probs.argmax(1) == reference.argmax(1)).float().mean().item()
@@ -126,20 +137,46 @@ def main():
         return
     with tempfile.TemporaryDirectory() as tmp:
         from vggnet.models import save_weights
+
         ckpt = str(Path(tmp) / "d.safetensors")
-        save_weights(ckpt, model, dict(classes=[str(i) for i in range(1000)], preprocessing=PRESETS["vggnet"]))
-        files = sorted(f for f in os.listdir(args.data) if is_image_file(f))[:args.dense_images]
+        save_weights(
+            ckpt, model, dict(classes=[str(i) for i in range(1000)], preprocessing=PRESETS["vggnet"])
+        )
+        files = sorted(f for f in os.listdir(args.data) if is_image_file(f))[: args.dense_images]
         folder = Path(tmp) / "imgs" / "x"
         folder.mkdir(parents=True)
         for f in files:
             os.symlink(os.path.abspath(os.path.join(args.data, f)), folder / f)
         csv = Path(tmp) / "list.csv"
         csv.write_text("path,label\n" + "".join(f"x/{f},0\n" for f in files))
-        runs = {"evaluate dense, Q=512": ["evaluate", "--checkpoint", ckpt, "--data", str(csv), "--scales", "512",
-                                          "--protocol", "dense", "--workers", "0"],
-                "features fc7, Q=256,384,512": ["features", "--checkpoint", ckpt, "--data", str(Path(tmp) / "imgs"),
-                                                "--scales", "256,384,512", "--out", str(Path(tmp) / "f.safetensors"),
-                                                "--workers", "0"]}
+        runs = {
+            "evaluate dense, Q=512": [
+                "evaluate",
+                "--checkpoint",
+                ckpt,
+                "--data",
+                str(csv),
+                "--scales",
+                "512",
+                "--protocol",
+                "dense",
+                "--workers",
+                "0",
+            ],
+            "features fc7, Q=256,384,512": [
+                "features",
+                "--checkpoint",
+                ckpt,
+                "--data",
+                str(Path(tmp) / "imgs"),
+                "--scales",
+                "256,384,512",
+                "--out",
+                str(Path(tmp) / "f.safetensors"),
+                "--workers",
+                "0",
+            ],
+        }
         print("\n| command | RSS with the net loaded (MB) | peak RSS (MB) | peak / loaded |")
         print("|---|---|---|---|")
         for name, argv in runs.items():

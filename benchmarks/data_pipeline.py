@@ -6,6 +6,7 @@ real ImageNet-size JPEGs, per worker process, side by side with a naive baseline
 
 Target: >= 400 images/s per core, decode included.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vggnet.data.images import is_image_file
+from vggnet.data.images import is_image_file, load_rgb
 from vggnet.data.transforms import TrainTransform, scaled_size
 
 
@@ -44,8 +45,13 @@ class Items(torch.utils.data.Dataset):
 
 
 def measure(paths, fn, workers, batch=64):
-    loader = torch.utils.data.DataLoader(Items(paths, fn), batch_size=batch, num_workers=workers,
-                                         worker_init_fn=lambda _: torch.set_num_threads(1), prefetch_factor=4)
+    loader = torch.utils.data.DataLoader(
+        Items(paths, fn),
+        batch_size=batch,
+        num_workers=workers,
+        worker_init_fn=lambda _: torch.set_num_threads(1),
+        prefetch_factor=4,
+    )
     it = iter(loader)
     next(it)  # workers started and warm
     start, n = time.perf_counter(), 0
@@ -69,13 +75,16 @@ def main():
     smin, smax = t.smin, t.smax
 
     def ours(path, rng):
-        return t(path, rng)[0]
+        s = t.draw_scale(rng)
+        return t.apply(load_rgb(path, min_side=s), s, rng)[0]
 
     def base(path, rng):
         return naive(path, rng, smin, smax, args.crop)
 
-    print(f"# {len(files)} files x {args.passes} passes, S in [{smin},{smax}], crop {args.crop}, uint8 out; "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(
+        f"# {len(files)} files x {args.passes} passes, S in [{smin},{smax}], crop {args.crop}, uint8 out; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    )
     print(f"(median of {args.repeats} measurements, alternating vggnet and naive)")
     print("| workers | vggnet img/s | per worker | naive img/s | per worker | speed-up |")
     print("|---|---|---|---|---|---|")

@@ -7,6 +7,7 @@ The paper argues dense is the efficient one; expect a ratio of ~5-7x in its favo
 
 Without --data, random 4:3 images are used (decoding is not measured: both protocols share it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,10 +23,12 @@ from vggnet.models import create_model
 
 
 def make_images(n, scales, data=None):
-    from PIL import Image
     import numpy as np
+    from PIL import Image
+
     if data:
         from vggnet.data.images import is_image_file, load_rgb
+
         files = sorted(os.path.join(data, f) for f in os.listdir(data) if is_image_file(f))[:n]
         pics = [load_rgb(f) for f in files]
     else:
@@ -57,12 +60,22 @@ def main():
     args = p.parse_args()
     device = torch.device(args.device)
     scales = [int(q) for q in args.scales.split(",")]
-    model = create_model(args.arch, 1000, width=args.width, fc_dim=args.fc_dim, crop_size=args.crop).eval().to(device)
+    model = (
+        create_model(args.arch, 1000, width=args.width, fc_dim=args.fc_dim, crop_size=args.crop)
+        .eval()
+        .to(device)
+    )
     cuda = device.type == "cuda"
     if cuda:
         model.to(memory_format=torch.channels_last)
-    ev = Evaluator(model, Normalizer({"mean": [123.68, 116.78, 103.94]}).to(device), device, amp=cuda,
-                   channels_last=cuda, crop_batch=50)
+    ev = Evaluator(
+        model,
+        Normalizer({"mean": [123.68, 116.78, 103.94]}).to(device),
+        device,
+        amp=cuda,
+        channels_last=cuda,
+        crop_batch=50,
+    )
     images = make_images(args.images, scales, args.data)
 
     def dense():
@@ -78,9 +91,12 @@ def main():
     ev.dense(images[0][scales[0]][None]), ev.multicrop(images[0][scales[0]])  # warm-up
     t_dense, t_crop = timed(dense, device), timed(crops, device)
     n = len(images)
-    print(f"# {args.arch} width x{args.width} fc {args.fc_dim}, crop {args.crop}, Q={{{args.scales}}}, {n} images, "
-          f"{device} ({torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores), torch {torch.__version__}")
+    print(
+        f"# {args.arch} width x{args.width} fc {args.fc_dim}, crop {args.crop}, Q={{{args.scales}}}, {n} "
+        "images, "
+        f"{device} ({torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores), torch {torch.__version__}"
+    )
     print("| protocol | network passes per image | images/s |")
     print("|---|---|---|")
     print(f"| dense, 3 scales, 2 flips | {2 * len(scales)} | {n / t_dense:.2f} |")

@@ -2,7 +2,8 @@
 
     PYTHONPATH=src python benchmarks/train_speed.py --device cuda [--batch 256] [--steps 30] [--compile]
         [--peak-tflops 989]
-    PYTHONPATH=src python benchmarks/train_speed.py --device cpu --width 0.25 --fc-dim 256 --crop 64 --batch 64
+    PYTHONPATH=src python benchmarks/train_speed.py --device cpu --width 0.25 --fc-dim 256 --crop 64 \
+        --batch 64
 
 On the CPU the baseline is a plain fp32 NCHW loop over the same net (our D at the same width), and
 "vggnet" runs with the device policy `auto` chose for this CPU (bf16 autocast + channels_last where
@@ -18,6 +19,7 @@ autocast, plain SGD. Data is synthetic and already on the device: this measures 
 
 Targets: >= 50% of the GPU's bf16 dense peak and >= 1.3x the eager baseline.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,12 +30,12 @@ import torch.nn.functional as F
 
 from vggnet.data.transforms import Normalizer
 from vggnet.engine.config import TrainConfig
-from vggnet.engine.device import configure_backends, make_policy
 from vggnet.engine.distributed import Dist
 from vggnet.engine.objectives import Classification
 from vggnet.engine.run import Run, make_optimizer, wrap
 from vggnet.engine.train import train_step
 from vggnet.models import PRESETS, complexity, create_model, init_weights
+from vggnet.runtime.device import configure_backends, make_policy
 
 
 def bench(step, steps, warmup, device):
@@ -59,7 +61,9 @@ def main():
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100 SXM 989, H200 989)")
+    p.add_argument(
+        "--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100 SXM 989, H200 989)"
+    )
     args = p.parse_args()
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
@@ -70,23 +74,51 @@ def main():
 
     # ours (in a function, so that its memory is freed before the baseline runs)
     def measure_ours(amp="auto"):
-        cfg = TrainConfig(arch="D", width=args.width, fc_dim=args.fc_dim, crop=c, batch_size=n, compile=args.compile,
-                          colour_shift=False, amp=amp)
+        cfg = TrainConfig(
+            arch="D",
+            width=args.width,
+            fc_dim=args.fc_dim,
+            crop=c,
+            batch_size=n,
+            compile=args.compile,
+            colour_shift=False,
+            amp=amp,
+        )
         policy = make_policy(dev, cfg.amp, cfg.channels_last, training=True)
         configure_backends(policy)
-        net = policy.prepare(init_weights(create_model("D", 1000, width=args.width, fc_dim=args.fc_dim, crop_size=c),
-                                          "gaussian"))
-        run = Run(cfg=cfg, dist=Dist(device=dev), policy=policy, objective=Classification(), run_dir=None,
-                  train_source=None, val_source=None, val_scale=c, sampler=None, loader=None,
-                  normalizer=Normalizer(PRESETS["vggnet"]).to(dev), net=net, model=wrap(cfg, Dist(device=dev), net),
-                  optimizer=make_optimizer(cfg, net, policy), schedule=None, meta=None, state=None)
+        net = policy.prepare(
+            init_weights(
+                create_model("D", 1000, width=args.width, fc_dim=args.fc_dim, crop_size=c), "gaussian"
+            )
+        )
+        run = Run(
+            cfg=cfg,
+            dist=Dist(device=dev),
+            policy=policy,
+            objective=Classification(),
+            run_dir=None,
+            train_source=None,
+            val_source=None,
+            val_scale=c,
+            sampler=None,
+            loader=None,
+            normalizer=Normalizer(PRESETS["vggnet"]).to(dev),
+            net=net,
+            model=wrap(cfg, Dist(device=dev), net),
+            optimizer=make_optimizer(cfg, net, policy),
+            schedule=None,
+            meta=None,
+            state=None,
+        )
         batch = dict(images=images, labels=labels, alpha=None, bad=[])
         sums = torch.zeros(2, dtype=torch.float64, device=dev)
         step = iter(range(10**9))
         return bench(lambda: train_step(run, batch, 0, next(step), sums), args.steps, args.warmup, dev)
 
     chosen = make_policy(dev, "auto", "auto", training=True)
-    results[f"vggnet ({chosen.precision}{', channels_last' if chosen.channels_last else ''})"] = measure_ours()
+    results[f"vggnet ({chosen.precision}{', channels_last' if chosen.channels_last else ''})"] = (
+        measure_ours()
+    )
     if cuda:
         torch.cuda.empty_cache()
     elif chosen.amp:
@@ -97,6 +129,7 @@ def main():
         if not cuda or args.width != 1.0:
             raise ImportError("the same narrow net on both sides")
         import torchvision
+
         base = torchvision.models.vgg16().to(dev)
         name = "torchvision vgg16, eager AMP"
     except Exception:
@@ -113,9 +146,15 @@ def main():
         bopt.zero_grad()
 
     results[name] = bench(baseline, args.steps, args.warmup, dev)
-    gpu = torch.cuda.get_device_name() if cuda else f"cpu: {cpu_name()} ({chosen.reason}), {torch.get_num_threads()} threads"
-    print(f"# D x{args.width:g} (fc {args.fc_dim}) at {c}, batch {n}, {gpu}, torch {torch.__version__}, "
-          f"compile={args.compile}")
+    gpu = (
+        torch.cuda.get_device_name()
+        if cuda
+        else f"cpu: {cpu_name()} ({chosen.reason}), {torch.get_num_threads()} threads"
+    )
+    print(
+        f"# D x{args.width:g} (fc {args.fc_dim}) at {c}, batch {n}, {gpu}, torch {torch.__version__}, "
+        f"compile={args.compile}"
+    )
     print("| loop | step ms | images/s | TFLOP/s | % of bf16 peak |")
     print("|---|---|---|---|---|")
     for k, sec in results.items():
@@ -123,7 +162,9 @@ def main():
         # 2 FLOP per MAC, x3 for forward + backward: 92.8 GFLOP per image for D at 224.
         gflop = 6 * complexity("D", width=args.width, fc_dim=args.fc_dim, crop_size=c)["macs"] / 1e9
         tflops = ips * gflop / 1000
-        print(f"| {k} | {sec * 1000:.0f} | {ips:.0f} | {tflops:.0f} | {100 * tflops / args.peak_tflops:.0f}% |")
+        print(
+            f"| {k} | {sec * 1000:.0f} | {ips:.0f} | {tflops:.0f} | {100 * tflops / args.peak_tflops:.0f}% |"
+        )
     vals = list(results.values())
     print(f"\nspeed-up over the baseline: {vals[-1] / vals[0]:.2f}x")
 

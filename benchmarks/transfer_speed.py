@@ -5,6 +5,7 @@ number of training images grows, against linear growth from the smallest size.
 
     python benchmarks/transfer_speed.py ../shared/data/flowers17-160 [--images 8 --width 1 --fc-dim 4096]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,8 @@ import torch
 from vggnet.data.datasets import image_folder
 from vggnet.data.images import load_rgb
 from vggnet.data.transforms import Normalizer, rescale
-from vggnet.engine.device import make_policy
 from vggnet.models import PRESETS, create_model, init_weights
+from vggnet.runtime.device import make_policy
 from vggnet.transfer.descriptors import compute_features
 from vggnet.transfer.svm import fit_svm
 
@@ -66,19 +67,25 @@ def main():
     source = image_folder(args.data)
     source = source.subset(np.linspace(0, len(source) - 1, args.images).astype(int))
     norm = Normalizer(PRESETS["vggnet"])
-    print(f"# D (width x{args.width}, FC {args.fc_dim}), {args.images} images of {args.data}, Q={args.scales}, "
-          f"flips; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(
+        f"# D (width x{args.width}, FC {args.fc_dim}), {args.images} images of {args.data}, Q={args.scales}, "
+        f"flips; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+        f"{torch.__version__}"
+    )
     base = plain_loop(model, norm, [s[0] for s in source.samples], scales)
     policy = make_policy(torch.device("cpu"))
     policy.prepare(model)
-    ours = compute_features(model, norm, source, scales, "fc7", policy, workers=1)["images_per_s"]
+    ours = compute_features(model, norm, source, scales, "fc7", policy=policy, workers=1)["images_per_s"]
     print("| loop | descriptors/s |\n|---|---|")
     print(f"| plain (one image and scale at a time, NCHW) | {base:.3f} |\n| vggnet features | {ours:.3f} |")
     print(f"\nvggnet / plain: {ours / base:.2f}x")
     dim = 2 * args.fc_dim  # e.g. two scales stacked
     rows = svm_times([int(n) for n in args.svm_sizes.split(",")], dim)
     n0, t0 = rows[0]
-    print(f"\n| training images ({dim}-D, 17 classes) | SVM fit with C selection (s) | vs linear growth from {n0} |")
+    print(
+        f"\n| training images ({dim}-D, 17 classes) | SVM fit with C selection (s) | vs linear growth from "
+        f"{n0} |"
+    )
     print("|---|---|---|")
     for n, t in rows:
         print(f"| {n} | {t:.2f} | {t / (t0 * n / n0):.2f}x |")

@@ -1,5 +1,6 @@
 """Shared by the experiment scripts: run a vggnet command (printed and logged; a failure stops the
 script), and write one generated section of docs/RESULTS.md without touching the others."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ def rel(arg) -> str:
 
 def shown(cmd: list) -> str:
     """A command as a user types it (``vggnet ...``, repository-relative paths)."""
-    return "vggnet " + " ".join(shlex.quote(rel(c)) for c in cmd[len(VGGNET):])
+    return "vggnet " + " ".join(shlex.quote(rel(c)) for c in cmd[len(VGGNET) :])
 
 
 def run(cmd: list, log: Path, done: Path | None = None) -> None:
@@ -42,7 +43,7 @@ def write_section(path: Path, name: str, text: str) -> None:
     block = f"{begin}\n{text.strip()}\n{end}\n"
     doc = path.read_text() if path.exists() else ""
     if begin in doc and end in doc:
-        doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end) + 1:]
+        doc = doc[: doc.index(begin)] + block + doc[doc.index(end) + len(end) + 1 :]
     else:
         doc = (doc.rstrip() + "\n\n" if doc.strip() else "") + block
     path.write_text(doc)

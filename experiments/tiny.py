@@ -25,6 +25,7 @@ Profiles (the paper's scales times crop/224 on the 64-px images: crop 64, S in {
 - ``gpu``: the paper's widths, FC 4096, no batch norm, dropout 0.5, all classes, longer schedules;
 - ``smoke``: a minute of the whole script on a few classes, to check it end to end.
 """
+
 from __future__ import annotations
 
 import csv
@@ -41,14 +42,40 @@ from imagenette import _cell, _err, _fmt_s, findings, plan  # noqa: E402
 
 NARROW = ["--width", "0.25", "--fc-dim", "256", "--batch-norm", "--dropout", "0"]
 PROFILES = {
-    "cpu": dict(crop=64, s1=73, s2=110, jitter=(73, 146), net=NARROW, classes=100, batch=64, lr=0.05,
-                stages=dict(scratch=(12, "6,9"), warm=(12, "6,9"), finetune=(6, "3,5"))),
-    "gpu": dict(crop=64, s1=73, s2=110, jitter=(73, 146), net=["--dropout", "0.5"], classes=0, batch=256, lr=0.01,
-                stages=dict(scratch=(40, "20,30"), warm=(40, "20,30"), finetune=(15, "8,12"))),
-    "smoke": dict(crop=32, s1=37, s2=55, jitter=(37, 73), net=["--width", "0.0625", "--fc-dim", "32",
-                                                               "--batch-norm", "--dropout", "0"],
-                  classes=3, batch=16, lr=0.05, stages=dict(scratch=(1, "1"), warm=(1, "1"), finetune=(1, "1")),
-                  per_class=24),
+    "cpu": dict(
+        crop=64,
+        s1=73,
+        s2=110,
+        jitter=(73, 146),
+        net=NARROW,
+        classes=100,
+        batch=64,
+        lr=0.05,
+        stages=dict(scratch=(12, "6,9"), warm=(12, "6,9"), finetune=(6, "3,5")),
+    ),
+    "gpu": dict(
+        crop=64,
+        s1=73,
+        s2=110,
+        jitter=(73, 146),
+        net=["--dropout", "0.5"],
+        classes=0,
+        batch=256,
+        lr=0.01,
+        stages=dict(scratch=(40, "20,30"), warm=(40, "20,30"), finetune=(15, "8,12")),
+    ),
+    "smoke": dict(
+        crop=32,
+        s1=37,
+        s2=55,
+        jitter=(37, 73),
+        net=["--width", "0.0625", "--fc-dim", "32", "--batch-norm", "--dropout", "0"],
+        classes=3,
+        batch=16,
+        lr=0.05,
+        stages=dict(scratch=(1, "1"), warm=(1, "1"), finetune=(1, "1")),
+        per_class=24,
+    ),
 }
 VAL_FRACTION = "0.02"  # of the training images: the curves' validation, never the reported one
 
@@ -83,12 +110,42 @@ def train_cmd(r: dict, p: dict, args, lists: Path, out: Path, stats: Path) -> li
     epochs, milestones = p["stages"][r["kind"]]
     lr = p["lr"] / r.get("lr_div", 1)
     init = [a.format(runs=out).replace("best.safetensors", "final.safetensors") for a in r["init"]]
-    return VGGNET + ["train", "--arch", r["arch"], *p["net"], "--crop", p["crop"], "--scale", r["scale"],
-                     "--data", lists / "train.csv", "--data-root", args.data, "--val-fraction", VAL_FRACTION,
-                     "--stats", stats, "--batch-size", p["batch"], "--lr", lr, "--epochs", epochs,
-                     "--lr-milestones", milestones, "--device", args.device, "--workers", args.workers,
-                     "--no-progress", "--out", out / r["name"], "--recipe", f"tiny {args.profile}: {r['name']}",
-                     *init]
+    return VGGNET + [
+        "train",
+        "--arch",
+        r["arch"],
+        *p["net"],
+        "--crop",
+        p["crop"],
+        "--scale",
+        r["scale"],
+        "--data",
+        lists / "train.csv",
+        "--data-root",
+        args.data,
+        "--val-fraction",
+        VAL_FRACTION,
+        "--stats",
+        stats,
+        "--batch-size",
+        p["batch"],
+        "--lr",
+        lr,
+        "--epochs",
+        epochs,
+        "--lr-milestones",
+        milestones,
+        "--device",
+        args.device,
+        "--workers",
+        args.workers,
+        "--no-progress",
+        "--out",
+        out / r["name"],
+        "--recipe",
+        f"tiny {args.profile}: {r['name']}",
+        *init,
+    ]
 
 
 def protocols(r: dict, p: dict, tag: str) -> list[str]:
@@ -99,13 +156,31 @@ def protocols(r: dict, p: dict, tag: str) -> list[str]:
     return ["center", "dense"]
 
 
-def evaluate(r: dict, p: dict, args, lists: Path, out: Path, results: Path, commands: dict, log: Path) -> None:
+def evaluate(
+    r: dict, p: dict, args, lists: Path, out: Path, results: Path, commands: dict, log: Path
+) -> None:
     ckpt = out / r["name"] / "final.safetensors"
     for tag, extra in (("single", []), ("multi", ["--multi-scale"])):
         ed = out / "eval" / f"{r['name']}-{tag}"
-        cmd = VGGNET + ["evaluate", "--checkpoint", ckpt, "--data", lists / "val.csv", "--root", args.data,
-                        "--protocol", *protocols(r, p, tag), *extra, "--out", ed, "--device", args.device,
-                        "--workers", args.workers, "--half"]
+        cmd = VGGNET + [
+            "evaluate",
+            "--checkpoint",
+            ckpt,
+            "--data",
+            lists / "val.csv",
+            "--root",
+            args.data,
+            "--protocol",
+            *protocols(r, p, tag),
+            *extra,
+            "--out",
+            ed,
+            "--device",
+            args.device,
+            "--workers",
+            args.workers,
+            "--half",
+        ]
         commands[f"evaluate {r['name']} {tag}"] = shown(cmd)
         kept = results / "eval" / f"{r['name']}-{tag}" / "results.json"
         if ckpt.exists() and not (ed / "results.json").exists() and not kept.exists():
@@ -126,7 +201,16 @@ def main():
     lists = make_lists(args.data, out, p, log)
     stats = out / "stats.json"
     commands = {"data": shown(VGGNET + ["data", "tiny-imagenet", args.data, "--out", out / "lists-all"])}
-    cmd = VGGNET + ["stats", lists / "train.csv", "--root", args.data, "--out", stats, "--workers", args.workers]
+    cmd = VGGNET + [
+        "stats",
+        lists / "train.csv",
+        "--root",
+        args.data,
+        "--out",
+        stats,
+        "--workers",
+        args.workers,
+    ]
     commands["stats"] = shown(cmd)
     run(cmd, log, stats)
     only = set(args.only.split(",")) if args.only else None
@@ -171,11 +255,15 @@ def _load(results: Path, name: str) -> dict | None:
 def curves(results: Path, names: list[str]) -> Path | None:
     """Every net's validation error (on the held-out training slice) per epoch, one PNG."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    logs = {n: [json.loads(x) for x in (results / "logs" / f"{n}.jsonl").read_text().splitlines() if x.strip()]
-            for n in names if (results / "logs" / f"{n}.jsonl").exists()}
+    logs = {
+        n: [json.loads(x) for x in (results / "logs" / f"{n}.jsonl").read_text().splitlines() if x.strip()]
+        for n in names
+        if (results / "logs" / f"{n}.jsonl").exists()
+    }
     if not logs:
         return None
     fig, ax = plt.subplots(1, 2, figsize=(13, 4.5))
@@ -202,52 +290,96 @@ def write_results(path: Path, results: Path, p: dict, args, commands: dict) -> N
     first = next((r for r in (_load(results, f"{n}-single") for n in names) if r), None)
     n_val = first["images"] if first else "?"
     (ep1, m1), (ep2, m2) = p["stages"]["scratch"], p["stages"]["finetune"]
-    L = [f"# Results on Tiny ImageNet ({args.profile} profile)", "",
-         f"Generated by `python experiments/tiny.py --data tiny-imagenet-200 --profile {args.profile}`; "
-         f"machine: {cpu_line()}. Data: Tiny ImageNet-200 as held by the public snapshot (202 classes, 101,000 "
-         f"training and 10,100 validation images of 64 px); this profile uses "
-         f"{('the first ' + str(p['classes']) + ' classes of wnids.txt that have training boxes') if p['classes'] else 'all classes'}. "
-         f"Errors are top-1 / top-5 in %, on all {n_val} validation images of those classes, which no "
-         f"training run read. Scales are the paper's times {p['crop']}/224: crop {p['crop']}, S in {{{s1}, {s2}}}, "
-         f"jitter [{jl}; {jh}].", "",
-         f"**Equal schedules**: every first-scale net (A, A-LRN, B-5x5 from scratch, B-E warm-started from A) trains "
-         f"{ep1} epochs with the rate divided by 10 after epochs {m1}; every second-scale and jittered net "
-         f"{ep2} epochs from its parent at a tenth of the rate, divided after epochs {m2}. The evaluated weights are "
-         f"the final ones; the curves' validation is a {float(VAL_FRACTION):.0%} slice of the training images.", ""]
+    subset = (
+        f"the first {p['classes']} classes of wnids.txt that have training boxes"
+        if p["classes"]
+        else "all classes"
+    )
+    L = [
+        f"# Results on Tiny ImageNet ({args.profile} profile)",
+        "",
+        f"Generated by `python experiments/tiny.py --data tiny-imagenet-200 --profile {args.profile}`; "
+        f"machine: {cpu_line()}. Data: Tiny ImageNet-200 as held by the public snapshot (202 classes, "
+        "101,000 training and 10,100 validation images of 64 px); this profile uses "
+        f"{subset}. "
+        f"Errors are top-1 / top-5 in %, on all {n_val} validation images of those classes, which no "
+        f"training run read. Scales are the paper's times {p['crop']}/224: crop {p['crop']}, S in "
+        f"{{{s1}, {s2}}}, "
+        f"jitter [{jl}; {jh}].",
+        "",
+        "**Equal schedules**: every first-scale net (A, A-LRN, B-5x5 from scratch, B-E warm-started from "
+        "A) trains "
+        f"{ep1} epochs with the rate divided by 10 after epochs {m1}; every second-scale and jittered net "
+        f"{ep2} epochs from its parent at a tenth of the rate, divided after epochs {m2}. The evaluated "
+        "weights are "
+        f"the final ones; the curves' validation is a {float(VAL_FRACTION):.0%} slice of the training "
+        "images.",
+        "",
+    ]
     png = curves(results, names)
     if png:
         L += [f"![training curves]({os.path.relpath(png, path.parent)})", ""]
 
     def scale_table(tag: str, title: str) -> list[str]:
-        rows = [title, "", "| Config | train S | test Q | dense top-1 | dense top-5 | centre top-1 | Run |",
-                "|---|---|---|---|---|---|---|"]
+        rows = [
+            title,
+            "",
+            "| Config | train S | test Q | dense top-1 | dense top-5 | centre top-1 | Run |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for n in names:
             r = _load(results, f"{n}-{tag}")
             if r:
-                rows.append(f"| {r['arch']} | {_fmt_s(r['train_scale'])} | {','.join(map(str, r['scales']))} | "
-                            f"{_cell(_err(r, 'dense'))} | {_cell(_err(r, 'dense', 'top5_err'))} | "
-                            f"{_cell(_err(r, 'center'))} | {n} |")
+                rows.append(
+                    f"| {r['arch']} | {_fmt_s(r['train_scale'])} | {','.join(map(str, r['scales']))} | "
+                    f"{_cell(_err(r, 'dense'))} | {_cell(_err(r, 'dense', 'top5_err'))} | "
+                    f"{_cell(_err(r, 'center'))} | {n} |"
+                )
         return rows
 
     L += scale_table("single", "## Table 3: single test scale (§4.1)")
     L += [""] + scale_table("multi", "## Table 4: three test scales (§4.2)")
-    L += ["", f"## Table 5: dense vs 150-crop, S in [{jl};{jh}], three test scales (§4.3)", "",
-          "| Config | protocol | top-1 | top-5 | Run |", "|---|---|---|---|---|"]
+    L += [
+        "",
+        f"## Table 5: dense vs 150-crop, S in [{jl};{jh}], three test scales (§4.3)",
+        "",
+        "| Config | protocol | top-1 | top-5 | Run |",
+        "|---|---|---|---|---|",
+    ]
     for c in "DE":
         r = _load(results, f"{c}-S{jl}-{jh}-multi")
         for proto in ("dense", "multicrop", "dense+multicrop"):
             if r and proto in r["protocols"]:
-                L.append(f"| {c} | {proto} | {_cell(_err(r, proto))} | {_cell(_err(r, proto, 'top5_err'))} | "
-                         f"{c}-S{jl}-{jh} |")
+                L.append(
+                    f"| {c} | {proto} | {_cell(_err(r, proto))} | {_cell(_err(r, proto, 'top5_err'))} | "
+                    f"{c}-S{jl}-{jh} |"
+                )
     fus = _load(results, f"fusion-D+E-S{jl}-{jh}-multi")
-    L += ["", "## Table 6: fusion of D and E (§4.4)", "", "| Nets | protocol | top-1 | top-5 | Run |",
-          "|---|---|---|---|---|"]
+    L += [
+        "",
+        "## Table 6: fusion of D and E (§4.4)",
+        "",
+        "| Nets | protocol | top-1 | top-5 | Run |",
+        "|---|---|---|---|---|",
+    ]
     if fus:
-        L += [f"| D + E | {k} | {v['top1_err']:.1f} | {v['top5_err']:.1f} | fuse D+E |"
-              for k, v in fus["protocols"].items()]
-    L += ["", "## The paper's findings, one by one", "", *findings(results, p), "", "## Commands", "",
-          "Run from the repository root, in this order (`tiny-imagenet-200` is where the data set was unpacked; "
-          f"`{rel(ROOT / 'runs')}/...` the runs folder):", ""]
+        L += [
+            f"| D + E | {k} | {v['top1_err']:.1f} | {v['top5_err']:.1f} | fuse D+E |"
+            for k, v in fus["protocols"].items()
+        ]
+    L += [
+        "",
+        "## The paper's findings, one by one",
+        "",
+        *findings(results, p),
+        "",
+        "## Commands",
+        "",
+        "Run from the repository root, in this order (`tiny-imagenet-200` is where the data set was "
+        "unpacked; "
+        f"`{rel(ROOT / 'runs')}/...` the runs folder):",
+        "",
+    ]
     L += [f"- **{k}**: `{c.replace(str(args.data), 'tiny-imagenet-200')}`" for k, c in commands.items()]
     write_section(path, f"tiny-{args.profile}", "\n".join(L))
 

@@ -9,6 +9,7 @@ D at its random initialisation. Two data sets: Oxford Flowers-17 with the Caltec
 train split divided once into halves (seed 0) with the VOC-2007 mean AP. Q = {73, 110, 146}: the
 paper's {256, 384, 512} times 64/224. Every step is a vggnet command; finished steps are skipped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,22 +31,30 @@ def random_net(trained: Path, out: Path) -> Path:
         import torch
 
         from vggnet.models import create_model, init_weights, read_meta, save_weights
+
         meta = read_meta(trained)
         torch.manual_seed(0)
         model = init_weights(create_model(**meta.model.kwargs()), "glorot")
-        save_weights(out, model, meta.replace(train=None, val=None, source=dict(kind="random initialisation (glorot)")))
+        save_weights(
+            out, model, meta.replace(train=None, val=None, source=dict(kind="random initialisation (glorot)"))
+        )
     return out
 
 
 def settings(features: dict) -> list[tuple[str, list, list]]:
     """(row label, features files, extra transfer flags) for each data set."""
     d, e, r = features["D"], features["E"], features["D-random"]
-    return [("D, stack, 3 Q", [d], ["--combine", "stack"]), ("D, average, 3 Q", [d], ["--combine", "average"]),
-            ("D, 1 Q (110)", [d], ["--scales", "110"]), ("E, stack, 3 Q", [e], ["--combine", "stack"]),
-            ("E, average, 3 Q", [e], ["--combine", "average"]), ("D&E, stack, 3 Q", [d, e], ["--combine", "stack"]),
-            ("D&E, average, 3 Q", [d, e], ["--combine", "average"]),
-            ("D random init, stack, 3 Q", [r], ["--combine", "stack"]),
-            ("D random init, average, 3 Q", [r], ["--combine", "average"])]
+    return [
+        ("D, stack, 3 Q", [d], ["--combine", "stack"]),
+        ("D, average, 3 Q", [d], ["--combine", "average"]),
+        ("D, 1 Q (110)", [d], ["--scales", "110"]),
+        ("E, stack, 3 Q", [e], ["--combine", "stack"]),
+        ("E, average, 3 Q", [e], ["--combine", "average"]),
+        ("D&E, stack, 3 Q", [d, e], ["--combine", "stack"]),
+        ("D&E, average, 3 Q", [d, e], ["--combine", "average"]),
+        ("D random init, stack, 3 Q", [r], ["--combine", "stack"]),
+        ("D random init, average, 3 Q", [r], ["--combine", "average"]),
+    ]
 
 
 def main():
@@ -66,15 +75,29 @@ def main():
         feats = {}
         for net, ckpt in nets.items():
             f = out / f"{ds}-{net}.safetensors"
-            cmd = VGGNET + ["features", "--checkpoint", ckpt, "--data", data / rel_path, "--scales", SCALES,
-                            "--workers", str(args.workers), "--out", f]
+            cmd = VGGNET + [
+                "features",
+                "--checkpoint",
+                ckpt,
+                "--data",
+                data / rel_path,
+                "--scales",
+                SCALES,
+                "--workers",
+                str(args.workers),
+                "--out",
+                f,
+            ]
             cmds[f"features {net} {ds}"] = cmd
             run(cmd, log, f)
             feats[net] = f
         for label, files, flags in settings(feats):
             rd = out / ds / label.replace(", ", "-").replace(" ", "_").replace("&", "+")
-            protocol = (["--train-per-class", "30", "--test-per-class", "50", "--splits", "3"] if ds == "flowers17"
-                        else ["--test-fraction", "0.5", "--seed", "0"])
+            protocol = (
+                ["--train-per-class", "30", "--test-per-class", "50", "--splits", "3"]
+                if ds == "flowers17"
+                else ["--test-fraction", "0.5", "--seed", "0"]
+            )
             cmd = VGGNET + ["transfer", *files, *flags, *protocol, "--dataset", ds, "--out", rd]
             cmds[f"transfer {ds}: {label}"] = cmd
             run(cmd, log, rd / "results.json")
@@ -100,29 +123,59 @@ def findings(results: dict) -> list[str]:
 
     def verdict(title, paper, ds, better, worse):
         b, w = g(ds, better), g(ds, worse)
-        rows.append(f"- **{title}** ({ds}; paper: {paper}): **{'shown' if b > w else 'not shown'}**: "
-                    f"{better} {b:.1f} vs {worse} {w:.1f} ({b - w:+.1f}).")
+        rows.append(
+            f"- **{title}** ({ds}; paper: {paper}): **{'shown' if b > w else 'not shown'}**: "
+            f"{better} {b:.1f} vs {worse} {w:.1f} ({b - w:+.1f})."
+        )
+
     for ds in DATA:
-        verdict("Trained features beat the same net's random-init features", "not in the paper: the baseline "
-                "that says what training bought", ds, "D, stack, 3 Q", "D random init, stack, 3 Q")
+        verdict(
+            "Trained features beat the same net's random-init features",
+            "not in the paper: the baseline that says what training bought",
+            ds,
+            "D, stack, 3 Q",
+            "D random init, stack, 3 Q",
+        )
     for ds in DATA:
-        verdict("E >= D", "E 89.3 = D 89.3 (VOC07), 92.3 vs 91.8 (Caltech-101)", ds, "E, stack, 3 Q", "D, stack, 3 Q")
-        verdict("Fusing D and E helps", "89.7 vs 89.3 (VOC07), 92.7 vs 92.3 (Caltech-101)", ds, "D&E, stack, 3 Q",
-                "E, stack, 3 Q")
+        verdict(
+            "E >= D",
+            "E 89.3 = D 89.3 (VOC07), 92.3 vs 91.8 (Caltech-101)",
+            ds,
+            "E, stack, 3 Q",
+            "D, stack, 3 Q",
+        )
+        verdict(
+            "Fusing D and E helps",
+            "89.7 vs 89.3 (VOC07), 92.7 vs 92.3 (Caltech-101)",
+            ds,
+            "D&E, stack, 3 Q",
+            "E, stack, 3 Q",
+        )
         verdict("Several scales beat one", "multi-scale helps", ds, "D, stack, 3 Q", "D, 1 Q (110)")
-    verdict("Stacking beats averaging where objects fill the image", "Caltech: stacking best", "flowers17",
-            "D, stack, 3 Q", "D, average, 3 Q")
+    verdict(
+        "Stacking beats averaging where objects fill the image",
+        "Caltech: stacking best",
+        "flowers17",
+        "D, stack, 3 Q",
+        "D, average, 3 Q",
+    )
     a, s = g("voc2007", "D, average, 3 Q"), g("voc2007", "D, stack, 3 Q")
-    rows.append(f"- **Averaging is about as good as stacking on VOC** (paper: averaging performed like stacking): "
-                f"**{'shown' if abs(a - s) <= 1.0 else 'not shown'}** (within 1 point): average {a:.1f} vs stack {s:.1f}.")
-    rows += ["", "Reading them: these nets are a quarter of the paper's width, see 64-pixel crops and were trained "
-             "on 9,469 images of 10 classes (the paper's: 1.3 M images, 1,000 classes), so their fc7 (256-D) is "
-             "specialised to 10 classes. On VOC, whose images are ImageNet-like scenes, training still buys "
-             "features better than random ones; on flowers, whose classes are far from Imagenette's, it does not: "
-             "the random-init net's features (a random projection of pooled conv features) do better there. E, "
-             "trained for as many epochs as D, ended weaker on Imagenette (30.3% vs 25.8% centre-crop top-1 "
-             "error), and its features are weaker too; fusing the two still helps. Multi-scale descriptors and "
-             "stacking behave as in the paper."]
+    rows.append(
+        f"- **Averaging is about as good as stacking on VOC** (paper: averaging performed like stacking): "
+        f"**{'shown' if abs(a - s) <= 1.0 else 'not shown'}** (within 1 point): average {a:.1f} vs stack "
+        f"{s:.1f}."
+    )
+    rows += [
+        "",
+        "Reading them: these nets are a quarter of the paper's width, see 64-pixel crops and were trained "
+        "on 9,469 images of 10 classes (the paper's: 1.3 M images, 1,000 classes), so their fc7 (256-D) is "
+        "specialised to 10 classes. On VOC, whose images are ImageNet-like scenes, training still buys "
+        "features better than random ones; on flowers, whose classes are far from Imagenette's, it does not: "
+        "the random-init net's features (a random projection of pooled conv features) do better there. E, "
+        "trained for as many epochs as D, ended weaker on Imagenette (30.3% vs 25.8% centre-crop top-1 "
+        "error), and its features are weaker too; fusing the two still helps. Multi-scale descriptors and "
+        "stacking behave as in the paper.",
+    ]
     return rows
 
 
@@ -130,26 +183,50 @@ def report(results: dict, cmds: dict) -> str:
     labels = list(dict.fromkeys(label for _, label in results))
     first = results[("flowers17", labels[0])]
     voc = results[("voc2007", labels[0])]
-    L = ["# Deep features and linear SVMs (Appendix B, CPU-sized)", "",
-         "Generated by `python experiments/transfer.py`. Descriptors (§B): each image rescaled to Q, the net "
-         "applied densely, fc7 (after ReLU) averaged over space and with the flipped image's, then across Q "
-         "stacked or averaged, L2-normalised; linear SVMs (scikit-learn), C chosen on 20% of each training set. "
-         "Nets: the Imagenette classification nets D and E of the `cpu64` profile (crop 64, widths x1/4, "
-         "S = 110), and D at its random initialisation as the baseline. Q = {73, 110, 146} "
-         "(the paper's {256, 384, 512} x 64/224); 1 Q is 110.", "",
-         f"- **Flowers-17** (`../shared/data/flowers17-160`, 17 classes x 80 images): 3 random splits, "
-         f"{first['per_split'][0]['train_images'] // 17} training and {first['per_split'][0]['test_images'] // 17} "
-         f"test images per class (all 80 used); mean class recall, mean ± std over the splits (%).",
-         f"- **VOC-2007 train split** (`../shared/data/voc2007-train-160`, 2,500 images, 20 classes): divided once "
-         f"into {voc['train_images']} training and {voc['test_images']} test images (seed 0); mean AP, VOC-2007 "
-         f"11-point (area under the curve in brackets), 'difficult'-only images ignored per class (%).", "",
-         "## Table 11 analogue", "", "| descriptor | Flowers-17 (mean class recall) | VOC-2007 (mAP) |", "|---|---|---|"]
+    L = [
+        "# Deep features and linear SVMs (Appendix B, CPU-sized)",
+        "",
+        "Generated by `python experiments/transfer.py`. Descriptors (§B): each image rescaled to Q, the net "
+        "applied densely, fc7 (after ReLU) averaged over space and with the flipped image's, then across Q "
+        "stacked or averaged, L2-normalised; linear SVMs (scikit-learn), C chosen on 20% of each training "
+        "set. "
+        "Nets: the Imagenette classification nets D and E of the `cpu64` profile (crop 64, widths x1/4, "
+        "S = 110), and D at its random initialisation as the baseline. Q = {73, 110, 146} "
+        "(the paper's {256, 384, 512} x 64/224); 1 Q is 110.",
+        "",
+        f"- **Flowers-17** (`../shared/data/flowers17-160`, 17 classes x 80 images): 3 random splits, "
+        f"{first['per_split'][0]['train_images'] // 17} training and "
+        f"{first['per_split'][0]['test_images'] // 17} "
+        f"test images per class (all 80 used); mean class recall, mean ± std over the splits (%).",
+        "- **VOC-2007 train split** (`../shared/data/voc2007-train-160`, 2,500 images, 20 classes): "
+        "divided once "
+        f"into {voc['train_images']} training and {voc['test_images']} test images (seed 0); mean AP, "
+        "VOC-2007 "
+        f"11-point (area under the curve in brackets), 'difficult'-only images ignored per class (%).",
+        "",
+        "## Table 11 analogue",
+        "",
+        "| descriptor | Flowers-17 (mean class recall) | VOC-2007 (mAP) |",
+        "|---|---|---|",
+    ]
     for label in labels:
-        L.append(f"| {label} | {_cell(results[('flowers17', label)])} | {_cell(results[('voc2007', label)])} |")
-    L += ["", "Paper (Table 11, test sets): VOC-2007 D 89.3, E 89.3, D&E 89.7; Caltech-101 D 91.8 ± 1.0, "
-          "E 92.3 ± 0.5, D&E 92.7 ± 0.5 (nets of full width trained on 1.3 M ImageNet images).", "",
-          "## The paper's findings, one by one", "", *findings(results), "", "## Commands", "",
-          "Run from the repository root, in this order (the random-init weights are written by the script):", ""]
+        L.append(
+            f"| {label} | {_cell(results[('flowers17', label)])} | {_cell(results[('voc2007', label)])} |"
+        )
+    L += [
+        "",
+        "Paper (Table 11, test sets): VOC-2007 D 89.3, E 89.3, D&E 89.7; Caltech-101 D 91.8 ± 1.0, "
+        "E 92.3 ± 0.5, D&E 92.7 ± 0.5 (nets of full width trained on 1.3 M ImageNet images).",
+        "",
+        "## The paper's findings, one by one",
+        "",
+        *findings(results),
+        "",
+        "## Commands",
+        "",
+        "Run from the repository root, in this order (the random-init weights are written by the script):",
+        "",
+    ]
     L += [f"- **{k}**: `{shown(v)}`" for k, v in cmds.items()]
     return "\n".join(L)
 

@@ -1,4 +1,5 @@
 """Small real files for the tests."""
+
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ def kill_mid_epoch(process, run_dir, epoch=1, step=2, timeout=300):
 
     from vggnet.errors import VGGError
     from vggnet.models import read_meta
+
     deadline = time.time() + timeout
     while time.time() < deadline and process.poll() is None:
         try:
@@ -53,8 +55,27 @@ def boxed_world(root, seed):
     the starting point of the localisation tests."""
     from vggnet.data.synth import make_synthetic
     from vggnet.engine import load_config, train
+
     make_synthetic(root / "d", classes=3, per_class=16, val_per_class=4, size=48, seed=seed, workers=2)
-    train(load_config(None, dict(arch="A", width=1 / 16, fc_dim=32, crop=32, scale="40", data=str(root / "d/train"),
-                                 val_data=str(root / "d/val"), batch_size=8, epochs=1, workers=0,
-                                 out=str(root / "cls"), progress=False, init="glorot", dropout=0.0)))
+    train(
+        load_config(
+            None,
+            dict(
+                arch="A",
+                width=1 / 16,
+                fc_dim=32,
+                crop=32,
+                scale="40",
+                data=str(root / "d/train"),
+                val_data=str(root / "d/val"),
+                batch_size=8,
+                epochs=1,
+                workers=0,
+                out=str(root / "cls"),
+                progress=False,
+                init="glorot",
+                dropout=0.0,
+            ),
+        )
+    )
     return root

@@ -3,16 +3,22 @@ import struct
 import numpy as np
 import pytest
 import torch
-from conftest import tiny
 from PIL import Image
 
+from conftest import tiny
 from vggnet.data.imagenet import imagenet_classes
 from vggnet.data.transforms import Normalizer
 from vggnet.errors import VGGError
-from vggnet.models import PRESETS, create_model
-from vggnet.models import caffe
-from vggnet.models.caffe import (CaffeLayer, caffe_layers, decode_caffemodel, encode_caffemodel, export_caffe,
-                                 import_caffe, read_caffemodel)
+from vggnet.models import PRESETS, caffe, create_model
+from vggnet.models.caffe import (
+    CaffeLayer,
+    caffe_layers,
+    decode_caffemodel,
+    encode_caffemodel,
+    export_caffe,
+    import_caffe,
+    read_caffemodel,
+)
 
 
 # -- an encoder independent of the module's: byte by byte, as the protobuf wire format reads ----------
@@ -44,9 +50,18 @@ def uint8_batch(n=2, size=32, seed=0):
 
 
 # -- round trips ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("config,fmt,width", [("A", "V1", 1 / 16), ("A", "V2", 1 / 16), ("C", "V1", 1 / 16),
-                                              ("C", "V2", 1 / 16), ("A-LRN", "V2", 1 / 16), ("E", "V1", 1 / 16),
-                                              ("D", "V2", 0.1)])  # 0.1: 6, 13, 26, 51 channels, not 6x
+@pytest.mark.parametrize(
+    "config,fmt,width",
+    [
+        ("A", "V1", 1 / 16),
+        ("A", "V2", 1 / 16),
+        ("C", "V1", 1 / 16),
+        ("C", "V2", 1 / 16),
+        ("A-LRN", "V2", 1 / 16),
+        ("E", "V1", 1 / 16),
+        ("D", "V2", 0.1),
+    ],
+)  # 0.1: 6, 13, 26, 51 channels, not 6x
 def test_round_trip_gives_identical_tensors(tmp_path, config, fmt, width):
     model = tiny(config, width=width)
     path = export_caffe(model, tmp_path / "net.caffemodel", format=fmt)
@@ -126,14 +141,16 @@ def test_decoder_reads_packed_unpacked_double_and_legacy_blobs():
     packed = struct.pack("<6f", *values)
     unpacked = b"".join(key(5, 5) + struct.pack("<f", v) for v in values)  # field 5, wire type 5, per value
     doubles = ld(8, struct.pack("<6d", *values))
-    shape_packed = ld(7, ld(1, varint(2) + varint(3)))                       # BlobShape dims packed
-    shape_unpacked = ld(7, key(1, 0) + varint(3) + key(1, 0) + varint(2))   # dims one by one
+    shape_packed = ld(7, ld(1, varint(2) + varint(3)))  # BlobShape dims packed
+    shape_unpacked = ld(7, key(1, 0) + varint(3) + key(1, 0) + varint(2))  # dims one by one
     legacy = key(1, 0) + varint(1) + key(2, 0) + varint(1) + key(3, 0) + varint(2) + key(4, 0) + varint(3)
-    diff = b"".join(key(6, 5) + struct.pack("<f", 9.0) for _ in range(6))    # gradients: skipped
-    blobs = [shape_packed + ld(5, packed),
-             unpacked + diff + shape_unpacked,  # fields in any order
-             legacy + doubles,
-             ld(5, packed[:12]) + ld(5, packed[12:]) + shape_packed]  # a packed array split in two
+    diff = b"".join(key(6, 5) + struct.pack("<f", 9.0) for _ in range(6))  # gradients: skipped
+    blobs = [
+        shape_packed + ld(5, packed),
+        unpacked + diff + shape_unpacked,  # fields in any order
+        legacy + doubles,
+        ld(5, packed[:12]) + ld(5, packed[12:]) + shape_packed,
+    ]  # a packed array split in two
     layer = ld(1, b"conv1_1") + ld(2, b"Convolution") + b"".join(ld(7, b) for b in blobs)
     net = decode_caffemodel(ld(1, b"hand") + ld(100, layer))
     assert (net.name, net.format) == ("hand", "V2")
@@ -149,8 +166,17 @@ def test_decoder_reads_packed_unpacked_double_and_legacy_blobs():
 
 def test_decoder_reads_v1_layers_and_the_transpose_flag():
     w = np.arange(6, dtype=np.float32)
-    blob_w = key(1, 0) + varint(1) + key(2, 0) + varint(1) + key(3, 0) + varint(3) + key(4, 0) + varint(2) \
+    blob_w = (
+        key(1, 0)
+        + varint(1)
+        + key(2, 0)
+        + varint(1)
+        + key(3, 0)
+        + varint(3)
+        + key(4, 0)
+        + varint(2)
         + ld(5, w.tobytes())
+    )
     layer = ld(4, b"fc6") + key(5, 0) + varint(14) + ld(6, blob_w) + ld(17, key(6, 0) + varint(1))
     net = decode_caffemodel(ld(2, layer) + ld(2, ld(4, b"relu6") + key(5, 0) + varint(18)))
     assert net.format == "V1"
@@ -235,11 +261,16 @@ def test_layers_that_match_no_table1_config_name_the_first_offender(tmp_path):
 
     path = tmp_path / "bad.caffemodel"
     path.write_bytes(encode_caffemodel(_d_layers_with(extra_conv3_4)))
-    with pytest.raises(VGGError, match=r"layer conv5_1: 3x3 conv, 32 -> 32 channels; expected conv4_4 .* of config E"):
+    with pytest.raises(
+        VGGError, match=r"layer conv5_1: 3x3 conv, 32 -> 32 channels; expected conv4_4 .* of config E"
+    ):
         import_caffe(path)
     path.write_bytes(encode_caffemodel(_d_layers_with(conv3_3_5x5), "V1"))
-    with pytest.raises(VGGError, match=r"layer conv3_3: 5x5 conv, 16 -> 16 channels; expected conv3_3 \(1x1 conv.*"
-                                       r"config C or conv3_3 \(3x3 conv.*config D"):
+    with pytest.raises(
+        VGGError,
+        match=r"layer conv3_3: 5x5 conv, 16 -> 16 channels; expected conv3_3 \(1x1 conv.*"
+        r"config C or conv3_3 \(3x3 conv.*config D",
+    ):
         import_caffe(path)
 
 
@@ -274,7 +305,9 @@ layers { bottom: "conv1_1" top: "norm1" name: "norm1" type: LRN lrn_param { loca
 
 def test_prototxt_defines_order_and_names(tmp_path):
     model = tiny("A-LRN")
-    layers = [layer for layer in caffe_layers(model) if layer.type != "LRN"]  # weights only, as some tools write
+    layers = [
+        layer for layer in caffe_layers(model) if layer.type != "LRN"
+    ]  # weights only, as some tools write
     weights = tmp_path / "w.caffemodel"
     weights.write_bytes(encode_caffemodel(layers, "V1"))
     loaded, _ = import_caffe(weights)
@@ -287,8 +320,10 @@ def test_prototxt_defines_order_and_names(tmp_path):
     assert loaded.arch == "A-LRN" and meta.source["prototxt"] == str(proto)
     assert same_state(model, loaded)
     # V2 syntax; a layer the weights file lacks is an error naming it.
-    proto.write_text('layer {\n  name: "conv1_1"\n  type: "Convolution"\n}\n'
-                     'layer { name: "conv9_9" type: "Convolution" }\n')
+    proto.write_text(
+        'layer {\n  name: "conv1_1"\n  type: "Convolution"\n}\n'
+        'layer { name: "conv9_9" type: "Convolution" }\n'
+    )
     with pytest.raises(VGGError, match=r"deploy.prototxt: layer conv9_9 \(Convolution\) has no weights"):
         import_caffe(weights, prototxt=proto)
     proto.write_text('layer { name: "conv1_1" type: "Convolution" \n')

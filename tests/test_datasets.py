@@ -1,8 +1,8 @@
 import pytest
 
+from helpers import make_folder, write_image
 from vggnet.data.datasets import file_list, image_folder, open_source, split_holdout
 from vggnet.errors import VGGError
-from helpers import make_folder, write_image
 
 
 def test_image_folder_classes_and_order(tmp_path):
@@ -20,7 +20,9 @@ def test_image_folder_classes_and_order(tmp_path):
 
 def test_file_list_csv_and_tsv(tmp_path):
     make_folder(tmp_path / "imgs", classes=("x",), per_class=3)
-    (tmp_path / "labels.csv").write_text("path,label\nimgs/x/x0.png,cat\nimgs/x/x1.png,dog\nimgs/x/x2.png,cat\n")
+    (tmp_path / "labels.csv").write_text(
+        "path,label\nimgs/x/x0.png,cat\nimgs/x/x1.png,dog\nimgs/x/x2.png,cat\n"
+    )
     src = file_list(tmp_path / "labels.csv")
     assert src.classes == ["cat", "dog"] and [l for _, l in src.samples] == [0, 1, 0]
     (tmp_path / "val.tsv").write_text("x/x0.png\t3\nx/x1.png\t10\n")

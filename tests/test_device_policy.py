@@ -1,18 +1,19 @@
 """The device policy: bf16 autocast for CPU training and inference where the CPU's own flags say
 it has native bf16, fp32 elsewhere and when asked; the choice recorded with the weights; a fixed
 learning-rate schedule for equal comparisons."""
+
 import json
 
 import pytest
 import torch
 
+from helpers import make_folder
 from vggnet.engine import load_config, train
 from vggnet.engine.config import parse_milestones
-from vggnet.engine.device import cpu_native_bf16, make_policy
 from vggnet.engine.schedule import PlateauSchedule
 from vggnet.errors import VGGError
 from vggnet.models import load_model
-from helpers import make_folder
+from vggnet.runtime.device import cpu_native_bf16, make_policy
 
 CPU = torch.device("cpu")
 AMX = frozenset({"avx512f", "amx_tile", "amx_bf16", "avx512_bf16"})
@@ -42,9 +43,25 @@ def test_policy_says_what_it_chose():
 
 def test_bf16_training_keeps_fp32_weights_and_records_the_choice(tmp_path, capsys):
     data = make_folder(tmp_path / "d", per_class=6, size=(40, 40))
-    cfg = load_config(None, dict(arch="A", width=1 / 16, fc_dim=32, crop=32, scale="36", data=str(data),
-                                 val_fraction=0.34, batch_size=6, epochs=2, workers=0, progress=False,
-                                 out=str(tmp_path / "run"), amp="on", stats_max_images=18))
+    cfg = load_config(
+        None,
+        dict(
+            arch="A",
+            width=1 / 16,
+            fc_dim=32,
+            crop=32,
+            scale="36",
+            data=str(data),
+            val_fraction=0.34,
+            batch_size=6,
+            epochs=2,
+            workers=0,
+            progress=False,
+            out=str(tmp_path / "run"),
+            amp="on",
+            stats_max_images=18,
+        ),
+    )
     assert train(cfg)["status"] == "done"
     assert "device cpu, precision bf16 autocast, channels_last (--amp on)" in capsys.readouterr().out
     model, meta = load_model(tmp_path / "run" / "final.safetensors")
@@ -72,10 +89,53 @@ def test_bad_milestones_are_refused(text):
 
 def test_milestones_train_and_resume(tmp_path):
     data = make_folder(tmp_path / "d", per_class=6, size=(40, 40))
-    base = dict(arch="A", width=1 / 16, fc_dim=32, crop=32, scale="36", data=str(data), val_fraction=0.34,
-                batch_size=6, workers=0, progress=False, out=str(tmp_path / "run"), lr=0.02,
-                lr_milestones="1,2", stats_max_images=18, amp="off")
+    base = dict(
+        arch="A",
+        width=1 / 16,
+        fc_dim=32,
+        crop=32,
+        scale="36",
+        data=str(data),
+        val_fraction=0.34,
+        batch_size=6,
+        workers=0,
+        progress=False,
+        out=str(tmp_path / "run"),
+        lr=0.02,
+        lr_milestones="1,2",
+        stats_max_images=18,
+        amp="off",
+    )
     train(load_config(None, dict(base, epochs=2)))
     train(load_config(None, dict(base, epochs=3, resume=True)))
     log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in log] == pytest.approx([0.02, 0.002, 0.0002])
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_deterministic_setting_reaches_the_backends(tmp_path, monkeypatch, deterministic):
+    """--deterministic is set by the run itself (configure_backends), not only by the benchmark."""
+    calls = []  # recorded, not applied: the switch is process-wide and other tests share the process
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda mode, **kw: calls.append(mode))
+    data = make_folder(tmp_path / "d", per_class=4, size=(40, 40))
+    cfg = load_config(
+        None,
+        dict(
+            arch="A",
+            width=1 / 16,
+            fc_dim=16,
+            crop=32,
+            scale="32",
+            data=str(data),
+            val_fraction=0.34,
+            batch_size=4,
+            epochs=1,
+            workers=0,
+            progress=False,
+            out=str(tmp_path / "run"),
+            stats_max_images=8,
+            deterministic=deterministic,
+        ),
+    )
+    assert train(cfg)["status"] == "done"
+    assert (True in calls) == deterministic

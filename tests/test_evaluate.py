@@ -5,16 +5,15 @@ import sys
 import pytest
 import torch
 
-from vggnet.data.transforms import Normalizer
+from conftest import tiny
+from helpers import make_folder, write_image
+from vggnet.data.transforms import Normalizer, Scale, default_scales, parse_scales
 from vggnet.errors import VGGError
 from vggnet.eval import Evaluator, topk_errors
 from vggnet.eval.fusion import fuse, load_posteriors
 from vggnet.eval.report import collect_rows, markdown
-from vggnet.data.transforms import Scale, default_scales
-from vggnet.eval.runner import evaluate, parse_scales
+from vggnet.eval.runner import evaluate
 from vggnet.models import init_weights, save_weights
-from conftest import tiny
-from helpers import make_folder, write_image
 
 PRE = dict(channel_order="RGB", value_range=255.0, mean=[120.0, 115.0, 100.0], std=[1.0, 1.0, 1.0])
 
@@ -61,6 +60,7 @@ def test_multicrop_is_the_mean_over_50_grid_crops():
     ev = evaluator()
     image = torch.randint(0, 256, (3, 40, 56), dtype=torch.uint8)
     from vggnet.data.transforms import multicrop
+
     crops = multicrop(image, 32)
     assert crops.shape[0] == 50
     manual = torch.softmax(ev.model(ev._input(crops)), 1).mean(0)
@@ -100,7 +100,9 @@ def test_evaluate_saves_posteriors_and_fusion(ckpt_and_data):
     p1, p2 = load_posteriors(tmp / "e1"), load_posteriors(tmp / "e2")
     assert p1["probs"]["dense"].shape == (9, 3)
     # dense+multicrop is the average of the two; multi-scale is the average over Q.
-    assert torch.allclose(p1["probs"]["dense+multicrop"], (p1["probs"]["dense"] + p1["probs"]["multicrop"]) / 2, atol=1e-6)
+    assert torch.allclose(
+        p1["probs"]["dense+multicrop"], (p1["probs"]["dense"] + p1["probs"]["multicrop"]) / 2, atol=1e-6
+    )
     per_q = torch.stack([p1["probs"][f"dense@{q}"] for q in (32, 40, 48)]).mean(0)
     assert torch.allclose(p1["probs"]["dense"], per_q, atol=1e-6)
     shutil.copytree(tmp / "e1", tmp / "e1-copy")  # one folder twice is refused: a copy of it is not
@@ -109,7 +111,9 @@ def test_evaluate_saves_posteriors_and_fusion(ckpt_and_data):
         assert torch.allclose(same["fused"][p], p1["probs"][p], atol=1e-6)
         assert same["protocols"][p]["top1_err"] == pytest.approx(r1["protocols"][p]["top1_err"])
     both = fuse([tmp / "e1", tmp / "e2"], protocol="dense")
-    assert torch.allclose(both["fused"]["dense"], (p1["probs"]["dense"] + p2["probs"]["dense"]) / 2, atol=1e-6)
+    assert torch.allclose(
+        both["fused"]["dense"], (p1["probs"]["dense"] + p2["probs"]["dense"]) / 2, atol=1e-6
+    )
     rows = collect_rows([tmp / "e1", tmp / "e2"])
     assert len(rows) == 8 and rows[0]["config"] == "B" and rows[0]["train S"] == "[32;48]"
     assert "| B | [32;48] | 32,40,48 | center |" in markdown(rows)
@@ -131,7 +135,12 @@ def test_evaluate_refusals(ckpt_and_data):
     assert r["images"] == 9 and len(r["unreadable"]) == 1
     with pytest.raises(VGGError, match="refusing to overwrite"):
         evaluate(tmp / "m.safetensors", data, ["center"], skip_unreadable=True, out=tmp / "e3")
-    evaluate(tmp / "m.safetensors", make_folder(tmp / "d2", classes=("a", "b", "c"), per_class=2), ["center"], out=tmp / "e4")
+    evaluate(
+        tmp / "m.safetensors",
+        make_folder(tmp / "d2", classes=("a", "b", "c"), per_class=2),
+        ["center"],
+        out=tmp / "e4",
+    )
     with pytest.raises(VGGError, match="different images"):
         fuse([tmp / "e3", tmp / "e4"])
 
@@ -149,10 +158,25 @@ def test_large_odd_images_go_through_every_protocol(tmp_path):
 
 def test_cli_evaluate_fuse_report(ckpt_and_data):
     tmp, data = ckpt_and_data
+
     def run(*a):
         return subprocess.run([sys.executable, "-m", "vggnet", *a], capture_output=True, text=True)
-    out = run("evaluate", "--checkpoint", str(tmp / "m.safetensors"), "--data", str(data), "--protocol", "center",
-              "dense", "--multi-scale", "--out", str(tmp / "c1"), "--workers", "0")
+
+    out = run(
+        "evaluate",
+        "--checkpoint",
+        str(tmp / "m.safetensors"),
+        "--data",
+        str(data),
+        "--protocol",
+        "center",
+        "dense",
+        "--multi-scale",
+        "--out",
+        str(tmp / "c1"),
+        "--workers",
+        "0",
+    )
     assert out.returncode == 0, out.stderr
     assert "center" in out.stdout and "top-1 err" in out.stdout
     shutil.copytree(tmp / "c1", tmp / "c1-copy")

@@ -2,6 +2,7 @@
 killed or hung, a restart by torchrun, a preemption. Real processes, gloo on the CPU, a tiny net
 and a few dozen steps; the weights are compared bit for bit with an uninterrupted run of the same
 command on this machine."""
+
 import os
 import signal
 import socket
@@ -30,18 +31,59 @@ def synth(tmp_path_factory):
 
 def train_args(synth, out, *extra):
     """64 images, batch 4: 16 steps an epoch (one agreed stop inside it, at step SYNC_EVERY)."""
-    return ["train", "--arch", "A", "--width", "0.0625", "--fc-dim", "16", "--crop", "32", "--scale", "32:40",
-            "--data", str(synth / "train"), "--val-data", str(synth / "val"), "--batch-size", "4",
-            "--lr", "0.01", "--epochs", "2", "--workers", "0", "--out", str(out), "--no-progress",
-            "--init", "glorot", "--dropout", "0.3", "--stats-max-images", "16", "--checkpoint-steps", "1",
-            "--deterministic", "--resume", "auto", *extra]
+    return [
+        "train",
+        "--arch",
+        "A",
+        "--width",
+        "0.0625",
+        "--fc-dim",
+        "16",
+        "--crop",
+        "32",
+        "--scale",
+        "32:40",
+        "--data",
+        str(synth / "train"),
+        "--val-data",
+        str(synth / "val"),
+        "--batch-size",
+        "4",
+        "--lr",
+        "0.01",
+        "--epochs",
+        "2",
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--init",
+        "glorot",
+        "--dropout",
+        "0.3",
+        "--stats-max-images",
+        "16",
+        "--checkpoint-steps",
+        "1",
+        "--deterministic",
+        "--resume",
+        "auto",
+        *extra,
+    ]
 
 
 def start(argv, env=None):
     """`python ARGV` in its own session (killed as a group if a test fails)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0", **(env or {}))
-    return subprocess.Popen([sys.executable, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def children(pid: int) -> list[int]:
@@ -61,19 +103,30 @@ def finish(process, timeout=120):
     with everything it started, and the test fails."""
     try:
         process.out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as e:
         for pid in children(process.pid):
             os.kill(pid, signal.SIGKILL)
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
-        raise AssertionError(f"{process.args} still running after {timeout} s")
+        raise AssertionError(f"{process.args} still running after {timeout} s") from e
     return process.returncode, err
 
 
 def torchrun_train(synth, out, *launcher):
     # --standalone: torchrun picks a free local rendezvous port itself (no race with other runs).
-    return start(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *launcher,
-                  "-m", "vggnet", *train_args(synth, out)])
+    return start(
+        [
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            *launcher,
+            "-m",
+            "vggnet",
+            *train_args(synth, out),
+        ]
+    )
 
 
 def free_port() -> int:
@@ -85,9 +138,20 @@ def free_port() -> int:
 def two_ranks(synth, out, *extra):
     """Two processes started without torchrun, as srun or any launcher that sets the environment does."""
     port = free_port()
-    return [start(["-m", "vggnet", *train_args(synth, out, *extra)],
-                  dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(r), LOCAL_RANK=str(r),
-                       WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")) for r in range(2)]
+    return [
+        start(
+            ["-m", "vggnet", *train_args(synth, out, *extra)],
+            dict(
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(port),
+                RANK=str(r),
+                LOCAL_RANK=str(r),
+                WORLD_SIZE="2",
+                LOCAL_WORLD_SIZE="2",
+            ),
+        )
+        for r in range(2)
+    ]
 
 
 def position(run):
@@ -133,8 +197,9 @@ def one_error_line(err: str, rank: int) -> str:
     return lines[0]
 
 
-def test_a_killed_rank_stops_the_other_in_one_line_and_the_same_command_resumes_exactly(synth, tmp_path,
-                                                                                       reference):
+def test_a_killed_rank_stops_the_other_in_one_line_and_the_same_command_resumes_exactly(
+    synth, tmp_path, reference
+):
     run = tmp_path / "run"
     ranks = two_ranks(synth, run)
     wait_for_checkpoint(run, ranks, at=(1, 3))  # mid-way through the second epoch
@@ -170,8 +235,9 @@ def test_a_hung_rank_is_given_up_on_after_the_collective_timeout(synth, tmp_path
     assert position(run)[0] == 0 and not list(run.glob(".*.tmp"))
 
 
-def test_torchrun_restarts_a_run_with_a_killed_rank_and_it_ends_as_if_uninterrupted(synth, tmp_path,
-                                                                                     reference):
+def test_torchrun_restarts_a_run_with_a_killed_rank_and_it_ends_as_if_uninterrupted(
+    synth, tmp_path, reference
+):
     run = tmp_path / "run"
     launcher = torchrun_train(synth, run, "--max-restarts", "1")
     wait_for_checkpoint(run, [launcher], at=(0, 5))

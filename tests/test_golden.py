@@ -14,6 +14,7 @@ set), so the comparison that runs everywhere uses tolerances sized from measurem
 
 The bit-for-bit comparison is kept where it can hold: same libraries *and* the recording's CPU
 (vendor, ATen instruction set, AMX), recorded in the file's `machine` field."""
+
 import json
 from pathlib import Path
 
@@ -67,12 +68,16 @@ def this_machine() -> dict:
     """What decides the floats of a CPU run besides the libraries: who made the CPU, the
     instruction set ATen dispatches to, and whether AMX units run the matrix products."""
     try:
-        vendor = next(ln.partition(":")[2].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                      if ln.startswith("vendor_id"))
+        vendor = next(
+            ln.partition(":")[2].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("vendor_id")
+        )
     except (OSError, StopIteration):
         vendor = "unknown"
-    return dict(vendor=vendor, cpu_capability=torch.backends.cpu.get_cpu_capability(),
-                amx="amx_tile" in cpu_flags())
+    return dict(
+        vendor=vendor, cpu_capability=torch.backends.cpu.get_cpu_capability(), amx="amx_tile" in cpu_flags()
+    )
 
 
 def versions() -> dict:
@@ -85,15 +90,41 @@ def replay(tmp_path, lr=0.02):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cfg = load_config(None, dict(arch="A", width=1 / 16, fc_dim=32, crop=32, scale="32:40",
-                                     data=str(tmp_path / "d/train"), val_data=str(tmp_path / "d/val"), batch_size=8,
-                                     lr=lr, epochs=2, workers=0, out=str(tmp_path / "run"), progress=False,
-                                     init="gaussian", dropout=0.3, stats_max_images=64, checkpoint_steps=0, seed=5,
-                                     channels_last="off", amp="off"))
+        cfg = load_config(
+            None,
+            dict(
+                arch="A",
+                width=1 / 16,
+                fc_dim=32,
+                crop=32,
+                scale="32:40",
+                data=str(tmp_path / "d/train"),
+                val_data=str(tmp_path / "d/val"),
+                batch_size=8,
+                lr=lr,
+                epochs=2,
+                workers=0,
+                out=str(tmp_path / "run"),
+                progress=False,
+                init="gaussian",
+                dropout=0.3,
+                stats_max_images=64,
+                checkpoint_steps=0,
+                seed=5,
+                channels_last="off",
+                amp="off",
+            ),
+        )
         assert train(cfg)["status"] == "done"
-        evaluate(tmp_path / "run/final.safetensors", tmp_path / "d/val",
-                 ["center", "dense", "multicrop", "dense+multicrop"], scales=[32, 40], out=tmp_path / "ev",
-                 channels_last="off", amp="off")
+        evaluate(
+            tmp_path / "run/final.safetensors",
+            tmp_path / "d/val",
+            ["center", "dense", "multicrop", "dense+multicrop"],
+            scales=[32, 40],
+            out=tmp_path / "ev",
+            channels_last="off",
+            amp="off",
+        )
     finally:
         torch.set_num_threads(threads)
     model, _ = load_model(tmp_path / "run/final.safetensors")
@@ -103,6 +134,7 @@ def replay(tmp_path, lr=0.02):
 
 def differences(weights, probs, log, tensors, info, exact=False) -> list[str]:
     """Every place where a replay departs from the recording (empty: they agree)."""
+
     def same(a, b):
         return torch.equal(a, b) if exact else torch.allclose(a, b, rtol=RTOL, atol=ATOL)
 
@@ -113,7 +145,9 @@ def differences(weights, probs, log, tensors, info, exact=False) -> list[str]:
     if len(log) != len(info["log"]):
         return bad + [f"{len(log)} epochs logged, {len(info['log'])} recorded"]
     for mine, theirs in zip(log, info["log"]):
-        bad += [f"epoch {theirs['epoch']} {k}" for k, v in theirs.items() if not same_figure(k, mine[k], v, exact)]
+        bad += [
+            f"epoch {theirs['epoch']} {k}" for k, v in theirs.items() if not same_figure(k, mine[k], v, exact)
+        ]
     return bad
 
 
@@ -131,8 +165,10 @@ def same_figure(key, mine, theirs, exact):
 def recorded():
     tensors, info = golden()
     if versions() != {k: info[k] for k in versions()}:
-        pytest.skip(f"recorded with torch {info['torch']}, Pillow {info['pillow']}, numpy {info['numpy']};"
-                    f" running {versions()}")
+        pytest.skip(
+            f"recorded with torch {info['torch']}, Pillow {info['pillow']}, numpy {info['numpy']};"
+            f" running {versions()}"
+        )
     return tensors, info
 
 
@@ -164,5 +200,7 @@ def nudge(t: torch.Tensor, ulps: int) -> torch.Tensor:
     """`t` moved `ulps` float32 steps away from zero, element by element."""
     out = t.clone()
     for _ in range(ulps):
-        out = torch.nextafter(out, torch.where(out >= 0, torch.tensor(float("inf")), torch.tensor(float("-inf"))))
+        out = torch.nextafter(
+            out, torch.where(out >= 0, torch.tensor(float("inf")), torch.tensor(float("-inf")))
+        )
     return out

@@ -1,16 +1,26 @@
 import numpy as np
 import pytest
-from helpers import write_image
 from scipy.io import savemat
 
+from helpers import write_image
 from vggnet.data.datasets import file_list
-from vggnet.data.imagenet import (class_name, devkit_synsets, devkit_to_labels, imagenet_classes, imagenet_names,
-                                  loc_solution_to_labels, write_label_file)
+from vggnet.data.imagenet import (
+    class_name,
+    devkit_synsets,
+    devkit_to_labels,
+    imagenet_classes,
+    imagenet_names,
+    loc_solution_to_labels,
+    write_label_file,
+)
 from vggnet.errors import VGGError
 
 # The devkit numbers its synsets its own way: ID 1 is the kit fox, not the first wnid in sorted order.
-DEVKIT = [(1, "n02119789", "kit fox, Vulpes macrotis"), (2, "n02100735", "English setter"),
-          (3, "n01440764", "tench, Tinca tinca")]
+DEVKIT = [
+    (1, "n02119789", "kit fox, Vulpes macrotis"),
+    (2, "n02100735", "English setter"),
+    (3, "n01440764", "tench, Tinca tinca"),
+]
 
 
 def write_meta_mat(path, synsets=DEVKIT):
@@ -42,8 +52,11 @@ def test_devkit_ids_map_through_meta_mat(tmp_path):
     truth.write_text("3\n1\n2\n")
     assert devkit_synsets(meta) == {1: "n02119789", 2: "n02100735", 3: "n01440764"}
     rows = devkit_to_labels(truth, meta)
-    assert rows == [("ILSVRC2012_val_00000001.JPEG", "n01440764"), ("ILSVRC2012_val_00000002.JPEG", "n02119789"),
-                    ("ILSVRC2012_val_00000003.JPEG", "n02100735")]
+    assert rows == [
+        ("ILSVRC2012_val_00000001.JPEG", "n01440764"),
+        ("ILSVRC2012_val_00000002.JPEG", "n02119789"),
+        ("ILSVRC2012_val_00000003.JPEG", "n02100735"),
+    ]
     # Sorted-wnid indices would have been wrong: ID 1 is index 2 here, not 0.
     assert sorted(w for _, w, _ in DEVKIT).index("n02119789") == 2
 
@@ -59,14 +72,19 @@ def test_label_file_is_read_by_file_list(tmp_path):
     out = write_label_file(rows, images / "labels.csv")
     assert out.read_text().splitlines()[:2] == ["path,label", "ILSVRC2012_val_00000001.JPEG,n01440764"]
     source = file_list(out, classes=imagenet_classes())
-    assert [label for _, label in source.samples] == [0, imagenet_classes().index("n02119789"),
-                                                      imagenet_classes().index("n02100735")]
+    assert [label for _, label in source.samples] == [
+        0,
+        imagenet_classes().index("n02119789"),
+        imagenet_classes().index("n02100735"),
+    ]
     with pytest.raises(VGGError, match="refusing to overwrite"):
         write_label_file(rows[:1], out)
     write_label_file(rows[:1], out, force=True)
     assert len(out.read_text().splitlines()) == 2
     (images / "ILSVRC2012_val_00000002.JPEG").unlink()
-    with pytest.raises(VGGError, match="1 of the 3 listed images are missing, e.g. ILSVRC2012_val_00000002.JPEG"):
+    with pytest.raises(
+        VGGError, match="1 of the 3 listed images are missing, e.g. ILSVRC2012_val_00000002.JPEG"
+    ):
         devkit_to_labels(truth, meta, image_dir=images)
 
 
@@ -94,11 +112,15 @@ def test_devkit_errors_name_file_and_line(tmp_path):
 
 def test_loc_solution_gives_the_first_wnid(tmp_path):
     csv = tmp_path / "LOC_val_solution.csv"
-    csv.write_text("ImageId,PredictionString\n"
-                   "ILSVRC2012_val_00000002,n02119789 10 20 110 120 n02119789 5 6 7 8 \n"
-                   "ILSVRC2012_val_00000001,n01440764 1 2 3 4\n")
-    assert loc_solution_to_labels(csv) == [("ILSVRC2012_val_00000001.JPEG", "n01440764"),
-                                           ("ILSVRC2012_val_00000002.JPEG", "n02119789")]
+    csv.write_text(
+        "ImageId,PredictionString\n"
+        "ILSVRC2012_val_00000002,n02119789 10 20 110 120 n02119789 5 6 7 8 \n"
+        "ILSVRC2012_val_00000001,n01440764 1 2 3 4\n"
+    )
+    assert loc_solution_to_labels(csv) == [
+        ("ILSVRC2012_val_00000001.JPEG", "n01440764"),
+        ("ILSVRC2012_val_00000002.JPEG", "n02119789"),
+    ]
     csv.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n01440764 1 2 3\n")
     with pytest.raises(VGGError, match=r"LOC_val_solution.csv:2: expected 'wnid xmin ymin xmax ymax'"):
         loc_solution_to_labels(csv)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vggnet.data.images import ImageReadError, load_rgb
 from helpers import write_image
+from vggnet.data.images import ImageReadError, load_rgb
 
 
 def test_odd_but_valid_files_become_rgb(tmp_path):
@@ -20,8 +20,18 @@ def test_odd_but_valid_files_become_rgb(tmp_path):
     write_image(tmp_path / "img.bmp")
     Image.fromarray(np.full((10, 12), 65535, np.uint16)).save(tmp_path / "white16.png")
     Image.fromarray(np.full((10, 12), 32768, np.uint16)).save(tmp_path / "grey16.png")
-    for name in ["grey.jpg", "cmyk.jpg", "rgba.png", "pal.png", "paltrans.png", "la.png", "tiny.png", "img.bmp",
-                 "white16.png", "grey16.png"]:
+    for name in [
+        "grey.jpg",
+        "cmyk.jpg",
+        "rgba.png",
+        "pal.png",
+        "paltrans.png",
+        "la.png",
+        "tiny.png",
+        "img.bmp",
+        "white16.png",
+        "grey16.png",
+    ]:
         img = load_rgb(tmp_path / name)
         assert img.mode == "RGB", name
     # 16-bit values are scaled, not clipped: full scale is white, half scale mid-grey.
@@ -38,13 +48,16 @@ def test_huge_jpeg_is_decoded_at_reduced_size(tmp_path):
     assert load_rgb(tmp_path / "big.jpg").size == (4000, 3000)
 
 
-@pytest.mark.parametrize("kind,reason", [
-    ("empty", "empty file"),
-    ("text", "not an image"),
-    ("truncated", "truncated"),
-    ("missing", "not found"),
-    ("header_only", ""),
-])
+@pytest.mark.parametrize(
+    "kind,reason",
+    [
+        ("empty", "empty file"),
+        ("text", "not an image"),
+        ("truncated", "truncated"),
+        ("missing", "not found"),
+        ("header_only", ""),
+    ],
+)
 def test_bad_files_raise_with_path_and_reason(tmp_path, kind, reason):
     path = tmp_path / f"{kind}.jpg"
     if kind == "empty":
@@ -65,8 +78,11 @@ def test_data_check_cli_lists_planted_bad_files(tmp_path):
         write_image(tmp_path / "ok" / f"{i}.jpg")
     (tmp_path / "ok" / "zero.jpg").write_bytes(b"")
     (tmp_path / "ok" / "notes.png").write_text("hello")
-    out = subprocess.run([sys.executable, "-m", "vggnet", "data", "check", str(tmp_path), "--workers", "2"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "vggnet", "data", "check", str(tmp_path), "--workers", "2"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 1
     assert "zero.jpg: empty file" in out.stdout and "notes.png: not an image" in out.stdout
     assert "checked 5 images: 3 readable, 2 unreadable" in out.stdout
@@ -85,10 +101,15 @@ def _photo(path, size=(96, 64), subsampling=2, mode="RGB", progressive=False, se
 @pytest.mark.parametrize("kind", ["420", "444", "grey", "progressive"])
 def test_fast_jpeg_decoding_matches_pillow(tmp_path, kind, monkeypatch):
     from vggnet.data import images
+
     if images.simplejpeg is None:
         pytest.skip("simplejpeg is not installed: Pillow decodes every JPEG")
-    path = _photo(tmp_path / "a.jpg", subsampling=0 if kind == "444" else 2, mode="L" if kind == "grey" else "RGB",
-                  progressive=kind == "progressive")
+    path = _photo(
+        tmp_path / "a.jpg",
+        subsampling=0 if kind == "444" else 2,
+        mode="L" if kind == "grey" else "RGB",
+        progressive=kind == "progressive",
+    )
     fast = np.asarray(load_rgb(path), dtype=np.int16)
     monkeypatch.setattr(images, "simplejpeg", None)
     slow = np.asarray(load_rgb(path), dtype=np.int16)
@@ -100,6 +121,7 @@ def test_reduced_decode_keeps_the_crop_geometry(tmp_path, monkeypatch):
     crop (S, position, flip, rescaled size) and nearly the same pixels."""
     from vggnet.data import images
     from vggnet.data.transforms import TrainTransform
+
     path = _photo(tmp_path / "big.jpg", size=(301, 203))
     t = TrainTransform("48:64", 32)
     small = load_rgb(path, min_side=64)
@@ -109,8 +131,9 @@ def test_reduced_decode_keeps_the_crop_geometry(tmp_path, monkeypatch):
     for seed in range(5):
         a, da = t.apply(small, 56, np.random.default_rng(seed))
         b, db = t.apply(full, 56, np.random.default_rng(seed))
-        assert {k: da[k] for k in ("S", "x", "y", "size", "src_size", "flipped")} == \
-            {k: db[k] for k in ("S", "x", "y", "size", "src_size", "flipped")}
+        assert {k: da[k] for k in ("S", "x", "y", "size", "src_size", "flipped")} == {
+            k: db[k] for k in ("S", "x", "y", "size", "src_size", "flipped")
+        }
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 12  # same region, differently low-passed
 
 

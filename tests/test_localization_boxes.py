@@ -1,16 +1,27 @@
 """Boxes (parameterisation, TrainTransform geometry, dense windows) and the ILSVRC localisation error."""
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
 
 from vggnet.data.transforms import TrainTransform
-from vggnet.localization.boxes import (area, boxes_through_transform, choose_target, decode, dense_windows, encode,
-                                       iou, rescale_factors, training_target, window_to_image)
+from vggnet.localization.boxes import (
+    area,
+    boxes_through_transform,
+    choose_target,
+    decode,
+    dense_windows,
+    encode,
+    iou,
+    rescale_factors,
+    training_target,
+    window_to_image,
+)
 from vggnet.localization.metrics import gt_class_box_error, localisation_correct, localisation_error
 
-
 # -- IoU ---------------------------------------------------------------------------------------
+
 
 def test_iou_hand_computed():
     a = np.array([[0, 0, 2, 2], [0, 0, 2, 1]], float)
@@ -34,6 +45,7 @@ def test_iou_degenerate_boxes_give_zero_not_nan():
 
 
 # -- parameterisation --------------------------------------------------------------------------
+
 
 def test_encode_is_relative_to_the_window_in_crop_units_and_decode_inverts_it():
     boxes = np.array([[10, 20, 42, 36], [-5.5, 0.25, 100, 7]])
@@ -64,10 +76,18 @@ def _red_box(arr):
 BOTH_WAYS = {"whole", "clipped", "flipped", "upright"}
 
 
-@pytest.mark.parametrize("s,crop,rect,cases", [
-    (64, 56, (8, 6, 40, 30), BOTH_WAYS | {"invisible"}),  # shrunk; near a corner, so sometimes out of view
-    (150, 96, (30, 20, 70, 60), BOTH_WAYS),  # enlarged
-])
+@pytest.mark.parametrize(
+    "s,crop,rect,cases",
+    [
+        (
+            64,
+            56,
+            (8, 6, 40, 30),
+            BOTH_WAYS | {"invisible"},
+        ),  # shrunk; near a corner, so sometimes out of view
+        (150, 96, (30, 20, 70, 60), BOTH_WAYS),  # enlarged
+    ],
+)
 def test_boxes_follow_the_pixels_through_rescale_crop_and_flip(s, crop, rect, cases):
     W, H = 120, 90
     img = Image.new("RGB", (W, H), (100, 100, 100))
@@ -118,7 +138,9 @@ def test_window_to_image_undoes_a_flip_of_the_whole_rescaled_image():
     mirrored[:, [0, 2]] = rescaled[0] - scaled[:, [2, 0]]
     window = (224, 32)
     p = encode(mirrored, window, 224)
-    np.testing.assert_allclose(window_to_image(p, window, 224, (sx, sy), flip_width=rescaled[0]), box, atol=1e-9)
+    np.testing.assert_allclose(
+        window_to_image(p, window, 224, (sx, sy), flip_width=rescaled[0]), box, atol=1e-9
+    )
     clipped = window_to_image(encode([[-10, -10, 500, 400]], (0, 0), 224), (0, 0), 224, (1, 1), clip_to=src)
     np.testing.assert_allclose(clipped, [[0, 0, 300, 200]])
 

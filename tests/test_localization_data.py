@@ -1,8 +1,9 @@
 """Box files: the CSV and XML readers, their validation, and the by-image hold-out."""
+
 import numpy as np
 import pytest
-from helpers import write_image
 
+from helpers import write_image
 from vggnet.data.datasets import image_folder
 from vggnet.errors import VGGError
 from vggnet.localization.boxdata import read_box_csv, read_voc_annotations, split_by_image
@@ -88,7 +89,11 @@ def test_every_bad_row_names_file_and_line_and_skip_keeps_the_rest(folder, case)
 
 
 def test_fail_counts_all_problems_and_skip_drops_images_left_without_boxes(folder):
-    rows = GOOD + ["train/cat/c1.png,cat,5,5,1,1", "train/dog/gone.png,dog,0,0,1,1", "train/dog/gone.png,dog,0,0,2,2"]
+    rows = GOOD + [
+        "train/cat/c1.png,cat,5,5,1,1",
+        "train/dog/gone.png,dog,0,0,1,1",
+        "train/dog/gone.png,dog,0,0,2,2",
+    ]
     path = write_csv(folder, rows)
     with pytest.raises(VGGError, match=r":6: xmax <= xmin .*\(3 problems in total\)"):
         read_box_csv(path)
@@ -109,10 +114,16 @@ def test_nothing_usable_and_bad_arguments_are_refused(folder):
 
 # -- XML ----------------------------------------------------------------------------------------
 
+
 def xml(filename, objects, size=None):
-    size_el = f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>" if size else ""
-    objs = "".join(f"<object><name>{n}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
-                   f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for n, b in objects)
+    size_el = (
+        f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>" if size else ""
+    )
+    objs = "".join(
+        f"<object><name>{n}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+        for n, b in objects
+    )
     fn = f"<filename>{filename}</filename>" if filename is not None else ""
     return f"<annotation><folder>x</folder>{fn}{size_el}{objs}</annotation>"
 
@@ -124,7 +135,9 @@ def voc(tmp_path):
     write_image(img / "dog" / "n2.png", (20, 20), seed=2)
     (ann / "dog").mkdir(parents=True)
     # ImageNet style: <filename> without extension, 0-based inclusive coordinates
-    (ann / "dog" / "n1.xml").write_text(xml("n1", [("dog", (0, 0, 19, 9)), ("cat", (10, 10, 39, 29))], (40, 30)))
+    (ann / "dog" / "n1.xml").write_text(
+        xml("n1", [("dog", (0, 0, 19, 9)), ("cat", (10, 10, 39, 29))], (40, 30))
+    )
     # no <filename>: the XML's stem; <size> twice the file's (annotated before a resize)
     (ann / "dog" / "n2.xml").write_text(xml(None, [("dog", (2, 4, 21, 25))], (40, 40)))
     return ann, img
@@ -153,10 +166,13 @@ def test_pascal_voc_files_are_read_one_based(tmp_path):
         "<annotation><folder>VOC2007</folder><filename>000001.jpg</filename><source><database>The VOC2007 "
         "Database</database><annotation>PASCAL VOC2007</annotation></source><size><width>100</width>"
         "<height>80</height><depth>3</depth></size><object><name>dog</name><bndbox><xmin>1</xmin><ymin>1</ymin>"
-        "<xmax>100</xmax><ymax>80</ymax></bndbox></object></annotation>")
+        "<xmax>100</xmax><ymax>80</ymax></bndbox></object></annotation>"
+    )
     for src in (read_voc_annotations(ann, img), open_boxes(ann, img)):  # open_boxes: what `loc` commands read
         np.testing.assert_allclose(src.images[0].boxes, [[0, 0, 100, 80]])
-    np.testing.assert_allclose(read_voc_annotations(ann, img, pixel_base=0).images[0].boxes, [[1, 1, 100, 80]])
+    np.testing.assert_allclose(
+        read_voc_annotations(ann, img, pixel_base=0).images[0].boxes, [[1, 1, 100, 80]]
+    )
 
 
 def test_xml_bad_object_names_file_and_object(voc):
@@ -172,8 +188,9 @@ def test_xml_bad_object_names_file_and_object(voc):
 
 def test_xml_with_doctype_or_entities_is_refused(voc):
     ann, img = voc
-    bomb = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>'
-            + xml("n2.png", [("&lol2;", (0, 0, 5, 5))]))
+    bomb = '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>' + xml(
+        "n2.png", [("&lol2;", (0, 0, 5, 5))]
+    )
     (ann / "dog" / "n2.xml").write_text(bomb)
     with pytest.raises(VGGError, match=r"n2\.xml: DOCTYPE/entity declarations are not allowed"):
         read_voc_annotations(ann, img)
@@ -196,6 +213,7 @@ def test_xml_missing_image_is_reported(voc):
 
 # -- hold-out -----------------------------------------------------------------------------------
 
+
 def test_split_by_image_keeps_boxes_together_and_is_reproducible(tmp_path):
     rows = []
     for c in ("a", "b"):
@@ -208,7 +226,9 @@ def test_split_by_image_keeps_boxes_together_and_is_reproducible(tmp_path):
     keep, held = split_by_image(src, 0.2, seed=1)
     assert len(held) == 4 and len(keep) == 16
     assert {im.id for im in keep.images}.isdisjoint({im.id for im in held.images})
-    assert sorted([im.id for im in keep.images] + [im.id for im in held.images]) == sorted(im.id for im in src.images)
+    assert sorted([im.id for im in keep.images] + [im.id for im in held.images]) == sorted(
+        im.id for im in src.images
+    )
     assert all(len(im.boxes) == 2 for im in keep.images + held.images)
     assert sorted(im.label for im in held.images) == [0, 0, 1, 1]  # stratified by class
     again = split_by_image(src, 0.2, seed=1)[1]

@@ -1,4 +1,5 @@
 """Appendix A through the training engine and the test protocols: tiny nets, synthetic boxes."""
+
 import json
 import os
 import subprocess
@@ -10,19 +11,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import tiny
+from helpers import boxed_world, kill_mid_epoch
 from vggnet.cli import main
 from vggnet.data.loaders import scaled_loader
 from vggnet.data.transforms import Normalizer
 from vggnet.engine import load_config, train
 from vggnet.engine.schedule import PlateauSchedule
 from vggnet.errors import VGGError
-from vggnet.localization.evaluate import evaluate_loc, load_predictions, merge_runs
 from vggnet.eval.protocols import Evaluator
+from vggnet.localization.evaluate import evaluate_loc, load_predictions, merge_runs
 from vggnet.localization.metrics import gt_class_box_error
 from vggnet.localization.objective import BoxRegression, open_boxes, params_to_boxes
 from vggnet.models import load_model
-from conftest import tiny
-from helpers import boxed_world, kill_mid_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,10 +34,25 @@ def data(tmp_path_factory):
 
 
 def loc_cfg(data, out, **kw):
-    base = dict(objective="boxes", head="pcr", arch="A", width=1 / 16, fc_dim=32, crop=32, scale="40",
-                data=str(data / "d/boxes-train.csv"), val_data=str(data / "d/boxes-val.csv"), batch_size=8, epochs=2,
-                workers=0, out=str(out), progress=False, dropout=0.0, lr=0.01,
-                init_from=str(data / "cls/best.safetensors"))
+    base = dict(
+        objective="boxes",
+        head="pcr",
+        arch="A",
+        width=1 / 16,
+        fc_dim=32,
+        crop=32,
+        scale="40",
+        data=str(data / "d/boxes-train.csv"),
+        val_data=str(data / "d/boxes-val.csv"),
+        batch_size=8,
+        epochs=2,
+        workers=0,
+        out=str(out),
+        progress=False,
+        dropout=0.0,
+        lr=0.01,
+        init_from=str(data / "cls/best.safetensors"),
+    )
     base.update(kw)
     return load_config(None, base)
 
@@ -44,13 +60,17 @@ def loc_cfg(data, out, **kw):
 def test_pcr_loss_has_no_gradient_on_other_classes_outputs():
     objective = BoxRegression(per_class=True).bind(32)
     outputs = torch.randn(4, 3 * 4, requires_grad=True)
-    batch = dict(box_class=torch.tensor([0, 2, 1, 2]), box=torch.rand(4, 4), has_box=torch.tensor([1, 1, 1, 0]))
+    batch = dict(
+        box_class=torch.tensor([0, 2, 1, 2]), box=torch.rand(4, 4), has_box=torch.tensor([1, 1, 1, 0])
+    )
     objective.loss(outputs, batch).backward()
     grad = outputs.grad.view(4, 3, 4)
     for i, c in enumerate([0, 2, 1, 2]):
         others = [k for k in range(3) if k != c]
         assert grad[i, others].abs().max() == 0
-    assert grad[0, 0].abs().max() > 0 and grad[3].abs().max() == 0  # a crop without a visible box: no gradient
+    assert (
+        grad[0, 0].abs().max() > 0 and grad[3].abs().max() == 0
+    )  # a crop without a visible box: no gradient
     # Euclidean loss, 1/2 ||p - t||^2 per crop, summed
     p = outputs.detach().view(4, 3, 4)[torch.arange(4), batch["box_class"]]
     expected = 0.5 * ((p - batch["box"]) ** 2).sum(1)[:3].sum()
@@ -79,22 +99,39 @@ def test_the_plateau_rule_follows_the_mean_iou_while_the_error_is_stuck():
 def test_validation_during_training_is_loc_evaluates_protocol_1_check():
     """The per-epoch check is `loc evaluate`'s: the box clipped to the image, IoU 0.5 by hand a hit."""
     objective = BoxRegression(per_class=False).bind(32)
-    outputs = torch.tensor([[0.2, 0.2, 0.9, 0.9],  # IoU 1/2 by hand with its GT below, computed 0.4999...
-                            [-0.375, 0.25, 1.75, 0.5],  # [-40, 0, 16, 16]: beyond the image's left edge at -8
-                            [0.5, 0.5, 0.25, 0.25]])  # [12, 12, 20, 20]: misses
+    outputs = torch.tensor(
+        [
+            [0.2, 0.2, 0.9, 0.9],  # IoU 1/2 by hand with its GT below, computed 0.4999...
+            [-0.375, 0.25, 1.75, 0.5],  # [-40, 0, 16, 16]: beyond the image's left edge at -8
+            [0.5, 0.5, 0.25, 0.25],
+        ]
+    )  # [12, 12, 20, 20]: misses
     first = params_to_boxes(outputs[:1], 32).double()[0]
     nan = [float("nan")] * 4
-    gt = torch.tensor([[[first[0], first[1], first[0] + 2 * (first[2] - first[0]), first[3]], nan],
-                       [[-8.0, 0.0, 16.0, 16.0], nan], [[0.0, 0.0, 8.0, 8.0], [24.0, 24.0, 32.0, 32.0]]],
-                      dtype=torch.float64)
+    gt = torch.tensor(
+        [
+            [[first[0], first[1], first[0] + 2 * (first[2] - first[0]), first[3]], nan],
+            [[-8.0, 0.0, 16.0, 16.0], nan],
+            [[0.0, 0.0, 8.0, 8.0], [24.0, 24.0, 32.0, 32.0]],
+        ],
+        dtype=torch.float64,
+    )
     extent = torch.tensor([[-8.0, -8.0, 40.0, 40.0]] * 3, dtype=torch.float64)  # 48 x 48, crop at (8, 8)
-    batch = dict(labels=torch.zeros(3, dtype=torch.int64), gt_boxes=gt, extent=extent, box=torch.zeros(3, 4),
-                 has_box=torch.zeros(3))
+    batch = dict(
+        labels=torch.zeros(3, dtype=torch.int64),
+        gt_boxes=gt,
+        extent=extent,
+        box=torch.zeros(3, 4),
+        has_box=torch.zeros(3),
+    )
     wrong, _, iou_sum = objective.val_counts(outputs, batch).tolist()
     assert wrong == 1  # only the third; unclipped, the second would miss too (IoU 24 / 56)
     assert iou_sum == pytest.approx(0.5 + 1.0 + 0.0)
     # the same boxes in image pixels (a 96 x 96 image: crop frame + 8, times 2), as loc evaluate scores them
-    to_image = lambda b: (np.asarray(b, dtype=np.float64) + 8) * 2
+
+    def to_image(b):
+        return (np.asarray(b, dtype=np.float64) + 8) * 2
+
     preds = to_image(params_to_boxes(outputs, 32).numpy())
     gts = [to_image(g[~np.isnan(g).any(1)]) for g in gt.numpy()]
     assert gt_class_box_error(preds, gts, [[0, 0, 96, 96]] * 3) == pytest.approx(100 / 3)
@@ -133,8 +170,14 @@ def test_fc_only_fine_tuning_keeps_the_conv_layers(data, tmp_path):
 def test_protocols_saved_boxes_merge_and_fusion(data, tmp_path):
     train(loc_cfg(data, tmp_path / "run", epochs=1))
     ckpt, boxes = tmp_path / "run/best.safetensors", data / "d/boxes-val.csv"
-    r = evaluate_loc(ckpt, boxes, out=tmp_path / "ev", classifier=str(data / "cls/best.safetensors"),
-                     multi_scale=True, gallery=4)
+    r = evaluate_loc(
+        ckpt,
+        boxes,
+        out=tmp_path / "ev",
+        classifier=str(data / "cls/best.safetensors"),
+        multi_scale=True,
+        gallery=4,
+    )
     assert r["images"] == 12 and r["scales"] == [35, 40, 45] and 0 <= r["center"]["gt_class_err"] <= 100
     assert set(r["dense"]) >= {"top1_loc_err", "top5_loc_err"} and "whole image" in r["baselines"]
     assert (tmp_path / "ev/gallery.png").read_bytes()[:4] == b"\x89PNG"
@@ -158,18 +201,37 @@ def test_loc_evaluate_ranks_classes_by_the_dense_protocol_with_the_flip(data, tm
     ones, the flipped image averaged in, even when the flip's boxes are not asked for."""
     train(loc_cfg(data, tmp_path / "run", epochs=1))
     boxes, qs = data / "d/boxes-val.csv", [40, 72]
-    r = evaluate_loc(tmp_path / "run/best.safetensors", boxes, out=tmp_path / "ev", protocols=("dense",),
-                     classifier=str(data / "cls/best.safetensors"), scales=qs, flip=False, amp="off")
+    r = evaluate_loc(
+        tmp_path / "run/best.safetensors",
+        boxes,
+        out=tmp_path / "ev",
+        protocols=("dense",),
+        classifier=str(data / "cls/best.safetensors"),
+        scales=qs,
+        flip=False,
+        amp="off",
+    )
     got = load_predictions(tmp_path / "ev")["class_scores"]
     cls, meta = load_model(data / "cls/best.safetensors")
-    ev, source = Evaluator(cls.eval(), Normalizer(meta.preprocessing), "cpu"), open_boxes(boxes, None, meta.classes)
-    expected = [torch.stack([ev.dense(item["images"][q][None])[0] for q in qs]).mean(0).numpy()
-                for item in scaled_loader(source.as_source(), qs)]
+    ev, source = (
+        Evaluator(cls.eval(), Normalizer(meta.preprocessing), "cpu"),
+        open_boxes(boxes, None, meta.classes),
+    )
+    expected = [
+        torch.stack([ev.dense(item["images"][q][None])[0] for q in qs]).mean(0).numpy()
+        for item in scaled_loader(source.as_source(), qs)
+    ]
     assert r["images"] == len(expected) == len(got)
     np.testing.assert_allclose(got, np.array(expected), rtol=1e-5, atol=1e-6)
     with torch.no_grad():
-        no_flip = [torch.stack([F.softmax(cls.dense(ev.norm(item["images"][q][None])).mean((2, 3)), 1)[0]
-                                for q in qs]).mean(0).numpy() for item in scaled_loader(source.as_source(), qs)]
+        no_flip = [
+            torch.stack(
+                [F.softmax(cls.dense(ev.norm(item["images"][q][None])).mean((2, 3)), 1)[0] for q in qs]
+            )
+            .mean(0)
+            .numpy()
+            for item in scaled_loader(source.as_source(), qs)
+        ]
     assert np.abs(np.array(no_flip) - got).max() > 1e-4  # the flip changes the figures: the test can fail
 
 
@@ -180,9 +242,32 @@ def test_bad_box_files_are_refused_before_any_work(data, tmp_path, capsys):
     row[4] = str(float(row[2]) - 1)  # xmax <= xmin
     bad.write_text("\n".join(lines[:3] + [",".join(row)] + lines[4:]) + "\n")
     (tmp_path / "d").symlink_to(data / "d")
-    code = main(["loc", "train", "--arch", "A", "--width", "0.0625", "--fc-dim", "32", "--crop", "32", "--scale", "40",
-                 "--data", str(bad), "--data-root", str(data / "d"), "--out", str(tmp_path / "run"), "--workers", "0",
-                 "--init-from", str(data / "cls/best.safetensors")])
+    code = main(
+        [
+            "loc",
+            "train",
+            "--arch",
+            "A",
+            "--width",
+            "0.0625",
+            "--fc-dim",
+            "32",
+            "--crop",
+            "32",
+            "--scale",
+            "40",
+            "--data",
+            str(bad),
+            "--data-root",
+            str(data / "d"),
+            "--out",
+            str(tmp_path / "run"),
+            "--workers",
+            "0",
+            "--init-from",
+            str(data / "cls/best.safetensors"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and f"{bad}:4" in err and "xmax" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
@@ -196,14 +281,48 @@ def test_bad_box_files_are_refused_before_any_work(data, tmp_path, capsys):
 @pytest.mark.slow
 def test_a_killed_loc_run_resumes_exactly(data, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
-    args = ["loc", "train", "--arch", "A", "--width", "0.0625", "--fc-dim", "32", "--crop", "32", "--scale", "40",
-            "--data", str(data / "d/boxes-train.csv"), "--val-data", str(data / "d/boxes-val.csv"), "--batch-size", "4",
-            "--epochs", "2", "--workers", "0", "--no-progress", "--dropout", "0.3", "--checkpoint-steps", "1",
-            "--init-from", str(data / "cls/best.safetensors"), "--deterministic"]
+    args = [
+        "loc",
+        "train",
+        "--arch",
+        "A",
+        "--width",
+        "0.0625",
+        "--fc-dim",
+        "32",
+        "--crop",
+        "32",
+        "--scale",
+        "40",
+        "--data",
+        str(data / "d/boxes-train.csv"),
+        "--val-data",
+        str(data / "d/boxes-val.csv"),
+        "--batch-size",
+        "4",
+        "--epochs",
+        "2",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--dropout",
+        "0.3",
+        "--checkpoint-steps",
+        "1",
+        "--init-from",
+        str(data / "cls/best.safetensors"),
+        "--deterministic",
+    ]
 
     def run(out, *extra):
-        return subprocess.Popen([sys.executable, "-m", "vggnet", *args, "--out", str(out), *extra], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "vggnet", *args, "--out", str(out), *extra],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
     ref = run(tmp_path / "ref")
     assert ref.wait(timeout=300) == 0, ref.stderr.read()
     p = run(tmp_path / "run")
@@ -213,5 +332,7 @@ def test_a_killed_loc_run_resumes_exactly(data, tmp_path):
     a, _ = load_model(tmp_path / "ref/final.safetensors")
     b, _ = load_model(tmp_path / "run/final.safetensors")
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
-    assert np.allclose([json.loads(x)["val_loc_err"] for x in (tmp_path / "ref/log.jsonl").read_text().splitlines()],
-                       [json.loads(x)["val_loc_err"] for x in (tmp_path / "run/log.jsonl").read_text().splitlines()])
+    assert np.allclose(
+        [json.loads(x)["val_loc_err"] for x in (tmp_path / "ref/log.jsonl").read_text().splitlines()],
+        [json.loads(x)["val_loc_err"] for x in (tmp_path / "run/log.jsonl").read_text().splitlines()],
+    )

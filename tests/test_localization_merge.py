@@ -1,4 +1,5 @@
 """OverFeat-style greedy merging (Appendix A) and ranking guesses."""
+
 import numpy as np
 import pytest
 
@@ -127,4 +128,6 @@ def test_incremental_bookkeeping_matches_the_plain_rule(t):
     boxes = np.hstack([c, c + rng.uniform(10, 80, (40, 2))])
     scores = rng.uniform(0, 1, 40)
     m = greedy_merge(boxes, scores, t)
-    assert sorted((round(float(s), 9), int(n)) for s, n in zip(m.scores, m.counts)) == naive_merge(boxes, scores, t)
+    assert sorted((round(float(s), 9), int(n)) for s, n in zip(m.scores, m.counts)) == naive_merge(
+        boxes, scores, t
+    )

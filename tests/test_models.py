@@ -4,14 +4,32 @@ import sys
 import pytest
 import torch
 
-from vggnet.errors import VGGError
-from vggnet.models import (WARM_START_LAYERS, check_state_dict, complexity, create_model, export_torchvision,
-                           import_torchvision, init_weights, list_models, load_model, save_weights, warm_start)
 from conftest import tiny
+from vggnet.errors import VGGError
+from vggnet.models import (
+    WARM_START_LAYERS,
+    check_state_dict,
+    complexity,
+    create_model,
+    export_torchvision,
+    import_torchvision,
+    init_weights,
+    list_models,
+    load_model,
+    save_weights,
+    warm_start,
+)
 
 # Table 2: exact parameter counts at the defaults (1000 classes, 224 crop).
-EXPECTED_PARAMS = {"A": 132_863_336, "A-LRN": 132_863_336, "B": 133_047_848, "C": 133_638_952,
-                   "D": 138_357_544, "E": 143_667_240, "B-5x5": 134_503_528}
+EXPECTED_PARAMS = {
+    "A": 132_863_336,
+    "A-LRN": 132_863_336,
+    "B": 133_047_848,
+    "C": 133_638_952,
+    "D": 138_357_544,
+    "E": 143_667_240,
+    "B-5x5": 134_503_528,
+}
 EXPECTED_GMACS = {"A": 7.61, "B": 11.31, "D": 15.47, "E": 19.63}
 # torchvision's vgg16 / vgg16_bn conv positions in `features` (its published key layout).
 TV_VGG16_CONVS = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
@@ -97,6 +115,7 @@ def test_named_layers(name):
     names = model.feature_names()
     convs = [n for n in names if n.startswith("conv")]
     from vggnet.models import weight_layers
+
     assert len(convs) + 3 == weight_layers(name)
     assert {"pool5", "fc6", "fc7", "fc8"} <= set(names)
     assert all(n.split("_")[0][4:].isdigit() and n.split("_")[1].isdigit() for n in convs)
@@ -125,7 +144,7 @@ def test_lrn_and_1x1_and_5x5_layers():
     # Krizhevsky's formula with alpha = 1e-4 *not* divided by the window: b = a / (2 + 1e-4 sum a^2)^0.75
     a = torch.rand(1, 8, 3, 3) * 30
     sq = torch.nn.functional.pad(a.pow(2), (0, 0, 0, 0, 2, 2))
-    window = sum(sq[:, i:i + 8] for i in range(5))
+    window = sum(sq[:, i : i + 8] for i in range(5))
     assert torch.allclose(lrn(a), a / (2 + 1e-4 * window) ** 0.75, rtol=1e-5)
     c = tiny("C").weight_layers()
     assert c["conv3_3"].kernel_size == (1, 1) and c["conv3_3"].padding == (0, 0)
@@ -183,7 +202,9 @@ def test_torchvision_key_layout():
     keys = [k for k in create_model("D", 5, width=1 / 16, fc_dim=8).state_dict() if k.startswith("features")]
     assert keys == [f"features.{i}.{p}" for i in TV_VGG16_CONVS for p in ("weight", "bias")]
     bn = create_model("D", 5, width=1 / 16, fc_dim=8, batch_norm=True).state_dict()
-    assert [int(k.split(".")[1]) for k in bn if k.endswith(".weight") and bn[k].dim() == 4] == TV_VGG16_BN_CONVS
+    assert [
+        int(k.split(".")[1]) for k in bn if k.endswith(".weight") and bn[k].dim() == 4
+    ] == TV_VGG16_BN_CONVS
     assert {"classifier.0.weight", "classifier.3.weight", "classifier.6.bias"} <= set(bn)
 
 
@@ -222,6 +243,7 @@ def test_vggnet_weights_round_trip_and_metadata(tmp_path):
     assert meta2.classes == meta["classes"] and meta2.model == model.spec
     assert all(torch.equal(v, back.state_dict()[k]) for k, v in model.state_dict().items())
     from safetensors.torch import save_file
+
     save_file({"x": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(VGGError, match="without vggnet metadata"):
         load_model(tmp_path / "plain.safetensors")
@@ -258,8 +280,10 @@ def test_cli_convert_both_ways_and_no_overwrite(tmp_path):
     assert model.arch == "B"
     out = run_cli("convert", str(tmp_path / "ours.safetensors"), str(tmp_path / "back.pth"))
     assert out.returncode == 0, out.stderr
-    assert torch.equal(torch.load(tmp_path / "back.pth", weights_only=True)["features.0.weight"],
-                       model.state_dict()["features.0.weight"])
+    assert torch.equal(
+        torch.load(tmp_path / "back.pth", weights_only=True)["features.0.weight"],
+        model.state_dict()["features.0.weight"],
+    )
     before = (tmp_path / "back.pth").read_bytes()
     out = run_cli("convert", str(tmp_path / "ours.safetensors"), str(tmp_path / "back.pth"))
     assert out.returncode == 2 and "refusing to overwrite" in out.stderr and "Traceback" not in out.stderr

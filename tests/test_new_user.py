@@ -1,6 +1,7 @@
 """A new user's hour: the Python API (train, evaluate, the net's own transform), report rows that say
 where they came from, the data split command, header and folder checks, messages that point the
 right way, a run that starts by saying what it trains and ends without its lock."""
+
 import contextlib
 import csv
 import io
@@ -14,6 +15,8 @@ import torch
 from PIL import Image
 
 import vggnet
+from conftest import tiny
+from helpers import make_folder, write_image
 from vggnet.cli import main
 from vggnet.data.datasets import file_list, open_source, split_holdout
 from vggnet.engine.plot import draw
@@ -22,11 +25,20 @@ from vggnet.eval import protocols
 from vggnet.localization.boxdata import read_box_csv
 from vggnet.localization.report import loc_tables
 from vggnet.models import create_model, init_weights, warm_start
-from conftest import tiny
-from helpers import make_folder, write_image
 
-NET = dict(arch="A", width=1 / 16, fc_dim=32, crop=32, scale="32:40", batch_size=6, workers=0, progress=False,
-           init="glorot", dropout=0.0, val_fraction=0.2)
+NET = dict(
+    arch="A",
+    width=1 / 16,
+    fc_dim=32,
+    crop=32,
+    scale="32:40",
+    batch_size=6,
+    workers=0,
+    progress=False,
+    init="glorot",
+    dropout=0.0,
+    val_fraction=0.2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +58,14 @@ def test_python_train_says_what_it_trains_first_and_leaves_no_lock(world):
     net, _ = vggnet.load_model(world.result["best_weights"])
     params = sum(p.numel() for p in net.parameters())
     first = lines[0]
-    for words in (f"on {len(train)} images of 3 classes", f"validating on {len(held)} images",
-                  f"{params:,} parameters", "net A", "device cpu", "precision "):
+    for words in (
+        f"on {len(train)} images of 3 classes",
+        f"validating on {len(held)} images",
+        f"{params:,} parameters",
+        "net A",
+        "device cpu",
+        "precision ",
+    ):
         assert words in first, first
     assert lines[1].startswith("epoch   1")
     assert not (world.root / "run" / "run.lock").exists()
@@ -63,9 +81,11 @@ def test_the_nets_transform_is_what_evaluate_feeds_it(world, tmp_path, monkeypat
     def spy(module, normalizer, policy, images):
         fed.append(normalizer(images).cpu())
         return original(module, normalizer, policy, images)
+
     monkeypatch.setattr(protocols, "forward", spy)
-    result = vggnet.evaluate(world.result["best_weights"], str(tmp_path / "one.csv"), ["center"], workers=0,
-                             device="cpu")
+    result = vggnet.evaluate(
+        world.result["best_weights"], str(tmp_path / "one.csv"), ["center"], workers=0, device="cpu"
+    )
     assert result["images"] == 1 and len(fed) == 1
     _, meta = vggnet.load_model(world.result["best_weights"])
     transform = vggnet.create_transform(meta)
@@ -79,8 +99,9 @@ def test_the_nets_transform_is_what_evaluate_feeds_it(world, tmp_path, monkeypat
 
 def test_report_rows_name_their_run_in_markdown_and_csv(world, tmp_path, capsys):
     for name in ("e1", "e2"):
-        vggnet.evaluate(world.result["best_weights"], str(world.data), ["center", "dense"],
-                        out=tmp_path / name)
+        vggnet.evaluate(
+            world.result["best_weights"], str(world.data), ["center", "dense"], out=tmp_path / name
+        )
     assert main(["report", str(tmp_path / "e1"), str(tmp_path / "e2"), "--out", str(tmp_path / "t.md")]) == 0
     rows = list(csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text())))
     assert len(rows) == 4 and {r["run"] for r in rows} == {str(tmp_path / "e1"), str(tmp_path / "e2")}
@@ -92,12 +113,22 @@ def test_report_rows_name_their_run_in_markdown_and_csv(world, tmp_path, capsys)
 
 
 def _loc_result(run, data, err):
-    return dict(kind="localisation", arch="A", head="pcr", finetune="all", train_scale=[40, 40], center_q=40,
-                images=10, data=data, run=run, top_k=5, scales=[40],
-                center={"gt_class_err": err, "whole_image_gt_class_err": err + 10,
-                        "mean_box_gt_class_err": err + 5},
-                dense={"threshold": 0.0, "top1_loc_err": err, "top5_loc_err": err - 1},
-                baselines={"whole image": {"top1_loc_err": err + 20, "top5_loc_err": err + 19}})
+    return dict(
+        kind="localisation",
+        arch="A",
+        head="pcr",
+        finetune="all",
+        train_scale=[40, 40],
+        center_q=40,
+        images=10,
+        data=data,
+        run=run,
+        top_k=5,
+        scales=[40],
+        center={"gt_class_err": err, "whole_image_gt_class_err": err + 10, "mean_box_gt_class_err": err + 5},
+        dense={"threshold": 0.0, "top1_loc_err": err, "top5_loc_err": err - 1},
+        baselines={"whole image": {"top1_loc_err": err + 20, "top5_loc_err": err + 19}},
+    )
 
 
 def test_localisation_tables_name_the_run_and_the_data_of_each_baseline():
@@ -106,7 +137,7 @@ def test_localisation_tables_name_the_run_and_the_data_of_each_baseline():
     tables = [i for i, r in enumerate(rows) if r[0] == "run"]
     assert len(tables) == 2  # Table 8, then Table 9, each with its run column
     for start, end in zip(tables, tables[1:] + [len(rows)]):
-        body = rows[start + 1:end]
+        body = rows[start + 1 : end]
         assert [r[0] for r in body].count("le1") >= 1 and [r[0] for r in body].count("le2") >= 1
         baselines = [r[0] for r in body if r[0].startswith("data: ")]
         assert "data: val-boxes.csv" in baselines and "data: other-boxes.csv" in baselines
@@ -133,8 +164,19 @@ def _images(path):
 def test_data_split_by_image_seeded_stratified_and_readable(tmp_path, capsys):
     boxes, rows = _box_world(tmp_path)
     out = tmp_path / "parts"
-    argv = ["data", "split", str(boxes), "--val", "0.2", "--tune", "0.1", "--seed", "3",
-            "--out-dir", str(out)]
+    argv = [
+        "data",
+        "split",
+        str(boxes),
+        "--val",
+        "0.2",
+        "--tune",
+        "0.1",
+        "--seed",
+        "3",
+        "--out-dir",
+        str(out),
+    ]
     assert main(argv) == 0
     parts = {n: out / f"boxes-{n}.csv" for n in ("train", "val", "tune")}
     said = capsys.readouterr().out
@@ -154,8 +196,9 @@ def test_data_split_by_image_seeded_stratified_and_readable(tmp_path, capsys):
     assert main(argv[:-4] + ["--seed", "4", "--out-dir", str(tmp_path / "other")]) == 0
     assert _images(tmp_path / "other" / "boxes-val.csv") != _images(parts["val"])
     labels = tmp_path / "labels.csv"
-    labels.write_text("path,label\n" + "".join(f"img/{c}/{i}.png,{c}\n" for c in ("n01", "n02", "n03")
-                                               for i in range(10)))
+    labels.write_text(
+        "path,label\n" + "".join(f"img/{c}/{i}.png,{c}\n" for c in ("n01", "n02", "n03") for i in range(10))
+    )
     assert main(["data", "split", str(labels), "--val", "0.3"]) == 0
     train, val = file_list(tmp_path / "labels-train.csv"), file_list(tmp_path / "labels-val.csv")
     assert (len(train), len(val)) == (21, 9) and not (tmp_path / "labels-tune.csv").exists()

@@ -8,6 +8,7 @@ the problem (the file or the setting), and every file that existed before byte-i
 Tiny nets and a dozen 40-pixel images keep the whole module fast; commands run in-process through
 ``vggnet.cli.main`` except where a real process matters (a kill, a lock, a pipe, a link loop).
 """
+
 import importlib
 import json
 import os
@@ -24,10 +25,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import tiny
-from helpers import make_folder, write_image
 from PIL import Image
 
+from conftest import tiny
+from helpers import make_folder, write_image
 from vggnet.cli import main
 from vggnet.errors import VGGError, describe
 from vggnet.models import init_weights, load_model, read_weights, save_weights
@@ -69,8 +70,11 @@ def refused(capsys, *argv, says=()):
 def snapshot(folder) -> dict:
     """Every file under `folder` (links not followed) and its bytes."""
     folder = Path(folder)
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.is_symlink()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 def env():
@@ -82,9 +86,37 @@ def vggnet_process(*argv, **kw):
 
 
 def train_args(data, out, *extra):
-    return ["train", "--arch", "A", "--width", "0.0625", "--fc-dim", "32", "--crop", "32", "--scale", "32:40",
-            "--data", data, "--batch-size", "4", "--epochs", "1", "--workers", "0", "--no-progress",
-            "--stats-max-images", "12", "--init", "glorot", "--dropout", "0", "--out", out, *extra]
+    return [
+        "train",
+        "--arch",
+        "A",
+        "--width",
+        "0.0625",
+        "--fc-dim",
+        "32",
+        "--crop",
+        "32",
+        "--scale",
+        "32:40",
+        "--data",
+        data,
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--stats-max-images",
+        "12",
+        "--init",
+        "glorot",
+        "--dropout",
+        "0",
+        "--out",
+        out,
+        *extra,
+    ]
 
 
 def all_finite(path) -> bool:
@@ -94,6 +126,7 @@ def all_finite(path) -> bool:
 
 def vggnet_meta(path):
     from safetensors.torch import safe_open
+
     with safe_open(str(path), framework="pt") as f:
         return json.loads(f.metadata()["vggnet"])
 
@@ -101,7 +134,12 @@ def vggnet_meta(path):
 def rewrite_meta(src, dst, meta):
     """`src`'s tensors with the metadata document `meta` (a dict or raw text)."""
     from safetensors.torch import load_file, save_file
-    save_file(load_file(str(src)), str(dst), metadata={"vggnet": meta if isinstance(meta, str) else json.dumps(meta)})
+
+    save_file(
+        load_file(str(src)),
+        str(dst),
+        metadata={"vggnet": meta if isinstance(meta, str) else json.dumps(meta)},
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -119,13 +157,23 @@ def world(tmp_path_factory):
     mask = os.umask(0o022)
     try:
         root = tmp_path_factory.mktemp("world")
-        w = SimpleNamespace(root=root, data=make_folder(root / "data", ("a", "b", "c"), per_class=4, size=(40, 40)),
-                            one=make_folder(root / "one", ("a",), per_class=6, size=(40, 40)),
-                            ckpt=root / "m.safetensors", ev=root / "ev", run=root / "run", bad=root / "bad")
+        w = SimpleNamespace(
+            root=root,
+            data=make_folder(root / "data", ("a", "b", "c"), per_class=4, size=(40, 40)),
+            one=make_folder(root / "one", ("a",), per_class=6, size=(40, 40)),
+            ckpt=root / "m.safetensors",
+            ev=root / "ev",
+            run=root / "run",
+            bad=root / "bad",
+        )
         model = init_weights(tiny("A", num_classes=3), "glorot")
-        save_weights(w.ckpt, model, dict(classes=["a", "b", "c"], preprocessing=PRE,
-                                          train=dict(scale=[32, 40], crop=32)))
+        save_weights(
+            w.ckpt,
+            model,
+            dict(classes=["a", "b", "c"], preprocessing=PRE, train=dict(scale=[32, 40], crop=32)),
+        )
         from vggnet.eval.runner import evaluate
+
         evaluate(w.ckpt, w.data, ["center", "dense"], out=w.ev)
         assert main([str(a) for a in train_args(w.data, w.run)]) == 0
         _bad_inputs(w)
@@ -148,22 +196,38 @@ def _bad_inputs(w):
     rewrite_meta(w.ckpt, b / "meta-deep.safetensors", "[" * 100_000 + "]" * 100_000)
     rewrite_meta(w.ckpt, b / "meta-dropout.safetensors", dict(meta, model=dict(meta["model"], dropout=7)))
     rewrite_meta(w.ckpt, b / "meta-classes.safetensors", dict(meta, classes=["a", "a", "b"]))
-    rewrite_meta(w.ckpt, b / "meta-scale.safetensors", dict(meta, train=dict(meta["train"], scale=[100_000] * 2)))
+    rewrite_meta(
+        w.ckpt, b / "meta-scale.safetensors", dict(meta, train=dict(meta["train"], scale=[100_000] * 2))
+    )
     # Metadata claiming the largest net the bounds allow (tens of GB of weights) over tiny tensors.
-    rewrite_meta(w.ckpt, b / "meta-huge.safetensors", dict(meta, classes=[str(i) for i in range(100_000)], model=dict(
-        arch="E", num_classes=100_000, width=16, fc_dim=65_536, crop_size=4096)))
+    rewrite_meta(
+        w.ckpt,
+        b / "meta-huge.safetensors",
+        dict(
+            meta,
+            classes=[str(i) for i in range(100_000)],
+            model=dict(arch="E", num_classes=100_000, width=16, fc_dim=65_536, crop_size=4096),
+        ),
+    )
     from safetensors.torch import load_file, save_file
+
     tensors = load_file(str(w.ckpt))
     tensors["features.0.weight"][0, 0, 0, 0] = float("nan")
     save_file(tensors, str(b / "nan.safetensors"), metadata={"vggnet": json.dumps(meta)})
-    for name, text in (("damaged", '{"epoch": 1, "lr": 0.01, "train_loss": 1.0}\n{"epoch": 2, "lr'),
-                       ("wrongtype", '{"epoch": 1, "lr": "x", "train_loss": [1]}\n'),
-                       ("nan", '{"epoch": 1, "lr": 0.01, "train_loss": NaN}\n')):
+    for name, text in (
+        ("damaged", '{"epoch": 1, "lr": 0.01, "train_loss": 1.0}\n{"epoch": 2, "lr'),
+        ("wrongtype", '{"epoch": 1, "lr": "x", "train_loss": [1]}\n'),
+        ("nan", '{"epoch": 1, "lr": 0.01, "train_loss": NaN}\n'),
+    ):
         (b / f"log-{name}").mkdir()
         (b / f"log-{name}" / "log.jsonl").write_text(text)
-    for name, text in (("list", "[1, 2]"), ("missing", '{"protocols": {"dense": {}}}'),
-                       ("deep", '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"), ("notjson", "{bad"),
-                       ("scale", '{"protocols": {"dense": {"top1_err": 1, "top5_err": 2}}, "train_scale": [1]}')):
+    for name, text in (
+        ("list", "[1, 2]"),
+        ("missing", '{"protocols": {"dense": {}}}'),
+        ("deep", '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+        ("notjson", "{bad"),
+        ("scale", '{"protocols": {"dense": {"top1_err": 1, "top5_err": 2}}, "train_scale": [1]}'),
+    ):
         (b / f"res-{name}").mkdir()
         (b / f"res-{name}" / "results.json").write_text(text)
     (b / "post-random").mkdir()
@@ -174,7 +238,8 @@ def _bad_inputs(w):
     (b / "nested.yaml").write_text("lr: " + "[" * 20_000 + "]" * 20_000 + "\n")
     # A 457-byte alias bomb: nine levels of nine references expand to 9^9 strings.
     bomb = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
-        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")
+    )
     (b / "bomb.yaml").write_text(bomb)
     (b / "stats-junk.json").write_bytes(rng.bytes(100))
     (b / "stats-fields.json").write_text('{"mean_rgb": "x", "pca_eigval": 1, "pca_eigvec": 2}')
@@ -193,112 +258,339 @@ def _bad_inputs(w):
 NO = None
 CASES = [
     # 1. tracebacks instead of messages
-    ("convert-random", lambda w: ["convert", w.bad / "random.safetensors", w.root / "x.pth"], "random.safetensors", NO),
-    ("convert-truncated", lambda w: ["convert", w.bad / "truncated.safetensors", w.root / "x.pth"],
-     "truncated.safetensors", NO),
-    ("convert-not-a-state-dict", lambda w: ["convert", w.bad / "garbage.pth", w.root / "x.safetensors"],
-     ["garbage.pth", "cannot read as a PyTorch state dict"], NO),
+    (
+        "convert-random",
+        lambda w: ["convert", w.bad / "random.safetensors", w.root / "x.pth"],
+        "random.safetensors",
+        NO,
+    ),
+    (
+        "convert-truncated",
+        lambda w: ["convert", w.bad / "truncated.safetensors", w.root / "x.pth"],
+        "truncated.safetensors",
+        NO,
+    ),
+    (
+        "convert-not-a-state-dict",
+        lambda w: ["convert", w.bad / "garbage.pth", w.root / "x.safetensors"],
+        ["garbage.pth", "cannot read as a PyTorch state dict"],
+        NO,
+    ),
     ("convert-output-is-folder", lambda w: ["convert", w.ckpt, w.ev], ["ev", "is a folder"], NO),
-    ("convert-metadata-not-object", lambda w: ["convert", w.bad / "meta-list.safetensors", w.root / "x.pth"],
-     ["meta-list.safetensors", "JSON object"], NO),
-    ("evaluate-metadata-bad-dropout", lambda w: ["evaluate", "--checkpoint", w.bad / "meta-dropout.safetensors",
-                                                 "--data", w.data], ["meta-dropout.safetensors", "dropout"], NO),
-    ("evaluate-metadata-nested", lambda w: ["evaluate", "--checkpoint", w.bad / "meta-deep.safetensors",
-                                            "--data", w.data], ["meta-deep.safetensors", "nested"], NO),
-    ("plot-damaged-log", lambda w: ["plot", w.bad / "log-damaged", "--out", w.root / "x.png"], "log.jsonl:2", NO),
-    ("plot-log-wrong-types", lambda w: ["plot", w.bad / "log-wrongtype", "--out", w.root / "x.png"],
-     ["log.jsonl:1", "lr"], NO),
-    ("plot-log-nan", lambda w: ["plot", w.bad / "log-nan", "--out", w.root / "x.png"], ["log.jsonl:1", "train_loss"], NO),
+    (
+        "convert-metadata-not-object",
+        lambda w: ["convert", w.bad / "meta-list.safetensors", w.root / "x.pth"],
+        ["meta-list.safetensors", "JSON object"],
+        NO,
+    ),
+    (
+        "evaluate-metadata-bad-dropout",
+        lambda w: ["evaluate", "--checkpoint", w.bad / "meta-dropout.safetensors", "--data", w.data],
+        ["meta-dropout.safetensors", "dropout"],
+        NO,
+    ),
+    (
+        "evaluate-metadata-nested",
+        lambda w: ["evaluate", "--checkpoint", w.bad / "meta-deep.safetensors", "--data", w.data],
+        ["meta-deep.safetensors", "nested"],
+        NO,
+    ),
+    (
+        "plot-damaged-log",
+        lambda w: ["plot", w.bad / "log-damaged", "--out", w.root / "x.png"],
+        "log.jsonl:2",
+        NO,
+    ),
+    (
+        "plot-log-wrong-types",
+        lambda w: ["plot", w.bad / "log-wrongtype", "--out", w.root / "x.png"],
+        ["log.jsonl:1", "lr"],
+        NO,
+    ),
+    (
+        "plot-log-nan",
+        lambda w: ["plot", w.bad / "log-nan", "--out", w.root / "x.png"],
+        ["log.jsonl:1", "train_loss"],
+        NO,
+    ),
     ("train-negative-seed", lambda w: train_args(w.data, w.root / "t", "--seed", "-1"), "seed", "t"),
     ("train-negative-workers", lambda w: train_args(w.data, w.root / "t", "--workers", "-3"), "workers", "t"),
     ("check-negative-workers", lambda w: ["data", "check", w.data, "--workers", "-1"], "--workers", NO),
-    ("evaluate-missing-cuda", lambda w: ["evaluate", "--checkpoint", w.ckpt, "--data", w.data, "--device", "cuda:99"],
-     "CUDA", NO),
-    ("train-recipe-not-utf8", lambda w: train_args(w.data, w.root / "t", "--config", w.bad / "latin1.yaml"),
-     ["latin1.yaml", "UTF-8"], "t"),
-    ("train-recipe-integer-key", lambda w: train_args(w.data, w.root / "t", "--config", w.bad / "intkey.yaml"),
-     "intkey.yaml", "t"),
-    ("train-recipe-duplicate-key", lambda w: train_args(w.data, w.root / "t", "--config", w.bad / "dup.yaml"),
-     ["dup.yaml", "'arch'", "lines 1 and 3"], "t"),
+    (
+        "evaluate-missing-cuda",
+        lambda w: ["evaluate", "--checkpoint", w.ckpt, "--data", w.data, "--device", "cuda:99"],
+        "CUDA",
+        NO,
+    ),
+    (
+        "train-recipe-not-utf8",
+        lambda w: train_args(w.data, w.root / "t", "--config", w.bad / "latin1.yaml"),
+        ["latin1.yaml", "UTF-8"],
+        "t",
+    ),
+    (
+        "train-recipe-integer-key",
+        lambda w: train_args(w.data, w.root / "t", "--config", w.bad / "intkey.yaml"),
+        "intkey.yaml",
+        "t",
+    ),
+    (
+        "train-recipe-duplicate-key",
+        lambda w: train_args(w.data, w.root / "t", "--config", w.bad / "dup.yaml"),
+        ["dup.yaml", "'arch'", "lines 1 and 3"],
+        "t",
+    ),
     ("report-results-list", lambda w: ["report", w.bad / "res-list"], "res-list/results.json", NO),
-    ("report-results-missing-fields", lambda w: ["report", w.bad / "res-missing"], ["res-missing/results.json", "dense"], NO),
+    (
+        "report-results-missing-fields",
+        lambda w: ["report", w.bad / "res-missing"],
+        ["res-missing/results.json", "dense"],
+        NO,
+    ),
     ("report-results-not-json", lambda w: ["report", w.bad / "res-notjson"], "res-notjson/results.json", NO),
-    ("report-results-bad-scale", lambda w: ["report", w.bad / "res-scale"], ["res-scale/results.json", "train_scale"], NO),
-    ("report-results-nested", lambda w: ["report", w.bad / "res-deep"], ["res-deep/results.json", "nested"], NO),
+    (
+        "report-results-bad-scale",
+        lambda w: ["report", w.bad / "res-scale"],
+        ["res-scale/results.json", "train_scale"],
+        NO,
+    ),
+    (
+        "report-results-nested",
+        lambda w: ["report", w.bad / "res-deep"],
+        ["res-deep/results.json", "nested"],
+        NO,
+    ),
     ("fuse-random-posteriors", lambda w: ["fuse", w.bad / "post-random"], "posteriors.safetensors", NO),
-    ("stats-of-a-jpeg", lambda w: ["stats", w.bad / "photo.jpg", "--out", w.root / "s.json"], "photo.jpg", NO),
+    (
+        "stats-of-a-jpeg",
+        lambda w: ["stats", w.bad / "photo.jpg", "--out", w.root / "s.json"],
+        "photo.jpg",
+        NO,
+    ),
     ("unknown-command", lambda w: ["nope"], "nope", NO),
     # 2. results overwritten
-    ("fuse-onto-evaluation", lambda w: ["fuse", w.ev, "--out", w.ev], ["posteriors.safetensors", "exists"], NO),
-    ("stats-onto-checkpoint", lambda w: ["stats", w.data, "--out", w.run / "best.safetensors"], "best.safetensors", NO),
-    ("stats-onto-checkpoint-force", lambda w: ["stats", w.data, "--out", w.run / "best.safetensors", "--force"],
-     "even with --force", NO),
-    ("stats-onto-stats", lambda w: ["stats", w.data, "--out", w.run / "stats.json"], ["stats.json", "--force"], NO),
-    ("plot-onto-weights-force", lambda w: ["plot", w.run, "--out", w.ckpt, "--force"], ["m.safetensors", "not a PNG"], NO),
+    (
+        "fuse-onto-evaluation",
+        lambda w: ["fuse", w.ev, "--out", w.ev],
+        ["posteriors.safetensors", "exists"],
+        NO,
+    ),
+    (
+        "stats-onto-checkpoint",
+        lambda w: ["stats", w.data, "--out", w.run / "best.safetensors"],
+        "best.safetensors",
+        NO,
+    ),
+    (
+        "stats-onto-checkpoint-force",
+        lambda w: ["stats", w.data, "--out", w.run / "best.safetensors", "--force"],
+        "even with --force",
+        NO,
+    ),
+    (
+        "stats-onto-stats",
+        lambda w: ["stats", w.data, "--out", w.run / "stats.json"],
+        ["stats.json", "--force"],
+        NO,
+    ),
+    (
+        "plot-onto-weights-force",
+        lambda w: ["plot", w.run, "--out", w.ckpt, "--force"],
+        ["m.safetensors", "not a PNG"],
+        NO,
+    ),
     ("report-onto-results", lambda w: ["report", w.ev, "--out", w.ev / "results.json"], "results.json", NO),
     ("report-beside-users-csv", lambda w: ["report", w.ev, "--out", w.bad / "table.md"], "table.csv", NO),
-    ("evaluate-onto-evaluation", lambda w: ["evaluate", "--checkpoint", w.ckpt, "--data", w.data, "--out", w.ev],
-     "exists", NO),
-    ("evaluate-onto-results-only", lambda w: ["evaluate", "--checkpoint", w.ckpt, "--data", w.data, "--out",
-                                              w.bad / "evres"], "results.json", NO),
-    ("evaluate-onto-weights-force", lambda w: ["evaluate", "--checkpoint", w.ckpt, "--data", w.data, "--out",
-                                               w.bad / "evweights", "--force"], "not a posteriors", NO),
-    ("convert-onto-weights", lambda w: ["convert", w.ckpt, w.run / "best.safetensors", "--to", "torchvision"],
-     "best.safetensors", NO),
+    (
+        "evaluate-onto-evaluation",
+        lambda w: ["evaluate", "--checkpoint", w.ckpt, "--data", w.data, "--out", w.ev],
+        "exists",
+        NO,
+    ),
+    (
+        "evaluate-onto-results-only",
+        lambda w: ["evaluate", "--checkpoint", w.ckpt, "--data", w.data, "--out", w.bad / "evres"],
+        "results.json",
+        NO,
+    ),
+    (
+        "evaluate-onto-weights-force",
+        lambda w: [
+            "evaluate",
+            "--checkpoint",
+            w.ckpt,
+            "--data",
+            w.data,
+            "--out",
+            w.bad / "evweights",
+            "--force",
+        ],
+        "not a posteriors",
+        NO,
+    ),
+    (
+        "convert-onto-weights",
+        lambda w: ["convert", w.ckpt, w.run / "best.safetensors", "--to", "torchvision"],
+        "best.safetensors",
+        NO,
+    ),
     ("convert-onto-users-classes", lambda w: ["convert", w.ckpt, w.bad / "user.pth"], "user.classes.txt", NO),
-    ("synth-into-data", lambda w: ["data", "synth", "--out", w.data, "--classes", "1", "--per-class", "1"],
-     "not empty", NO),
+    (
+        "synth-into-data",
+        lambda w: ["data", "synth", "--out", w.data, "--classes", "1", "--per-class", "1"],
+        "not empty",
+        NO,
+    ),
     ("demo-into-folder", lambda w: ["demo", "--out", w.bad / "notempty"], "not empty", NO),
     ("train-into-run", lambda w: train_args(w.data, w.run), ["run", "not empty"], NO),
     ("train-into-file", lambda w: train_args(w.data, w.ckpt), "is a file", NO),
     # 3. a diverged checkpoint is not used
-    ("evaluate-nan-weights", lambda w: ["evaluate", "--checkpoint", w.bad / "nan.safetensors", "--data", w.data],
-     ["nan.safetensors", "not finite"], NO),
-    ("convert-nan-weights", lambda w: ["convert", w.bad / "nan.safetensors", w.root / "x.pth"], "not finite", NO),
+    (
+        "evaluate-nan-weights",
+        lambda w: ["evaluate", "--checkpoint", w.bad / "nan.safetensors", "--data", w.data],
+        ["nan.safetensors", "not finite"],
+        NO,
+    ),
+    (
+        "convert-nan-weights",
+        lambda w: ["convert", w.bad / "nan.safetensors", w.root / "x.pth"],
+        "not finite",
+        NO,
+    ),
     # 4. checked before anything is written
-    ("train-negative-init-std", lambda w: train_args(w.data, w.root / "t", "--init-std", "-1"), "init-std", "t"),
-    ("train-missing-init-from", lambda w: train_args(w.data, w.root / "t", "--init-from", w.root / "nope"), "nope", "t"),
-    ("train-unreadable-init-from", lambda w: train_args(w.data, w.root / "t", "--init-from",
-                                                        w.bad / "random.safetensors"), "random.safetensors", "t"),
-    ("train-stats-not-json", lambda w: train_args(w.data, w.root / "t", "--stats", w.bad / "stats-junk.json"),
-     "stats-junk.json", "t"),
-    ("train-stats-bad-fields", lambda w: train_args(w.data, w.root / "t", "--stats", w.bad / "stats-fields.json"),
-     "stats-fields.json", "t"),
-    ("train-missing-data-root", lambda w: train_args(w.data, w.root / "t", "--data-root", w.root / "nope"),
-     "--data-root", "t"),
+    (
+        "train-negative-init-std",
+        lambda w: train_args(w.data, w.root / "t", "--init-std", "-1"),
+        "init-std",
+        "t",
+    ),
+    (
+        "train-missing-init-from",
+        lambda w: train_args(w.data, w.root / "t", "--init-from", w.root / "nope"),
+        "nope",
+        "t",
+    ),
+    (
+        "train-unreadable-init-from",
+        lambda w: train_args(w.data, w.root / "t", "--init-from", w.bad / "random.safetensors"),
+        "random.safetensors",
+        "t",
+    ),
+    (
+        "train-stats-not-json",
+        lambda w: train_args(w.data, w.root / "t", "--stats", w.bad / "stats-junk.json"),
+        "stats-junk.json",
+        "t",
+    ),
+    (
+        "train-stats-bad-fields",
+        lambda w: train_args(w.data, w.root / "t", "--stats", w.bad / "stats-fields.json"),
+        "stats-fields.json",
+        "t",
+    ),
+    (
+        "train-missing-data-root",
+        lambda w: train_args(w.data, w.root / "t", "--data-root", w.root / "nope"),
+        "--data-root",
+        "t",
+    ),
     ("train-one-class", lambda w: train_args(w.one, w.root / "t"), "at least 2", "t"),
     ("demo-unknown-arch", lambda w: ["demo", "--out", w.root / "d", "--arch", "Z"], "'Z'", "d"),
     ("demo-one-class-data", lambda w: ["demo", "--out", w.root / "d", "--data", w.one], "at least 2", "d"),
     # 5. unbounded work
-    ("evaluate-huge-scale", lambda w: ["evaluate", "--checkpoint", w.ckpt, "--data", w.data, "--scales", "100000"],
-     "4096", NO),
+    (
+        "evaluate-huge-scale",
+        lambda w: ["evaluate", "--checkpoint", w.ckpt, "--data", w.data, "--scales", "100000"],
+        "4096",
+        NO,
+    ),
     ("train-huge-scale", lambda w: train_args(w.data, w.root / "t", "--scale", "32:100000"), "4096", "t"),
-    ("train-huge-val-scale", lambda w: train_args(w.data, w.root / "t", "--val-scale", "100000"), "4096", "t"),
-    ("train-alias-bomb", lambda w: train_args(w.data, w.root / "t", "--config", w.bad / "bomb.yaml"),
-     ["bomb.yaml", "aliases"], "t"),
-    ("train-nested-recipe", lambda w: train_args(w.data, w.root / "t", "--config", w.bad / "nested.yaml"),
-     ["nested.yaml", "nested"], "t"),
-    ("evaluate-metadata-huge-net", lambda w: ["evaluate", "--checkpoint", w.bad / "meta-huge.safetensors",
-                                              "--data", w.data], ["meta-huge.safetensors", "do not match"], NO),
-    ("evaluate-metadata-huge-scale", lambda w: ["evaluate", "--checkpoint", w.bad / "meta-scale.safetensors",
-                                                "--data", w.data], ["meta-scale.safetensors", "train.scale"], NO),
+    (
+        "train-huge-val-scale",
+        lambda w: train_args(w.data, w.root / "t", "--val-scale", "100000"),
+        "4096",
+        "t",
+    ),
+    (
+        "train-alias-bomb",
+        lambda w: train_args(w.data, w.root / "t", "--config", w.bad / "bomb.yaml"),
+        ["bomb.yaml", "aliases"],
+        "t",
+    ),
+    (
+        "train-nested-recipe",
+        lambda w: train_args(w.data, w.root / "t", "--config", w.bad / "nested.yaml"),
+        ["nested.yaml", "nested"],
+        "t",
+    ),
+    (
+        "evaluate-metadata-huge-net",
+        lambda w: ["evaluate", "--checkpoint", w.bad / "meta-huge.safetensors", "--data", w.data],
+        ["meta-huge.safetensors", "do not match"],
+        NO,
+    ),
+    (
+        "evaluate-metadata-huge-scale",
+        lambda w: ["evaluate", "--checkpoint", w.bad / "meta-scale.safetensors", "--data", w.data],
+        ["meta-scale.safetensors", "train.scale"],
+        NO,
+    ),
     # 6. silent nonsense
-    ("train-negative-steps", lambda w: train_args(w.data, w.root / "t", "--max-steps-per-epoch", "-1"),
-     "max-steps-per-epoch", "t"),
-    ("synth-negative-val", lambda w: ["data", "synth", "--out", w.root / "s", "--val-per-class", "-1"],
-     "--val-per-class", "s"),
-    ("evaluate-batch-zero", lambda w: ["evaluate", "--checkpoint", w.ckpt, "--data", w.data, "--batch-size", "0"],
-     "--batch-size", NO),
-    ("train-lr-factor-above-one", lambda w: train_args(w.data, w.root / "t", "--lr-factor", "1000"), "lr-factor", "t"),
-    ("train-weight-decay-nan", lambda w: train_args(w.data, w.root / "t", "--weight-decay", "nan"), "weight-decay", "t"),
+    (
+        "train-negative-steps",
+        lambda w: train_args(w.data, w.root / "t", "--max-steps-per-epoch", "-1"),
+        "max-steps-per-epoch",
+        "t",
+    ),
+    (
+        "synth-negative-val",
+        lambda w: ["data", "synth", "--out", w.root / "s", "--val-per-class", "-1"],
+        "--val-per-class",
+        "s",
+    ),
+    (
+        "evaluate-batch-zero",
+        lambda w: ["evaluate", "--checkpoint", w.ckpt, "--data", w.data, "--batch-size", "0"],
+        "--batch-size",
+        NO,
+    ),
+    (
+        "train-lr-factor-above-one",
+        lambda w: train_args(w.data, w.root / "t", "--lr-factor", "1000"),
+        "lr-factor",
+        "t",
+    ),
+    (
+        "train-weight-decay-nan",
+        lambda w: train_args(w.data, w.root / "t", "--weight-decay", "nan"),
+        "weight-decay",
+        "t",
+    ),
     ("train-lr-inf", lambda w: train_args(w.data, w.root / "t", "--lr", "inf"), "lr", "t"),
-    ("evaluate-duplicate-classes", lambda w: ["evaluate", "--checkpoint", w.bad / "meta-classes.safetensors",
-                                              "--data", w.data], ["meta-classes.safetensors", "twice"], NO),
-    ("resume-other-settings", lambda w: train_args(w.data, w.run, "--resume", "--lr", "0.5"), ["lr", "0.5"], NO),
-    ("resume-auto-other-settings", lambda w: train_args(w.data, w.run, "--resume", "auto", "--lr", "0.5"),
-     ["--resume auto", "another run", "lr", "0.5"], NO),
-    ("resume-auto-into-users-folder", lambda w: train_args(w.data, w.bad / "notempty", "--resume", "auto"),
-     ["notempty", "holds no run"], NO),
+    (
+        "evaluate-duplicate-classes",
+        lambda w: ["evaluate", "--checkpoint", w.bad / "meta-classes.safetensors", "--data", w.data],
+        ["meta-classes.safetensors", "twice"],
+        NO,
+    ),
+    (
+        "resume-other-settings",
+        lambda w: train_args(w.data, w.run, "--resume", "--lr", "0.5"),
+        ["lr", "0.5"],
+        NO,
+    ),
+    (
+        "resume-auto-other-settings",
+        lambda w: train_args(w.data, w.run, "--resume", "auto", "--lr", "0.5"),
+        ["--resume auto", "another run", "lr", "0.5"],
+        NO,
+    ),
+    (
+        "resume-auto-into-users-folder",
+        lambda w: train_args(w.data, w.bad / "notempty", "--resume", "auto"),
+        ["notempty", "holds no run"],
+        NO,
+    ),
     ("fuse-same-folder-twice", lambda w: ["fuse", w.ev, w.ev], ["same folder"], NO),
     ("fuse-same-folder-respelled", lambda w: ["fuse", w.ev, w.bad / ".." / "ev"], ["same folder"], NO),
 ]
@@ -316,6 +608,7 @@ def test_bad_input_is_refused_in_one_line_and_touches_nothing(world, capsys, mak
 def test_tensorboard_without_the_package_is_refused_before_work(world, capsys):
     try:
         import torch.utils.tensorboard  # noqa: F401
+
         pytest.skip("tensorboard is installed")
     except ImportError:
         pass
@@ -325,7 +618,18 @@ def test_tensorboard_without_the_package_is_refused_before_work(world, capsys):
 
 def test_debug_shows_the_traceback(world, capsys):
     with pytest.raises(VGGError, match="4096"):
-        main(["evaluate", "--checkpoint", str(world.ckpt), "--data", str(world.data), "--scales", "100000", "--debug"])
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(world.ckpt),
+                "--data",
+                str(world.data),
+                "--scales",
+                "100000",
+                "--debug",
+            ]
+        )
 
 
 def test_data_check_reports_a_broken_jpeg_given_directly(world, capsys):
@@ -338,7 +642,9 @@ def test_metadata_claiming_a_huge_net_allocates_nothing(world, capsys):
     # The net it describes would take tens of GB; refused after the shapes are compared on a
     # storage-less skeleton, the process has grown by (far) less than that.
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    refused(capsys, "convert", world.bad / "meta-huge.safetensors", world.root / "huge.pth", says="do not match")
+    refused(
+        capsys, "convert", world.bad / "meta-huge.safetensors", world.root / "huge.pth", says="do not match"
+    )
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB
 
 
@@ -368,13 +674,18 @@ def test_full_disk_at_a_checkpoint_names_it_and_keeps_the_last_one(world, tmp_pa
             seen["n"] = seen.get("n", 0) + 1
             if seen["n"] == 2:
                 seen["before"] = (run / "last.safetensors").read_bytes()
-                raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+                raise SafetensorError(
+                    "Error while serializing: I/O error: No space left on device (os error 28)"
+                )
         return real(tensors, path, metadata=metadata)
 
     run = tmp_path / "run"
     monkeypatch.setattr(st, "save_file", save_file)
-    line = refused(capsys, *train_args(world.data, run, "--checkpoint-steps", "1"),
-                   says=[run / "last.safetensors", "No space left on device"])
+    line = refused(
+        capsys,
+        *train_args(world.data, run, "--checkpoint-steps", "1"),
+        says=[run / "last.safetensors", "No space left on device"],
+    )
     assert "intact" in line
     assert (run / "last.safetensors").read_bytes() == seen["before"]
     assert not list(run.glob(".*.tmp"))
@@ -396,7 +707,13 @@ def test_a_writer_failing_in_its_own_way_is_one_line_naming_the_file(world, tmp_
     assert not (tmp_path / "x.classes.txt").exists()
     free = shutil.disk_usage(tmp_path)._replace(free=0)
     monkeypatch.setattr(vggnet.fileio.shutil, "disk_usage", lambda _: free)
-    refused(capsys, "convert", world.ckpt, tmp_path / "y.pth", says=[tmp_path / "y.pth", "No space left on device"])
+    refused(
+        capsys,
+        "convert",
+        world.ckpt,
+        tmp_path / "y.pth",
+        says=[tmp_path / "y.pth", "No space left on device"],
+    )
     assert not (tmp_path / "x.pth").exists() and not (tmp_path / "y.pth").exists()
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -406,8 +723,17 @@ def test_an_unwritable_output_is_refused_before_the_work(world, capsys, tmp_path
     if not Path("/sys").is_dir() or os.access("/sys", os.W_OK) and _can_create("/sys"):
         pytest.skip("no read-only /sys here")
     refused(capsys, "stats", world.data, "--out", "/sys/vggnet-stats.json", says=["/sys", "ermission denied"])
-    refused(capsys, "evaluate", "--checkpoint", world.ckpt, "--data", world.data, "--out", "/sys/vggnet-ev",
-            says="/sys")
+    refused(
+        capsys,
+        "evaluate",
+        "--checkpoint",
+        world.ckpt,
+        "--data",
+        world.data,
+        "--out",
+        "/sys/vggnet-ev",
+        says="/sys",
+    )
 
 
 def _can_create(folder) -> bool:
@@ -444,10 +770,20 @@ def test_outputs_have_the_usual_permissions(world, tmp_path, capsys):
         os.umask(mask)
         out = tmp_path / f"m{mask:o}"
         assert cli(capsys, "stats", world.data, "--out", out / "s.json", "--workers", "0")[0] == 0
-        assert cli(capsys, "evaluate", "--checkpoint", world.ckpt, "--data", world.data, "--out", out / "ev")[0] == 0
+        assert (
+            cli(capsys, "evaluate", "--checkpoint", world.ckpt, "--data", world.data, "--out", out / "ev")[0]
+            == 0
+        )
         assert cli(capsys, "convert", world.ckpt, out / "tv.pth")[0] == 0
         assert cli(capsys, "plot", world.run, "--out", out / "c.png")[0] == 0
-        for f in ("s.json", "ev/results.json", "ev/posteriors.safetensors", "tv.pth", "tv.classes.txt", "c.png"):
+        for f in (
+            "s.json",
+            "ev/results.json",
+            "ev/posteriors.safetensors",
+            "tv.pth",
+            "tv.classes.txt",
+            "c.png",
+        ):
             assert (out / f).stat().st_mode & 0o777 == mode, (f, oct((out / f).stat().st_mode))
     os.umask(0o022)
     for f in ("config.yaml", "stats.json", "last.safetensors", "best.safetensors", "final.safetensors"):
@@ -469,6 +805,7 @@ def _state(path):
 def _claims(line: str):
     """What the message says the last checkpoint holds, as (epoch, step) of the training state."""
     import re
+
     if "no checkpoint had been written yet" in line:
         return None
     m = re.search(r"as it was after (?:epoch (\d+)|step (\d+) of epoch (\d+))", line)
@@ -492,7 +829,9 @@ def test_a_diverging_run_keeps_only_finite_checkpoints_and_says_what_they_hold(w
 
 def test_lr_10_with_a_checkpoint_every_step_never_writes_nan(world, tmp_path, capsys):
     run = tmp_path / "run"
-    rc, _, err = cli(capsys, *train_args(world.data, run, "--lr", "10", "--epochs", "3", "--checkpoint-steps", "1"))
+    rc, _, err = cli(
+        capsys, *train_args(world.data, run, "--lr", "10", "--epochs", "3", "--checkpoint-steps", "1")
+    )
     assert rc in (0, 2) and "Traceback" not in err
     if rc == 2:
         line = one_line(err)
@@ -505,28 +844,37 @@ def test_lr_10_with_a_checkpoint_every_step_never_writes_nan(world, tmp_path, ca
 
 def test_resuming_a_checkpoint_with_nan_weights_is_refused(world, tmp_path, capsys):
     from safetensors.torch import load_file, save_file
+
     run = tmp_path / "run"
     shutil.copytree(world.run, run)
     tensors, meta = load_file(str(run / "last.safetensors")), vggnet_meta(run / "last.safetensors")
     tensors["classifier.6.bias"][0] = float("inf")
     save_file(tensors, str(run / "last.safetensors"), metadata={"vggnet": json.dumps(meta)})
-    refused(capsys, *train_args(world.data, run, "--resume", "--epochs", "2"),
-            says=["last.safetensors", "classifier.6.bias", "not finite"])
+    refused(
+        capsys,
+        *train_args(world.data, run, "--resume", "--epochs", "2"),
+        says=["last.safetensors", "classifier.6.bias", "not finite"],
+    )
 
 
-@pytest.mark.parametrize("edit,says", [
-    (lambda s: s["schedule"].update(lr=-1.0), "schedule"),
-    (lambda s: s["schedule"].update(bogus=1), "schedule"),
-    (lambda s: s.update(history="x"), "history"),
-    (lambda s: s.update(epoch=-1), "epoch"),
-])
+@pytest.mark.parametrize(
+    "edit,says",
+    [
+        (lambda s: s["schedule"].update(lr=-1.0), "schedule"),
+        (lambda s: s["schedule"].update(bogus=1), "schedule"),
+        (lambda s: s.update(history="x"), "history"),
+        (lambda s: s.update(epoch=-1), "epoch"),
+    ],
+)
 def test_a_damaged_training_state_is_refused_by_name(world, tmp_path, capsys, edit, says):
     run = tmp_path / "run"
     shutil.copytree(world.run, run)
     meta = vggnet_meta(run / "last.safetensors")
     edit(meta["train_state"])
     rewrite_meta(run / "last.safetensors", run / "last.safetensors", meta)
-    refused(capsys, *train_args(world.data, run, "--resume", "--epochs", "2"), says=["last.safetensors", says])
+    refused(
+        capsys, *train_args(world.data, run, "--resume", "--epochs", "2"), says=["last.safetensors", says]
+    )
 
 
 def test_no_readable_validation_image_is_an_error_not_a_perfect_score(world, tmp_path, capsys):
@@ -551,11 +899,13 @@ def test_resume_knows_that_dot_slash_run_is_run(world, tmp_path, capsys):
 
 def yaml_load(path):
     import yaml
+
     return yaml.safe_load(Path(path).read_text())
 
 
 def yaml_dump(d):
     import yaml
+
     return yaml.safe_dump(d, sort_keys=False)
 
 
@@ -580,8 +930,11 @@ def test_a_run_ended_by_the_plateau_rule_stays_ended_when_resumed(world, tmp_pat
     shutil.copytree(world.run, run)
     meta = vggnet_meta(run / "last.safetensors")
     schedule = dict(meta["train_state"]["schedule"], drops=3, max_drops=3, patience=2, bad_epochs=3)
-    rewrite_meta(world.run / "last.safetensors", run / "last.safetensors",
-                 dict(meta, train_state=dict(meta["train_state"], schedule=schedule)))
+    rewrite_meta(
+        world.run / "last.safetensors",
+        run / "last.safetensors",
+        dict(meta, train_state=dict(meta["train_state"], schedule=schedule)),
+    )
     rc, out, err = cli(capsys, *train_args(world.data, run, "--resume", "auto", "--epochs", "3"))
     assert rc == 0 and "plateaued" in out, err
     assert len((run / "log.jsonl").read_text().splitlines()) == 1
@@ -591,18 +944,27 @@ def test_a_checkpoint_claiming_an_impossible_position_is_refused(world, tmp_path
     run = tmp_path / "run"
     shutil.copytree(world.run, run)
     meta = vggnet_meta(run / "last.safetensors")
-    for state, says in ((dict(step=10**9), ["step 1,000,000,000", "steps ("]),
-                        (dict(epoch=5), ["claims 5 finished epochs but records 1"])):
-        rewrite_meta(world.run / "last.safetensors", run / "last.safetensors",
-                     dict(meta, train_state=dict(meta["train_state"], **state)))
+    for state, says in (
+        (dict(step=10**9), ["step 1,000,000,000", "steps ("]),
+        (dict(epoch=5), ["claims 5 finished epochs but records 1"]),
+    ):
+        rewrite_meta(
+            world.run / "last.safetensors",
+            run / "last.safetensors",
+            dict(meta, train_state=dict(meta["train_state"], **state)),
+        )
         before = snapshot(run)
-        refused(capsys, *train_args(world.data, run, "--resume", "--epochs", "2"),
-                says=["last.safetensors", *says])
+        refused(
+            capsys,
+            *train_args(world.data, run, "--resume", "--epochs", "2"),
+            says=["last.safetensors", *says],
+        )
         assert snapshot(run) == before
 
 
 def test_a_signal_at_the_last_step_of_an_epoch_stops_before_its_validation_and_resumes_exactly(
-        world, tmp_path, capsys, monkeypatch):
+    world, tmp_path, capsys, monkeypatch
+):
     """Asked to stop at an epoch's last step, a run checkpoints its finished steps and leaves the
     epoch's validation (minutes on a real set) to the resumed run, rather than overrun a grace period."""
     engine = importlib.import_module("vggnet.engine.train")  # the package exports a function of that name
@@ -668,8 +1030,11 @@ def test_second_run_is_refused_and_a_run_killed_early_restarts_or_resumes(tmp_pa
             assert p.poll() is None and time.time() < deadline, p.stderr.read()
             time.sleep(0.005)
         p.send_signal(signal.SIGSTOP)  # frozen before its first checkpoint, holding the folder's lock
-        line = refused(capsys, *train_args(data, run, "--epochs", "1", "--stats-max-images", "100", "--resume"),
-                       says=["another vggnet train", f"pid {p.pid}"])
+        line = refused(
+            capsys,
+            *train_args(data, run, "--epochs", "1", "--stats-max-images", "100", "--resume"),
+            says=["another vggnet train", f"pid {p.pid}"],
+        )
         assert str(run) in line
     finally:
         p.kill()
@@ -678,7 +1043,9 @@ def test_second_run_is_refused_and_a_run_killed_early_restarts_or_resumes(tmp_pa
     shutil.copytree(run, tmp_path / "copy")
     rc, _, err = cli(capsys, *train_args(data, run, "--epochs", "1", "--stats-max-images", "100", "--resume"))
     assert rc == 0, err
-    rc, _, err = cli(capsys, *train_args(data, tmp_path / "copy", "--epochs", "1", "--stats-max-images", "100"))
+    rc, _, err = cli(
+        capsys, *train_args(data, tmp_path / "copy", "--epochs", "1", "--stats-max-images", "100")
+    )
     assert rc == 0, err
     assert (run / "final.safetensors").is_file() and (tmp_path / "copy" / "final.safetensors").is_file()
 
@@ -706,8 +1073,13 @@ def looped(tmp_path):
 
 
 def test_data_check_on_a_link_loop_finishes_and_counts_each_image_once(looped):
-    r = subprocess.run([sys.executable, "-m", "vggnet", "data", "check", str(looped), "--workers", "0"],
-                       capture_output=True, text=True, timeout=120, env=env())
+    r = subprocess.run(
+        [sys.executable, "-m", "vggnet", "data", "check", str(looped), "--workers", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env(),
+    )
     assert r.returncode == 0, r.stderr
     assert "checked 6 images: 6 readable" in r.stdout
 
@@ -715,6 +1087,7 @@ def test_data_check_on_a_link_loop_finishes_and_counts_each_image_once(looped):
 def test_stats_and_evaluate_on_a_link_loop_finish(world, looped, tmp_path, capsys):
     def alarm(*_):
         raise TimeoutError("a data command did not finish on a link loop")
+
     old = signal.signal(signal.SIGALRM, alarm)
     signal.alarm(60)
     try:
@@ -733,8 +1106,15 @@ def test_a_1x30000_image_is_refused_at_test_time_not_allocated(world, tmp_path, 
     data = make_folder(tmp_path / "d", ("a", "b", "c"), per_class=1, size=(40, 40))
     Image.new("RGB", (30000, 1), (1, 2, 3)).save(data / "a" / "strip.png")
     # refused from the header's size (the message names the rescaled pixel count), before decoding
-    refused(capsys, "evaluate", "--checkpoint", world.ckpt, "--data", data,
-            says=["strip.png", "24,000,000", "--skip-unreadable"])
+    refused(
+        capsys,
+        "evaluate",
+        "--checkpoint",
+        world.ckpt,
+        "--data",
+        data,
+        says=["strip.png", "24,000,000", "--skip-unreadable"],
+    )
     rc, out, err = cli(capsys, "evaluate", "--checkpoint", world.ckpt, "--data", data, "--skip-unreadable")
     assert rc == 0 and "1 unreadable images excluded" in out, err
 
@@ -743,6 +1123,7 @@ def test_colour_statistics_of_a_large_image_stay_small_in_memory(tmp_path):
     import tracemalloc
 
     from vggnet.data import compute_stats, image_folder
+
     write_image(tmp_path / "d" / "a" / "big.png", (2000, 2000), colour=(10, 20, 30))
     source = image_folder(tmp_path / "d")
     tracemalloc.start()
@@ -756,9 +1137,12 @@ def test_colour_statistics_of_a_large_image_stay_small_in_memory(tmp_path):
 
 def test_label_file_with_a_byte_order_mark_reads_right(world, tmp_path, capsys):
     (tmp_path / "labels.csv").write_bytes("\ufeffpath,label\na/a0.png,a\nb/b0.png,b\n".encode("utf-8"))
-    rc, out, err = cli(capsys, "data", "check", tmp_path / "labels.csv", "--root", world.data, "--workers", "0")
+    rc, out, err = cli(
+        capsys, "data", "check", tmp_path / "labels.csv", "--root", world.data, "--workers", "0"
+    )
     assert rc == 0 and "checked 2 images: 2 readable" in out, err
     from vggnet.data.datasets import file_list
+
     s = file_list(tmp_path / "labels.csv", root=world.data)
     assert s.ids == ["a/a0.png", "b/b0.png"] and s.classes == ["a", "b"]
 
@@ -776,8 +1160,12 @@ def test_an_unreadable_image_with_a_non_utf8_name_does_not_stop_training(world, 
     stats = tmp_path / "stats.json"
     shutil.copy(world.run / "stats.json", stats)
     # One batch of all 13 images, so the file is met in every epoch.
-    rc, out, err = cli(capsys, *train_args(data, run, "--epochs", "2", "--stats", stats, "--batch-size", "13",
-                                           "--val-data", world.data))
+    rc, out, err = cli(
+        capsys,
+        *train_args(
+            data, run, "--epochs", "2", "--stats", stats, "--batch-size", "13", "--val-data", world.data
+        ),
+    )
     assert rc == 0 and "Traceback" not in err, err
     assert b"caf\xe9.jpg" in (run / "bad_images.txt").read_bytes()  # the name as it is on disk
     assert "unreadable skipped" in out
@@ -786,6 +1174,7 @@ def test_an_unreadable_image_with_a_non_utf8_name_does_not_stop_training(world, 
 # -- meaning kept in transit --------------------------------------------------------------------
 def test_export_and_import_keep_preprocessing_and_classes(world, tmp_path, capsys):
     from vggnet.eval.posteriors import load_posteriors
+
     assert cli(capsys, "convert", world.ckpt, tmp_path / "tv.pth")[0] == 0
     assert (tmp_path / "tv.classes.txt").read_text().split() == ["a", "b", "c"]
     rc, _, err = cli(capsys, "convert", tmp_path / "tv.pth", tmp_path / "back.safetensors")
@@ -793,8 +1182,23 @@ def test_export_and_import_keep_preprocessing_and_classes(world, tmp_path, capsy
     _, meta = load_model(tmp_path / "back.safetensors")
     assert meta.classes == ["a", "b", "c"] and meta.preprocessing.value_range == 1.0
     for ckpt, out in ((world.ckpt, "e1"), (tmp_path / "back.safetensors", "e2")):
-        assert cli(capsys, "evaluate", "--checkpoint", ckpt, "--data", world.data, "--scales", "32",
-                   "--protocol", "center", "--out", tmp_path / out)[0] == 0
+        assert (
+            cli(
+                capsys,
+                "evaluate",
+                "--checkpoint",
+                ckpt,
+                "--data",
+                world.data,
+                "--scales",
+                "32",
+                "--protocol",
+                "center",
+                "--out",
+                tmp_path / out,
+            )[0]
+            == 0
+        )
     a, b = (load_posteriors(tmp_path / e)["probs"]["center"] for e in ("e1", "e2"))
     assert (a - b).abs().max() < 0.01  # the fold is exact away from the one-pixel border
 
@@ -804,8 +1208,13 @@ def test_warm_start_keeps_the_source_preprocessing(world, tmp_path, capsys):
     assert rc == 0, err
     _, meta = load_model(tmp_path / "w" / "final.safetensors")
     assert meta.preprocessing.mean == tuple(PRE["mean"])
-    refused(capsys, *train_args(world.data, tmp_path / "w2", "--init-from", world.ckpt, "--stats",
-                                world.run / "stats.json"), says=["--init-from", "--stats"])
+    refused(
+        capsys,
+        *train_args(
+            world.data, tmp_path / "w2", "--init-from", world.ckpt, "--stats", world.run / "stats.json"
+        ),
+        says=["--init-from", "--stats"],
+    )
     assert not (tmp_path / "w2").exists()
 
 
@@ -818,7 +1227,7 @@ def test_lrn_is_the_papers_alpha_not_divided_by_the_window():
     assert lrn.alpha == pytest.approx(5e-4) and lrn.size == 5 and lrn.k == 2 and lrn.beta == 0.75
     a = torch.zeros(1, 5, 1, 1)
     a[0, :, 0, 0] = torch.tensor([10.0, 20.0, 30.0, 40.0, 50.0])
-    window = (10 ** 2 + 20 ** 2 + 30 ** 2)  # channel 0 sees channels 0..2
+    window = 10**2 + 20**2 + 30**2  # channel 0 sees channels 0..2
     assert lrn(a)[0, 0, 0, 0].item() == pytest.approx(10 / (2 + 1e-4 * window) ** 0.75, rel=1e-5)
 
 
@@ -828,6 +1237,7 @@ def test_demo_evaluates_exactly_the_images_it_held_out(tmp_path):
     from vggnet.engine import load_config
     from vggnet.engine.config import RECIPES
     from vggnet.engine.run import open_data
+
     data = make_folder(tmp_path / "mine", ("b",), per_class=10, size=(40, 40))
     for i, name in enumerate((b"plain.png", b"caf\xe9.png", b"x,y.png")):  # not UTF-8; a comma: all travel
         try:
@@ -837,7 +1247,9 @@ def test_demo_evaluates_exactly_the_images_it_held_out(tmp_path):
     train_dir, val_dir = _split_user_data(data)
     assert val_dir is None
     # 90% held out: all of class a (2 or 3 images) is.
-    cfg = load_config(str(RECIPES / "demo.yaml"), dict(data=train_dir, out=str(tmp_path / "r"), val_fraction=0.9))
+    cfg = load_config(
+        str(RECIPES / "demo.yaml"), dict(data=train_dir, out=str(tmp_path / "r"), val_fraction=0.9)
+    )
     listed = file_list(_heldout_list(cfg, tmp_path), root=train_dir)
     trained, validated = open_data(cfg)
     assert sorted(listed.ids) == sorted(validated.ids) and not set(listed.ids) & set(trained.ids)
@@ -846,6 +1258,7 @@ def test_demo_evaluates_exactly_the_images_it_held_out(tmp_path):
 
 def test_label_file_paths_are_file_names_and_labels_are_text(world, tmp_path):
     from vggnet.data.datasets import file_list
+
     try:
         write_image(tmp_path / os.fsdecode(b"caf\xe9.png"))
     except OSError:
@@ -862,9 +1275,9 @@ def test_unreadable_images_do_not_shrink_the_gradient():
     # left out, not counted as a zero that scales the gradient down by 3/4.
     from vggnet.data.loaders import collate_images
     from vggnet.data.transforms import Normalizer
-    from vggnet.engine.device import make_policy
     from vggnet.engine.objectives import Classification
     from vggnet.engine.train import train_step
+    from vggnet.runtime.device import make_policy
 
     net = init_weights(tiny("A", num_classes=3, dropout=0.0), "glorot")
     images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
@@ -880,10 +1293,17 @@ def test_unreadable_images_do_not_shrink_the_gradient():
             net.zero_grad(set_to_none=set_to_none)
 
     normalizer = Normalizer(PRE)
-    run = SimpleNamespace(cfg=SimpleNamespace(seed=0, micro_batch=0, colour_shift=False),
-                          dist=SimpleNamespace(enabled=False, rank=0), local_batch=4,
-                          policy=make_policy(torch.device("cpu"), "off", "off"), model=net, net=net,
-                          normalizer=normalizer, objective=Classification(), optimizer=Recorder())
+    run = SimpleNamespace(
+        cfg=SimpleNamespace(seed=0, micro_batch=0, colour_shift=False),
+        dist=SimpleNamespace(enabled=False, rank=0),
+        local_batch=4,
+        policy=make_policy(torch.device("cpu"), "off", "off"),
+        model=net,
+        net=net,
+        normalizer=normalizer,
+        objective=Classification(),
+        optimizer=Recorder(),
+    )
     sums = torch.zeros(2, dtype=torch.float64)
     assert train_step(run, batch, 0, 0, sums) == 3
     net.zero_grad()
@@ -897,6 +1317,7 @@ def test_colour_statistics_use_full_resolution_pixels(tmp_path):
     # blurred and its colour covariance smaller (§3.1's PCA colour shift would be too weak).
     from vggnet.data import compute_stats, image_folder
     from vggnet.data.stats import PIXELS_PER_IMAGE
+
     path = write_image(tmp_path / "d" / "a" / "noise.jpg", (1024, 1024), seed=1)
     stats = compute_stats(image_folder(tmp_path / "d"), workers=0)
     step = max(2, int(np.ceil(np.sqrt(1024 * 1024 / PIXELS_PER_IMAGE))))
@@ -906,6 +1327,7 @@ def test_colour_statistics_use_full_resolution_pixels(tmp_path):
 
 def test_multi_scale_at_s_equal_to_crop_is_three_scales():
     from vggnet.data.transforms import Scale, default_scales
+
     for crop in (32, 224):
         qs = default_scales(Scale(crop, crop), crop, multi=True)
         assert len(qs) == 3 and qs[0] == crop and qs == sorted(set(qs))  # §4.2: three test scales
@@ -913,6 +1335,7 @@ def test_multi_scale_at_s_equal_to_crop_is_three_scales():
 
 def test_no_progress_bar_frames_in_a_non_terminal_log(world, tmp_path, capsys):
     from vggnet.progress import bar, progress
+
     if sys.stderr.isatty():
         pytest.skip("stderr is a terminal")
     assert bar(10) is None and isinstance(progress(range(3)), range)
@@ -938,9 +1361,11 @@ def test_ddp_ranks_agree_on_stopping_whatever_step_the_signal_reaches_them():
             total = box[0] + box[1]
             barrier.wait()
             return total
-        run = SimpleNamespace(cfg=SimpleNamespace(checkpoint_minutes=1e6, checkpoint_steps=0),
-                              dist=SimpleNamespace(enabled=True, device=torch.device("cpu"),
-                                                   all_reduce_sum=all_reduce_sum))
+
+        run = SimpleNamespace(
+            cfg=SimpleNamespace(checkpoint_minutes=1e6, checkpoint_steps=0),
+            dist=SimpleNamespace(enabled=True, device=torch.device("cpu"), all_reduce_sum=all_reduce_sum),
+        )
         stop = SimpleNamespace(raised=None)
         for done in range(1, 41):
             if done == signal_at:

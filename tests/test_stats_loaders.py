@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import make_folder, write_image
 from vggnet.data.datasets import image_folder
 from vggnet.data.loaders import TrainBatches, check_files, train_loader
 from vggnet.data.stats import compute_stats
 from vggnet.data.transforms import TrainTransform
 from vggnet.errors import VGGError
-from helpers import make_folder, write_image
 
 
 def test_stats_on_known_images(tmp_path):
@@ -17,12 +17,14 @@ def test_stats_on_known_images(tmp_path):
     stats = compute_stats(image_folder(tmp_path / "d"), workers=2)
     assert np.allclose(stats["mean_rgb"], [127.5, 0, 127.5])
     # Two equally likely colours: one direction of variance, (255^2/4)*2 along (1,0,-1)/sqrt(2).
-    assert np.isclose(stats["pca_eigval"][0], 2 * 127.5 ** 2)
+    assert np.isclose(stats["pca_eigval"][0], 2 * 127.5**2)
     assert np.allclose(stats["pca_eigval"][1:], 0, atol=1e-6)
     v = np.asarray(stats["pca_eigvec"])[:, 0]
-    assert np.allclose(np.abs(v), [2 ** -0.5, 0, 2 ** -0.5])
+    assert np.allclose(np.abs(v), [2**-0.5, 0, 2**-0.5])
     sample = compute_stats(image_folder(tmp_path / "d"), max_images=4, seed=3)
-    assert sample["images"] == 4 and sample == compute_stats(image_folder(tmp_path / "d"), max_images=4, seed=3)
+    assert sample["images"] == 4 and sample == compute_stats(
+        image_folder(tmp_path / "d"), max_images=4, seed=3
+    )
 
 
 def batches(sampler, epoch, start=0):
@@ -77,6 +79,11 @@ def test_workers_do_not_change_the_data_and_bad_files_are_skipped(tmp_path):
     images = sum(len(batch["labels"]) for batch in a)
     if bad:  # the broken file was drawn this epoch (it is unless dropped with the tail)
         assert bad[0][0].endswith("broken.jpg") and images == len(src) // 4 * 4 - 1
-    assert all(batch["images"].dtype == torch.uint8 and batch["images"].shape[1:] == (3, 32, 32)
-               for batch in a if batch["images"] is not None)
-    assert check_files([p for p, _ in src.samples], workers=2) == [(str(root / "b" / "broken.jpg"), check_files([str(root / "b" / "broken.jpg")])[0][1])]
+    assert all(
+        batch["images"].dtype == torch.uint8 and batch["images"].shape[1:] == (3, 32, 32)
+        for batch in a
+        if batch["images"] is not None
+    )
+    assert check_files([p for p, _ in src.samples], workers=2) == [
+        (str(root / "b" / "broken.jpg"), check_files([str(root / "b" / "broken.jpg")])[0][1])
+    ]

@@ -36,7 +36,10 @@ def test_synthetic_refusals(tmp_path):
     with pytest.raises(VGGError, match="between 1 and 40"):
         class_names(41)
     make_synthetic(tmp_path / "a", classes=2, per_class=1, size=32)
-    out = subprocess.run([sys.executable, "-m", "vggnet", "data", "synth", "--out", str(tmp_path / "a")],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "vggnet", "data", "synth", "--out", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "not empty" in out.stderr
     assert len(class_names(40)) == len(set(class_names(40)))

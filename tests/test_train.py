@@ -1,4 +1,5 @@
 """Training engine: CPU, tiny nets, synthetic data; real processes for kill/resume and DDP."""
+
 import json
 import os
 import signal
@@ -10,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import kill_mid_epoch
 from vggnet.data.synth import make_synthetic
 from vggnet.data.transforms import Scale
 from vggnet.engine import PlateauSchedule, load_config, train
 from vggnet.errors import VGGError
 from vggnet.models import WARM_START_LAYERS, load_model
-from helpers import kill_mid_epoch
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +27,24 @@ def synth(tmp_path_factory):
 
 
 def tiny_cfg(synth, out, **kw):
-    base = dict(arch="A", width=1 / 16, fc_dim=32, crop=32, scale="32:40", data=str(synth / "train"),
-                val_data=str(synth / "val"), batch_size=16, lr=0.01, epochs=2, workers=0, out=str(out),
-                progress=False, init="glorot", dropout=0.0, stats_max_images=64)
+    base = dict(
+        arch="A",
+        width=1 / 16,
+        fc_dim=32,
+        crop=32,
+        scale="32:40",
+        data=str(synth / "train"),
+        val_data=str(synth / "val"),
+        batch_size=16,
+        lr=0.01,
+        epochs=2,
+        workers=0,
+        out=str(out),
+        progress=False,
+        init="glorot",
+        dropout=0.0,
+        stats_max_images=64,
+    )
     base.update(kw)
     return load_config(None, base)
 
@@ -72,14 +88,26 @@ def test_gradient_accumulation_equals_one_large_batch(synth, tmp_path):
     a = train(tiny_cfg(synth, tmp_path / "a", epochs=1, micro_batch=0, amp="off"))
     b = train(tiny_cfg(synth, tmp_path / "b", epochs=1, micro_batch=4, amp="off"))
     assert a["status"] == b["status"] == "done"
-    assert same_weights(weights(tmp_path / "a" / "final.safetensors"), weights(tmp_path / "b" / "final.safetensors"),
-                        atol=1e-5)
+    assert same_weights(
+        weights(tmp_path / "a" / "final.safetensors"),
+        weights(tmp_path / "b" / "final.safetensors"),
+        atol=1e-5,
+    )
 
 
 def test_warm_start_from_a(synth, tmp_path):
     train(tiny_cfg(synth, tmp_path / "a", epochs=1))
-    train(tiny_cfg(synth, tmp_path / "d", arch="D", epochs=1, lr=1e-9, weight_decay=0.0,
-                   init_from=str(tmp_path / "a" / "final.safetensors")))
+    train(
+        tiny_cfg(
+            synth,
+            tmp_path / "d",
+            arch="D",
+            epochs=1,
+            lr=1e-9,
+            weight_decay=0.0,
+            init_from=str(tmp_path / "a" / "final.safetensors"),
+        )
+    )
     d, meta = load_model(tmp_path / "d" / "final.safetensors")
     assert meta.train.warm_start["layers"] == list(WARM_START_LAYERS)
     layers = d.weight_layers()
@@ -129,6 +157,7 @@ def test_recipes_in_configs_are_valid():
         cfg = load_config(str(r))
         assert cfg.recipe, f"{r.name} names no paper experiment"
         from vggnet.data.transforms import check_scale
+
         check_scale(cfg.scale, cfg.crop)
 
 
@@ -148,6 +177,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synth, tmp_path):
     train(tiny_cfg(synth, out, epochs=1))
     # The learning rate lives in the checkpoint's schedule: blow it up there, then resume.
     from safetensors.torch import load_file, safe_open, save_file
+
     path = out / "last.safetensors"
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads(f.metadata()["vggnet"])
@@ -161,15 +191,52 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synth, tmp_path):
 
 def _cli(args, **kw):
     env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "vggnet", "train", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vggnet", "train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def _args(synth, out, *extra):
-    return ["--arch", "A", "--width", "0.0625", "--fc-dim", "32", "--crop", "32", "--scale", "32:40",
-            "--data", str(synth / "train"), "--val-data", str(synth / "val"), "--batch-size", "8",
-            "--lr", "0.01", "--epochs", "2", "--workers", "0", "--out", str(out), "--no-progress",
-            "--init", "glorot", "--dropout", "0.3", "--checkpoint-steps", "1", "--deterministic", *extra]
+    return [
+        "--arch",
+        "A",
+        "--width",
+        "0.0625",
+        "--fc-dim",
+        "32",
+        "--crop",
+        "32",
+        "--scale",
+        "32:40",
+        "--data",
+        str(synth / "train"),
+        "--val-data",
+        str(synth / "val"),
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.01",
+        "--epochs",
+        "2",
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--init",
+        "glorot",
+        "--dropout",
+        "0.3",
+        "--checkpoint-steps",
+        "1",
+        "--deterministic",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -186,7 +253,9 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(synth, tmp_path):
     assert same_weights(weights(tmp_path / "ref" / "final.safetensors"), weights(run / "final.safetensors"))
     log_ref = (tmp_path / "ref" / "log.jsonl").read_text().splitlines()
     log_run = (run / "log.jsonl").read_text().splitlines()
-    assert [json.loads(l)["val_top1_err"] for l in log_ref] == [json.loads(l)["val_top1_err"] for l in log_run]
+    assert [json.loads(l)["val_top1_err"] for l in log_ref] == [
+        json.loads(l)["val_top1_err"] for l in log_run
+    ]
 
 
 @pytest.mark.slow
@@ -214,9 +283,25 @@ def test_two_process_gloo_ddp_equals_one_process(synth, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # --standalone: torchrun picks a free local rendezvous port itself (no race with other runs).
     # Its own session, so that on a timeout every rank is killed and none outlives the test.
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                             "-m", "vggnet", "train", *_args(synth, tmp_path / "two", *common)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "vggnet",
+            "train",
+            *_args(synth, tmp_path / "two", *common),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _, err = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
@@ -232,12 +317,14 @@ def test_two_process_gloo_ddp_equals_one_process(synth, tmp_path):
 
 def test_unreadable_training_image_is_skipped_counted_or_fails(synth, tmp_path):
     import shutil
+
     data = tmp_path / "data"
     shutil.copytree(synth / "train", data)
     broken = data / sorted(p.name for p in data.iterdir())[0] / "zz_broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 this is not a complete JPEG")
     # Statistics are computed before training; give them so that only training meets the file.
     from vggnet.data import compute_stats, image_folder, save_stats
+
     save_stats(tmp_path / "stats.json", compute_stats(image_folder(synth / "train")))
     out = tmp_path / "run"
     result = train(tiny_cfg(synth, out, data=str(data), epochs=2, stats=str(tmp_path / "stats.json")))
@@ -246,5 +333,13 @@ def test_unreadable_training_image_is_skipped_counted_or_fails(synth, tmp_path):
     assert result["status"] == "done" and seen == result["bad_images"] >= 1
     assert "zz_broken.jpg" in (out / "bad_images.txt").read_text()
     with pytest.raises(VGGError, match="unreadable training image .*zz_broken.jpg"):
-        train(tiny_cfg(synth, tmp_path / "run2", data=str(data), epochs=2, on_bad_image="fail",
-                       stats=str(tmp_path / "stats.json")))
+        train(
+            tiny_cfg(
+                synth,
+                tmp_path / "run2",
+                data=str(data),
+                epochs=2,
+                on_bad_image="fail",
+                stats=str(tmp_path / "stats.json"),
+            )
+        )

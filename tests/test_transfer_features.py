@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny
+from helpers import write_image
 from vggnet.data.datasets import image_folder
 from vggnet.data.images import load_rgb
 from vggnet.data.transforms import Normalizer, rescale
@@ -10,8 +12,6 @@ from vggnet.models import init_weights, save_weights
 from vggnet.transfer.datasets import multilabel_csv, open_transfer_source
 from vggnet.transfer.descriptors import combine_scales, compute_features, descriptor_matrix
 from vggnet.transfer.features_file import load_features, save_features, stack_nets
-from conftest import tiny
-from helpers import write_image
 
 PRE = dict(channel_order="RGB", value_range=255.0, mean=[120.0, 115.0, 100.0], std=[1.0, 1.0, 1.0])
 SIZES = [(40, 30), (30, 45), (40, 30), (50, 50), (40, 30)]  # three of one size: batches of 2 split them
@@ -53,8 +53,11 @@ def test_descriptor_equals_a_hand_computation(folder, layer):
     for q in (32, 64):
         np.testing.assert_allclose(f["per_scale"][q], hand[q], rtol=1e-5, atol=1e-6)
     l2 = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
-    expected = {"stack": l2(np.concatenate([hand[32], hand[64]], axis=1)),
-                "average": l2((hand[32] + hand[64]) / 2), "max": l2(np.maximum(hand[32], hand[64]))}
+    expected = {
+        "stack": l2(np.concatenate([hand[32], hand[64]], axis=1)),
+        "average": l2((hand[32] + hand[64]) / 2),
+        "max": l2(np.maximum(hand[32], hand[64])),
+    }
     for mode, want in expected.items():
         np.testing.assert_allclose(descriptor_matrix(f, mode), want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(descriptor_matrix(f, "stack", scales=[64]), l2(hand[64]), rtol=1e-5, atol=1e-6)
@@ -105,14 +108,17 @@ def test_multilabel_csv_reads_the_label_matrix(tmp_path):
     assert s.subset([2, 0]).targets.tolist() == [[-1, -1], [1, -1]]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("path,cat,dog\nim/x.png,1,-1\nim/y.png,2,1\n", r"labels.csv:3: class 'cat' has value '2'"),
-    ("path,cat,dog\nim/x.png,1,-1\nim/y.png,1\n", r"labels.csv:3: 2 columns, the header has 3"),
-    ("path,cat,dog\nim/x.png,1,-1\nim/w.png,1,1\n", r"labels.csv:3: image 'im/w.png' does not exist"),
-    ("path,cat,dog\nim/x.png,1,-1\nim/x.png,1,1\n", r"labels.csv:3: image 'im/x.png' is listed twice"),
-    ("im/x.png,1,-1\n", r"labels.csv:1: expected a header"),
-    ("path,cat,cat\nim/x.png,1,-1\n", r"twice in the header"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("path,cat,dog\nim/x.png,1,-1\nim/y.png,2,1\n", r"labels.csv:3: class 'cat' has value '2'"),
+        ("path,cat,dog\nim/x.png,1,-1\nim/y.png,1\n", r"labels.csv:3: 2 columns, the header has 3"),
+        ("path,cat,dog\nim/x.png,1,-1\nim/w.png,1,1\n", r"labels.csv:3: image 'im/w.png' does not exist"),
+        ("path,cat,dog\nim/x.png,1,-1\nim/x.png,1,1\n", r"labels.csv:3: image 'im/x.png' is listed twice"),
+        ("im/x.png,1,-1\n", r"labels.csv:1: expected a header"),
+        ("path,cat,cat\nim/x.png,1,-1\n", r"twice in the header"),
+    ],
+)
 def test_multilabel_csv_errors_name_the_line(tmp_path, text, message):
     with pytest.raises(VGGError, match=message):
         multilabel_csv(write_csv(tmp_path, text))
@@ -127,12 +133,20 @@ def test_multilabel_features_keep_the_matrix(tmp_path):
 # -- features files and fusion --------------------------------------------------------------------
 def fake_features(ids, dim, seed, scales=(32, 64), labels=None):
     rng = np.random.default_rng(seed)
-    return dict(per_scale={q: rng.random((len(ids), dim), dtype=np.float32) for q in scales},
-                scales=list(scales), ids=list(ids), classes=["a", "b"],
-                labels=np.array([i % 2 for i in range(len(ids))]) if labels is None else labels,
-                label_kind="single", layer="fc7", data="somewhere",
-                nets=[dict(checkpoint=f"net{seed}.safetensors", arch="D" if seed == 1 else "E", layer="fc7", dim=dim)],
-                unreadable=[])
+    return dict(
+        per_scale={q: rng.random((len(ids), dim), dtype=np.float32) for q in scales},
+        scales=list(scales),
+        ids=list(ids),
+        classes=["a", "b"],
+        labels=np.array([i % 2 for i in range(len(ids))]) if labels is None else labels,
+        label_kind="single",
+        layer="fc7",
+        data="somewhere",
+        nets=[
+            dict(checkpoint=f"net{seed}.safetensors", arch="D" if seed == 1 else "E", layer="fc7", dim=dim)
+        ],
+        unreadable=[],
+    )
 
 
 def test_features_file_round_trips_exactly(folder, tmp_path):
@@ -173,7 +187,9 @@ def test_stack_nets_concatenates_in_the_given_order(tmp_path):
     e = load_features(save_features(tmp_path / "e.safetensors", fake_features(ids, 5, 2)))
     de, ed = stack_nets([d, e]), stack_nets([e, d])
     for q in (32, 64):
-        assert np.array_equal(de["per_scale"][q], np.concatenate([d["per_scale"][q], e["per_scale"][q]], axis=1))
+        assert np.array_equal(
+            de["per_scale"][q], np.concatenate([d["per_scale"][q], e["per_scale"][q]], axis=1)
+        )
         assert np.array_equal(ed["per_scale"][q][:, :5], e["per_scale"][q])
     assert [n["arch"] for n in de["nets"]] == ["D", "E"] and [n["arch"] for n in ed["nets"]] == ["E", "D"]
     assert de["nets"][0]["file"] == d["path"]
@@ -189,13 +205,18 @@ def test_stack_nets_concatenates_in_the_given_order(tmp_path):
 def test_stack_nets_refuses_different_images(tmp_path):
     ids = ["i0", "i1", "i2", "i3"]
     d = load_features(save_features(tmp_path / "d.safetensors", fake_features(ids, 3, 1)))
-    cases = {"other.safetensors": fake_features(["i0", "i1", "i2", "i9"], 3, 2),
-             "order.safetensors": fake_features(["i1", "i0", "i2", "i3"], 3, 2),
-             "labels.safetensors": fake_features(ids, 3, 2, labels=np.array([1, 1, 0, 0])),
-             "scales.safetensors": fake_features(ids, 3, 2, scales=(32,))}
-    messages = {"other.safetensors": "different images .4 vs 4 images, 2 in only one",
-                "order.safetensors": "another order", "labels.safetensors": "different classes or labels",
-                "scales.safetensors": "different scales"}
+    cases = {
+        "other.safetensors": fake_features(["i0", "i1", "i2", "i9"], 3, 2),
+        "order.safetensors": fake_features(["i1", "i0", "i2", "i3"], 3, 2),
+        "labels.safetensors": fake_features(ids, 3, 2, labels=np.array([1, 1, 0, 0])),
+        "scales.safetensors": fake_features(ids, 3, 2, scales=(32,)),
+    }
+    messages = {
+        "other.safetensors": "different images .4 vs 4 images, 2 in only one",
+        "order.safetensors": "another order",
+        "labels.safetensors": "different classes or labels",
+        "scales.safetensors": "different scales",
+    }
     for name, f in cases.items():
         other = load_features(save_features(tmp_path / name, f))
         with pytest.raises(VGGError, match=messages[name]) as e:

@@ -24,10 +24,18 @@ def clustered(per_class=(20, 14, 12), dim=8, noise=0.3, seed=0):
 
 def as_features(x, labels, kind="single", classes=None, ids=None):
     n_classes = labels.shape[1] if kind == "multi" else int(labels.max()) + 1
-    return dict(per_scale={32: x.astype(np.float32)}, scales=[32], ids=ids or [f"im{i}" for i in range(len(x))],
-                classes=classes or [f"c{c}" for c in range(n_classes)], labels=labels, label_kind=kind,
-                layer="fc7", data="/data/toy", nets=[dict(arch="D", checkpoint="d.safetensors", layer="fc7",
-                                                          dim=x.shape[1])], unreadable=[])
+    return dict(
+        per_scale={32: x.astype(np.float32)},
+        scales=[32],
+        ids=ids or [f"im{i}" for i in range(len(x))],
+        classes=classes or [f"c{c}" for c in range(n_classes)],
+        labels=labels,
+        label_kind=kind,
+        layer="fc7",
+        data="/data/toy",
+        nets=[dict(arch="D", checkpoint="d.safetensors", layer="fc7", dim=x.shape[1])],
+        unreadable=[],
+    )
 
 
 # -- splits ---------------------------------------------------------------------------------------
@@ -88,11 +96,12 @@ def test_C_is_chosen_on_training_data_only(monkeypatch):
     result = run_splits(features, splits, Cs=(0.01, 1.0, 100.0))
     # Every row any SVM was fitted on belongs to that split's training images.
     from vggnet.transfer.descriptors import descriptor_matrix
+
     xd = descriptor_matrix(features)
     per_split = len(seen) // len(splits)
     for i, s in enumerate(splits):
         train_rows = {r.tobytes() for r in xd[s["train"]]}
-        for fitted in seen[i * per_split:(i + 1) * per_split]:
+        for fitted in seen[i * per_split : (i + 1) * per_split]:
             assert all(r.tobytes() in train_rows for r in fitted)
     monkeypatch.undo()
     # Test images replaced by noise and given scrambled labels change nothing in the selection,
@@ -126,7 +135,9 @@ def test_select_C_picks_the_validation_best():
     y = np.repeat([0, 1], [24, 6])
     x = np.stack([np.full(30, 5.0), y + rng.normal(0, 0.1, 30)], axis=1).astype(np.float32)
     chosen = select_C(x, y, "single", Cs=(1e-4, 1.0, 100.0))
-    assert chosen["val_scores"][1e-4] == pytest.approx(0.5) and chosen["val_scores"][1.0] == pytest.approx(1.0)
+    assert chosen["val_scores"][1e-4] == pytest.approx(0.5) and chosen["val_scores"][1.0] == pytest.approx(
+        1.0
+    )
     assert chosen["C"] == 1.0  # 1 and 100 tie: the smaller wins
 
 
@@ -214,12 +225,16 @@ def test_table11_layout():
     caltech = run_splits(as_features(x, y), random_splits(y, 2, 8, seed=0), Cs=(1.0,), dataset="caltech-toy")
     xm, ym = multilabel_toy()
     fm = as_features(xm, ym, "multi")
-    voc = run_multilabel(subset_features(fm, range(20)), subset_features(fm, range(20, 40)), Cs=(1.0,),
-                         dataset="voc-toy")
-    fused = dict(caltech, setting="D&E fc7 stack Q=256,384,512", summary=dict(caltech["summary"], mean=92.7, std=0.5))
+    voc = run_multilabel(
+        subset_features(fm, range(20)), subset_features(fm, range(20, 40)), Cs=(1.0,), dataset="voc-toy"
+    )
+    fused = dict(
+        caltech, setting="D&E fc7 stack Q=256,384,512", summary=dict(caltech["summary"], mean=92.7, std=0.5)
+    )
     text = table11([voc, caltech, fused])
     lines = text.strip().splitlines()
-    assert lines[0] == ("| net / descriptor | voc-toy (mAP, VOC07 11-point) | "
-                        "caltech-toy (mean class recall, 2 splits) |")
+    assert lines[0] == (
+        "| net / descriptor | voc-toy (mAP, VOC07 11-point) | caltech-toy (mean class recall, 2 splits) |"
+    )
     assert lines[2].startswith("| D fc7 Q=32 | 100.0 | 100.0 ± 0.0 |")
     assert lines[3] == "| D&E fc7 stack Q=256,384,512 | - | 92.7 ± 0.5 |"

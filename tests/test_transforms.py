@@ -3,8 +3,15 @@ import pytest
 import torch
 from PIL import Image
 
-from vggnet.data.transforms import (Normalizer, TrainTransform, check_scale, grid_positions, multicrop, rescale,
-                                    scaled_size)
+from vggnet.data.transforms import (
+    Normalizer,
+    TrainTransform,
+    check_scale,
+    grid_positions,
+    multicrop,
+    rescale,
+    scaled_size,
+)
 from vggnet.errors import VGGError
 
 
@@ -43,14 +50,14 @@ def test_crop_equals_rescale_then_crop_and_flip():
     img = gradient_image(150, 100)
     arr, info = t.apply(img, 64, np.random.default_rng(3))
     full = np.asarray(img.resize(info["size"], Image.BILINEAR))
-    ref = full[info["y"]:info["y"] + 32, info["x"]:info["x"] + 32]
+    ref = full[info["y"] : info["y"] + 32, info["x"] : info["x"] + 32]
     assert np.abs(arr.astype(int) - ref.astype(int)).max() <= 2
     tf = TrainTransform(64, 32, flip=True)
     flips = [tf.apply(img, 64, np.random.default_rng(i)) for i in range(200)]
     rate = np.mean([info["flipped"] for _, info in flips])
     assert 0.4 < rate < 0.6
     arr2, info2 = next((a, i) for a, i in flips if i["flipped"])
-    ref2 = full[info2["y"]:info2["y"] + 32, info2["x"]:info2["x"] + 32][:, ::-1]
+    ref2 = full[info2["y"] : info2["y"] + 32, info2["x"] : info2["x"] + 32][:, ::-1]
     assert np.abs(arr2.astype(int) - ref2.astype(int)).max() <= 2
 
 
@@ -81,7 +88,10 @@ def test_normalizer_preprocessing_conventions():
     ours = Normalizer(dict(channel_order="RGB", value_range=255, mean=[1, 2, 3], std=[1, 1, 1]))
     assert ours(x).flatten().tolist() == [9, 18, 27]
     tv = Normalizer(dict(channel_order="RGB", value_range=1.0, mean=[0.5, 0.5, 0.5], std=[0.5, 0.25, 0.5]))
-    assert torch.allclose(tv(x).flatten(), torch.tensor([(10 / 255 - .5) / .5, (20 / 255 - .5) / .25, (30 / 255 - .5) / .5]))
+    assert torch.allclose(
+        tv(x).flatten(),
+        torch.tensor([(10 / 255 - 0.5) / 0.5, (20 / 255 - 0.5) / 0.25, (30 / 255 - 0.5) / 0.5]),
+    )
     caffe = Normalizer(dict(channel_order="BGR", value_range=255, mean=[3, 2, 1], std=[1, 1, 1]))
     assert caffe(x).flatten().tolist() == [27, 18, 9]
 
@@ -95,7 +105,9 @@ def test_colour_shift_statistics():
     img = gradient_image(32, 32)
     alphas = np.stack([t.apply(img, 32, rng)[1]["alpha"] for _ in range(2000)])
     assert abs(alphas.std() - 0.1) < 0.005  # alpha ~ N(0, 0.1), drawn per image
-    shifts = norm.colour_shift(torch.randn(200_000, 3, generator=torch.Generator().manual_seed(0)) * 0.1).double()
+    shifts = norm.colour_shift(
+        torch.randn(200_000, 3, generator=torch.Generator().manual_seed(0)) * 0.1
+    ).double()
     assert shifts.mean(0).abs().max() < 0.05
     cov = torch.cov(shifts.T)
     expected = rot.double() @ torch.diag((0.1 * eigval.double() / 255) ** 2) @ rot.double().T
@@ -106,4 +118,6 @@ def test_colour_shift_statistics():
     # The same shift is added to every pixel of an image.
     x = torch.full((2, 3, 4, 4), 100, dtype=torch.uint8)
     y = norm(x, alpha=torch.tensor([[0.1, -0.2, 0.05], [0.3, 0.0, 0.0]]))
-    assert torch.allclose(y, y[:, :, :1, :1].expand_as(y)) and not torch.allclose(y, torch.full_like(y, 100.0))
+    assert torch.allclose(y, y[:, :, :1, :1].expand_as(y)) and not torch.allclose(
+        y, torch.full_like(y, 100.0)
+    )

@@ -1,4 +1,5 @@
 """``python -m vggnet`` (and ``torchrun -m vggnet train ...``)."""
+
 import sys
 
 from .cli import main

@@ -1,5 +1,6 @@
 """The ``vggnet`` command: thin. It parses arguments, builds explicit values and calls the library;
 every user error becomes one line on stderr and exit status 2."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,51 +16,92 @@ def cmd_info(args) -> None:
     from .models.configs import TABLE1, TORCHVISION_NAMES
     from .tables import columns, render
 
-    cols = columns("config", "weight layers", ("parameters", "params", "{:,}"), ("(M)", "millions", "{:.0f}"),
-                   ("GMACs@224", "gmacs", "{:.2f}"), "torchvision", "conv stages (Table 1)")
+    cols = columns(
+        "config",
+        "weight layers",
+        ("parameters", "params", "{:,}"),
+        ("(M)", "millions", "{:.0f}"),
+        ("GMACs@224", "gmacs", "{:.2f}"),
+        "torchvision",
+        "conv stages (Table 1)",
+    )
     rows = []
     for arch in list_models():
         c = complexity(arch)
-        rows.append({"config": arch, "weight layers": c["weight_layers"], "params": c["params"],
-                     "millions": c["params"] / 1e6, "gmacs": c["macs"] / 1e9,
-                     "torchvision": TORCHVISION_NAMES.get(arch, "-"), "conv stages (Table 1)": " | ".join(TABLE1[arch])})
+        rows.append(
+            {
+                "config": arch,
+                "weight layers": c["weight_layers"],
+                "params": c["params"],
+                "millions": c["params"] / 1e6,
+                "gmacs": c["macs"] / 1e9,
+                "torchvision": TORCHVISION_NAMES.get(arch, "-"),
+                "conv stages (Table 1)": " | ".join(TABLE1[arch]),
+            }
+        )
     print(render(rows, cols))
-    print("\nEvery net ends with FC-4096, FC-4096, FC-1000 and soft-max; all convs stride 1, "
-          "5 max-pools 2x2/2 (§2.1).")
+    print(
+        "\nEvery net ends with FC-4096, FC-4096, FC-1000 and soft-max; all convs stride 1, "
+        "5 max-pools 2x2/2 (§2.1)."
+    )
 
 
 def cmd_convert(args) -> None:
     from .models.configs import TORCHVISION_NAMES
     from .models.convert import convert
 
-    r = convert(args.src, args.dst, args.to, **({} if args.to == "torchvision" else
-                                                dict(arch=args.arch, classes_path=args.classes, prototxt=args.prototxt)),
-                force=args.force)
+    r = convert(
+        args.src,
+        args.dst,
+        args.to,
+        **(
+            {}
+            if args.to == "torchvision"
+            else dict(arch=args.arch, classes_path=args.classes, prototxt=args.prototxt)
+        ),
+        force=args.force,
+    )
     if r["to"] == "torchvision":
-        print(f"wrote torchvision state dict of config {r['arch']} ({TORCHVISION_NAMES.get(r['arch'], '?')}"
-              f"{'_bn' if r['batch_norm'] else ''}) to {r['dst']}, class names to {r['classes_file']}"
-              + (f"; {r['folded']}" if r["folded"] else ""))
+        print(
+            f"wrote torchvision state dict of config {r['arch']} ({TORCHVISION_NAMES.get(r['arch'], '?')}"
+            f"{'_bn' if r['batch_norm'] else ''}) to {r['dst']}, class names to {r['classes_file']}"
+            + (f"; {r['folded']}" if r["folded"] else "")
+        )
     else:
-        print(f"wrote config {r['arch']} ({r['classes']} classes, {r['source']} preprocessing: {r['preprocessing']}) "
-              f"to {r['dst']}")
+        print(
+            f"wrote config {r['arch']} ({r['classes']} classes, {r['source']} preprocessing: "
+            f"{r['preprocessing']}) "
+            f"to {r['dst']}"
+        )
 
 
 def cmd_predict(args) -> None:
     import json
 
-    from .eval.runner import parse_scales
     from .predict import predict
     from .tables import columns, render
 
-    results = predict(args.checkpoint, args.images, args.protocol, args.multi_scale,
-                      parse_scales(args.scales) if args.scales else None, args.top, args.device,
-                      args.channels_last, args.amp)
+    results = predict(
+        args.checkpoint,
+        args.images,
+        protocol=args.protocol,
+        multi_scale=args.multi_scale,
+        scales=args.scales,
+        top=args.top,
+        device=args.device,
+        channels_last=args.channels_last,
+        amp=args.amp,
+    )
     if args.json:
         print(json.dumps(results, indent=1))
         return
     cols = columns("rank", "class", "name", ("probability", "prob", "{:.3f}"))
     for r in results:
-        print(render(r["top"], cols, title=f"{r['image']}  ({r['protocol']}, Q={','.join(map(str, r['scales']))})"))
+        print(
+            render(
+                r["top"], cols, title=f"{r['image']}  ({r['protocol']}, Q={','.join(map(str, r['scales']))})"
+            )
+        )
 
 
 def cmd_export(args) -> None:
@@ -67,22 +109,32 @@ def cmd_export(args) -> None:
 
     r = export_onnx(args.checkpoint, args.onnx, dense=args.dense, force=args.force)
     c = r["contract"]
-    print(f"wrote {r['out']} ({r['arch']}, output '{r['output']}'); input 'images': uint8 RGB, NCHW "
-          f"({', '.join(map(str, c['shape']))}): {c['steps']}; {r['preprocessing']} inside the graph; "
-          f"checked with ONNX Runtime: largest relative difference {r['gap']:.1e}; input contract and class "
-          f"names (id, name): {r['contract_file']} (and the model's metadata), "
-          f"class ids: {r['classes_file']}")
+    print(
+        f"wrote {r['out']} ({r['arch']}, output '{r['output']}'); input 'images': uint8 RGB, NCHW "
+        f"({', '.join(map(str, c['shape']))}): {c['steps']}; {r['preprocessing']} inside the graph; "
+        f"checked with ONNX Runtime: largest relative difference {r['gap']:.1e}; input contract and class "
+        f"names (id, name): {r['contract_file']} (and the model's metadata), "
+        f"class ids: {r['classes_file']}"
+    )
 
 
 # -- data ------------------------------------------------------------------------------------------
 def cmd_data_synth(args) -> None:
     from .data.synth import make_synthetic
 
-    info = make_synthetic(args.out, classes=args.classes, per_class=args.per_class,
-                          val_per_class=args.val_per_class, size=args.size, seed=args.seed,
-                          workers=args.workers)
-    print(f"wrote {info['train']} training and {info['val']} validation images of {len(info['classes'])} "
-          f"classes ({info['size']}px) to {info['root']}")
+    info = make_synthetic(
+        args.out,
+        classes=args.classes,
+        per_class=args.per_class,
+        val_per_class=args.val_per_class,
+        size=args.size,
+        seed=args.seed,
+        workers=args.workers,
+    )
+    print(
+        f"wrote {info['train']} training and {info['val']} validation images of {len(info['classes'])} "
+        f"classes ({info['size']}px) to {info['root']}"
+    )
 
 
 def cmd_data_imagenet_labels(args) -> None:
@@ -91,34 +143,58 @@ def cmd_data_imagenet_labels(args) -> None:
     if bool(args.ground_truth) == bool(args.loc_solution):
         raise VGGError("give --ground-truth (with --meta) or --loc-solution")
     if args.ground_truth and not args.meta:
-        raise VGGError("--ground-truth needs the devkit's --meta meta.mat (its IDs are not the sorted-wnid order)")
-    rows = (devkit_to_labels(args.ground_truth, args.meta, args.images) if args.ground_truth
-            else loc_solution_to_labels(args.loc_solution, args.images))
+        raise VGGError(
+            "--ground-truth needs the devkit's --meta meta.mat (its IDs are not the sorted-wnid order)"
+        )
+    rows = (
+        devkit_to_labels(args.ground_truth, args.meta, args.images)
+        if args.ground_truth
+        else loc_solution_to_labels(args.loc_solution, args.images)
+    )
     write_label_file(rows, args.out, force=args.force)
-    print(f"wrote {len(rows)} rows (path,wnid) to {args.out}; use: vggnet evaluate --data {args.out} --root VAL_FOLDER")
+    print(
+        f"wrote {len(rows)} rows (path,wnid) to {args.out}; use: vggnet evaluate --data {args.out} --root "
+        "VAL_FOLDER"
+    )
+
+
+def cmd_data_shard(args) -> None:
+    from .data.datasets import open_source
+    from .data.shards import write_shards
+
+    r = write_shards(open_source(args.data, args.root), args.out, args.per_shard, force=args.force)
+    print(
+        f"wrote {r['images']} images of {r['classes']} classes in {r['shards']} tar shards to {r['out']}; "
+        f"train on them with --data {r['out']}"
+    )
 
 
 def cmd_data_tiny_imagenet(args) -> None:
     from .data.tinyimagenet import read_tiny_imagenet, write_lists
 
     r = write_lists(read_tiny_imagenet(args.root), args.out, force=args.force)
-    print(f"{r['classes']} classes, {r['train']} training and {r['val']} validation images -> "
-          f"{r['out']}: train.csv, val.csv, train-boxes.csv, val-boxes.csv, classes.tsv; paths are relative to "
-          f"{r['root']}: pass it as --data-root (train) or --root (evaluate, loc, features)")
+    print(
+        f"{r['classes']} classes, {r['train']} training and {r['val']} validation images -> "
+        f"{r['out']}: train.csv, val.csv, train-boxes.csv, val-boxes.csv, classes.tsv; paths are relative to "
+        f"{r['root']}: pass it as --data-root (train) or --root (evaluate, loc, features)"
+    )
     if r["unboxed_classes"]:
-        print(f"{len(r['unboxed_classes'])} classes have no training boxes ({', '.join(r['unboxed_classes'][:5])}): "
-              f"their images are in train.csv, not in train-boxes.csv")
+        print(
+            f"{len(r['unboxed_classes'])} classes have no training boxes "
+            f"({', '.join(r['unboxed_classes'][:5])}): "
+            f"their images are in train.csv, not in train-boxes.csv"
+        )
 
 
 def cmd_data_check(args) -> None:
-    from .data.datasets import image_files
+    from .data.datasets import images_to_check
     from .data.loaders import check_files
 
-    paths = image_files(args.data, args.root)
-    bad = check_files(paths, workers=args.workers, progress=sys.stderr.isatty())
+    images = images_to_check(args.data, args.root)
+    bad = check_files(images, workers=args.workers, progress=sys.stderr.isatty())
     for path, reason in bad:
         print(f"UNREADABLE {path}: {reason}")
-    print(f"checked {len(paths)} images: {len(paths) - len(bad)} readable, {len(bad)} unreadable")
+    print(f"checked {len(images)} images: {len(images) - len(bad)} readable, {len(bad)} unreadable")
     if bad:
         raise SystemExit(1)
 
@@ -126,12 +202,21 @@ def cmd_data_check(args) -> None:
 def cmd_data_split(args) -> None:
     from .data.splitfile import split_file
 
-    r = split_file(args.data, val=args.val, tune=args.tune, seed=args.seed, root=args.root,
-                   out_dir=args.out_dir, force=args.force)
+    r = split_file(
+        args.data,
+        val=args.val,
+        tune=args.tune,
+        seed=args.seed,
+        root=args.root,
+        out_dir=args.out_dir,
+        force=args.force,
+    )
     for name, part in r["parts"].items():
         print(f"{name}: {part['images']} images ({part['rows']} rows) -> {part['file']}")
-    print(f"{r['images']} images of {r['classes']} classes split by image, stratified by class "
-          f"(seed {r['seed']})")
+    print(
+        f"{r['images']} images of {r['classes']} classes split by image, stratified by class "
+        f"(seed {r['seed']})"
+    )
 
 
 def cmd_stats(args) -> None:
@@ -141,8 +226,9 @@ def cmd_stats(args) -> None:
 
     out = claim_output(args.out, "statistics", args.force)
     source = unlabelled_source(args.data, args.root)  # no labels needed: any folder of images will do
-    stats = compute_stats(source, max_images=args.max_images, seed=args.seed, workers=args.workers,
-                          progress=sys.stderr.isatty())
+    stats = compute_stats(
+        source, max_images=args.max_images, seed=args.seed, workers=args.workers, progress=sys.stderr.isatty()
+    )
     save_stats(out, stats)
     mean = ", ".join(f"{v:.2f}" for v in stats["mean_rgb"])
     eig = ", ".join(f"{v:.1f}" for v in stats["pca_eigval"])
@@ -158,8 +244,12 @@ def add_train_arguments(s, defaults: dict | None = None, hidden=()) -> None:
 
     from .engine.config import CHOICES, HELP, TrainConfig, field_types
 
-    s.add_argument("--config", metavar="RECIPE.yaml", help="YAML recipe (configs/, or a shipped recipe's name); "
-                   "flags override it; with --resume, the run's own config.yaml by default")
+    s.add_argument(
+        "--config",
+        metavar="RECIPE.yaml",
+        help="YAML recipe (configs/, or a shipped recipe's name); "
+        "flags override it; with --resume, the run's own config.yaml by default",
+    )
     types_ = field_types()
     for f in dataclasses.fields(TrainConfig):
         if f.name in hidden:
@@ -167,40 +257,54 @@ def add_train_arguments(s, defaults: dict | None = None, hidden=()) -> None:
         flag = "--" + f.name.replace("_", "-")
         t = types_[f.name]
         default = (defaults or {}).get(f.name, f.default)
-        shown = HELP.get(f.name, "")
+        shown = HELP[f.name]
         if "default" not in shown:  # a help text that says its own default is not given a second one
             shown += f" (default {default if default not in ('', None) else 'none'})"
         if f.name == "resume":
-            s.add_argument(flag, nargs="?", const=True, default=None, type=resume_mode, metavar="auto",
-                           help="continue the run in --out; `--resume auto`: continue it if --out holds "
-                                "this run, else start it (for commands re-run by torchrun or a scheduler)")
+            s.add_argument(
+                flag, nargs="?", const=True, default=None, type=resume_mode, metavar="auto", help=HELP[f.name]
+            )
         elif t is bool:
             s.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=shown)
         else:
-            s.add_argument(flag, dest=f.name, type=str if f.name in ("scale",) else t, default=None,
-                           choices=CHOICES.get(f.name), help=shown)
+            s.add_argument(
+                flag,
+                dest=f.name,
+                type=str if f.name in ("scale",) else t,
+                default=None,
+                choices=CHOICES.get(f.name),
+                help=shown,
+            )
 
 
-def cmd_train(args, base: dict | None = None) -> None:
+def cmd_train(args, make_config=None) -> None:
+    """`make_config(recipe, overrides)`: the command's config builder (default ``load_config``)."""
     import dataclasses
     import os
 
+    from . import localization  # noqa: F401  (registers box regression with the training loop)
     from .engine import load_config, train
     from .engine.config import TrainConfig, resume_recipe
 
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
     recipe = resume_recipe(args.config, args.out, args.resume)  # `--resume --out RUN` alone continues it
-    cfg = load_config(recipe, overrides, base)
+    cfg = (make_config or load_config)(recipe, overrides)
     result = train(cfg)
     if result["status"] == "interrupted":
         print(f"interrupted: {result['stop_reason']} ({result['run_dir']})", file=sys.stderr)
         raise SystemExit(130)
     if int(os.environ.get("RANK", "0")) == 0:
         best = result.get("best") or {}
-        figures = ", ".join(f"{k.replace('_err', '').replace('_', ' ')} {v:.2f}%" for k, v in best.items()
-                            if k.endswith("_err"))
-        print(f"done after {result['epochs']} epochs ({result.get('stop_reason', '')}); best validation: "
-              f"{figures or '-'} (epoch {best.get('epoch', '-')}); weights: {result['best_weights']}, {result['final']}")
+        figures = ", ".join(
+            f"{k.replace('_err', '').replace('_', ' ')} {v:.2f}%"
+            for k, v in best.items()
+            if k.endswith("_err")
+        )
+        print(
+            f"done after {result['epochs']} epochs ({result.get('stop_reason', '')}); best validation: "
+            f"{figures or '-'} (epoch {best.get('epoch', '-')}); weights: {result['best_weights']}, "
+            f"{result['final']}"
+        )
 
 
 def cmd_plot(args) -> None:
@@ -214,14 +318,26 @@ def cmd_plot(args) -> None:
 
 # -- evaluate / fuse / report -------------------------------------------------------------------------
 def cmd_evaluate(args) -> None:
-    from .eval.runner import evaluate, format_table, parse_scales
+    from .eval.runner import evaluate, format_table
 
-    result = evaluate(args.checkpoint, args.data, args.protocol, out=args.out, force=args.force,
-                      scales=parse_scales(args.scales) if args.scales else None, multi_scale=args.multi_scale,
-                      device=args.device, amp=args.amp, channels_last=args.channels_last,
-                      workers=args.workers,
-                      batch_size=args.batch_size, half=args.half, skip_unreadable=args.skip_unreadable,
-                      data_root=args.root, progress=sys.stderr.isatty())
+    result = evaluate(
+        args.checkpoint,
+        args.data,
+        args.protocol,
+        out=args.out,
+        force=args.force,
+        scales=args.scales,
+        multi_scale=args.multi_scale,
+        device=args.device,
+        amp=args.amp,
+        channels_last=args.channels_last,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        half=args.half,
+        skip_unreadable=args.skip_unreadable,
+        data_root=args.root,
+        progress=sys.stderr.isatty(),
+    )
     print(format_table(result))
     if args.out:
         print(f"posteriors and results saved in {args.out}")
@@ -254,7 +370,9 @@ def cmd_report(args) -> None:
         out = Path(args.out)
         if out.suffix.lower() not in (".md", ".csv"):
             raise VGGError(f"--out {out}: give a .md (Markdown, with a .csv beside it) or a .csv file name")
-        md_path, csv_path = (claim_output(out.with_suffix(s), k, args.force) for s, k in ((".md", "Markdown"), (".csv", "CSV")))
+        md_path, csv_path = (
+            claim_output(out.with_suffix(s), k, args.force) for s, k in ((".md", "Markdown"), (".csv", "CSV"))
+        )
     kinds: dict[str, list] = {}
     for d in args.dirs:
         path = Path(d) / RESULTS
@@ -269,11 +387,13 @@ def cmd_report(args) -> None:
     transfer = kinds.get("single", []) + kinds.get("multi", [])
     if transfer:
         from .transfer.report import table11
+
         md += ("\n" if md else "") + table11(transfer, title="Table 11 layout: deep features + linear SVMs")
         csv += table11(transfer, style="csv")
     if "localisation" in kinds:
-        results = [dict(read_json(Path(d) / RESULTS, "results file"), run=str(d))
-                   for d in kinds["localisation"]]
+        results = [
+            dict(read_json(Path(d) / RESULTS, "results file"), run=str(d)) for d in kinds["localisation"]
+        ]
         md += ("\n" if md else "") + loc_tables(results, "markdown")
         csv += loc_tables(results, "csv")
     print(md, end="")
@@ -284,51 +404,46 @@ def cmd_report(args) -> None:
 
 
 # -- localisation (Appendix A) ------------------------------------------------------------------------
-# App. A fine-tunes at lr 1e-3 (the Table 8/9 configs keep it); the default is higher because a box set of
-# a few hundred images gives a few steps per epoch, where 1e-3 was measured to move nothing in 10 epochs
-# (docs/LOCALISATION.md).
-LOC_DEFAULTS = dict(objective="boxes", head="pcr", lr=0.03)
-
-
 def cmd_loc_train(args) -> None:
-    """App. A: a box regressor started from a classification net; unless the recipe or the flags
-    say otherwise, it takes that net's shape and training scale ("trained at the same scale")."""
-    import dataclasses
+    """App. A: a box regressor started from a classification net (its shape and training scale
+    unless the recipe or the flags say otherwise: ``localization.objective.box_config``)."""
+    from .localization.objective import box_config
 
-    from .engine import load_config
-    from .engine.config import TrainConfig
-    from .models.weights import read_meta
-
-    args.objective = "boxes"
-    base = dict(LOC_DEFAULTS)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    init_from = load_config(args.config, overrides, base).init_from if args.resume is not True else None
-    if init_from and Path(init_from).is_file():
-        meta = read_meta(init_from)
-        spec = meta.model
-        base.update(arch=spec.arch, width=spec.width, fc_dim=spec.fc_dim, crop=spec.crop_size,
-                    batch_norm=spec.batch_norm, dropout=spec.dropout)
-        if meta.train:
-            lo, hi = meta.train.scale
-            base["scale"] = str(lo) if lo == hi else f"{lo}:{hi}"
-    cmd_train(args, base=base)
+    cmd_train(args, make_config=box_config)
 
 
 def cmd_loc_evaluate(args) -> None:
-    from .eval.runner import parse_scales
     from .localization.evaluate import evaluate_loc
     from .localization.report import loc_tables
 
-    r = evaluate_loc(args.checkpoint, args.data, out=args.out, force=args.force, gallery=args.gallery,
-                     protocols=tuple(args.protocol), scales=parse_scales(args.scales) if args.scales else None,
-                     multi_scale=args.multi_scale, classifier=args.classifier, posteriors=args.posteriors,
-                     top_k=args.top_k, flip=args.flip, threshold=args.threshold, device=args.device,
-                     amp=args.amp, channels_last=args.channels_last, workers=args.workers,
-                     data_root=args.root,
-                     on_bad_box=args.on_bad_box, progress=True)
+    r = evaluate_loc(
+        args.checkpoint,
+        args.data,
+        out=args.out,
+        force=args.force,
+        gallery=args.gallery,
+        protocols=tuple(args.protocol),
+        scales=args.scales,
+        multi_scale=args.multi_scale,
+        classifier=args.classifier,
+        posteriors=args.posteriors,
+        top_k=args.top_k,
+        flip=args.flip,
+        threshold=args.threshold,
+        device=args.device,
+        amp=args.amp,
+        channels_last=args.channels_last,
+        workers=args.workers,
+        data_root=args.root,
+        on_bad_box=args.on_bad_box,
+        progress=True,
+    )
     print(loc_tables([r], "text"))
     if args.out:
-        print(f"boxes and results saved in {args.out}" + (f"; gallery: {r['gallery']}" if r.get("gallery") else ""))
+        print(
+            f"boxes and results saved in {args.out}"
+            + (f"; gallery: {r['gallery']}" if r.get("gallery") else "")
+        )
 
 
 def cmd_loc_merge(args) -> None:
@@ -336,13 +451,30 @@ def cmd_loc_merge(args) -> None:
     from .localization.report import loc_tables
     from .tables import columns, render
 
-    r = merge_runs(args.dirs, args.data, threshold=args.threshold, tune=args.tune, top_k=args.top_k,
-                   data_root=args.root, on_bad_box=args.on_bad_box, out=args.out, force=args.force)
+    r = merge_runs(
+        args.dirs,
+        args.data,
+        threshold=args.threshold,
+        tune=args.tune,
+        top_k=args.top_k,
+        data_root=args.root,
+        on_bad_box=args.on_bad_box,
+        out=args.out,
+        force=args.force,
+    )
     if r["tuned"]:
         k = args.top_k
-        print(render(r["tuned"], columns(("threshold t", "threshold", "{:g}"), ("top-1 loc err", "top1_loc_err", "{:.1f}%"),
-                                         (f"top-{k} loc err", f"top{k}_loc_err", "{:.1f}%")),
-                     title=f"merging threshold on {r['images']} images (chosen: t={r['dense']['threshold']:g})"))
+        print(
+            render(
+                r["tuned"],
+                columns(
+                    ("threshold t", "threshold", "{:g}"),
+                    ("top-1 loc err", "top1_loc_err", "{:.1f}%"),
+                    (f"top-{k} loc err", f"top{k}_loc_err", "{:.1f}%"),
+                ),
+                title=f"merging threshold on {r['images']} images (chosen: t={r['dense']['threshold']:g})",
+            )
+        )
         best = min(r["tuned"], key=lambda row: (row[f"top{k}_loc_err"], row["threshold"]))
         if best.get("note"):
             print(f"note: {best['note']}")
@@ -351,22 +483,35 @@ def cmd_loc_merge(args) -> None:
 
 # -- deep features and linear SVMs (Appendix B) --------------------------------------------------------
 def cmd_features(args) -> None:
-    from .eval.runner import parse_scales
     from .transfer.commands import features_command
 
-    r = features_command(args.checkpoint, args.data, args.out, parse_scales(args.scales) if args.scales else None,
-                         args.layer, force=args.force, data_root=args.root, device=args.device,
-                         workers=args.workers, batch_size=args.batch_size, amp=args.amp,
-                         channels_last=args.channels_last,
-                         progress=True, skip_unreadable=args.skip_unreadable)
-    print(f"{r['images']} images ({r['label_kind']}-label, {r['classes']} classes): {r['layer']} descriptors "
-          f"({r['dim']}-D) at Q={','.join(map(str, r['scales']))}, {r['images_per_s']:.1f} images/s -> {r['out']}"
-          + (f"; {len(r['unreadable'])} unreadable images left out" if r["unreadable"] else ""))
+    r = features_command(
+        args.checkpoint,
+        args.data,
+        args.out,
+        args.scales,
+        args.layer,
+        force=args.force,
+        data_root=args.root,
+        device=args.device,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        amp=args.amp,
+        channels_last=args.channels_last,
+        progress=True,
+        skip_unreadable=args.skip_unreadable,
+    )
+    print(
+        f"{r['images']} images ({r['label_kind']}-label, {r['classes']} classes): {r['layer']} descriptors "
+        f"({r['dim']}-D) at Q={','.join(map(str, r['scales']))}, {r['images_per_s']:.1f} images/s -> "
+        f"{r['out']}" + (f"; {len(r['unreadable'])} unreadable images left out" if r["unreadable"] else "")
+    )
 
 
 def parse_cs(text: str) -> list[float]:
     """--C 0.01,0.1,1: a grid of positive, finite regularisation constants."""
     import math
+
     try:
         cs = [float(v) for v in text.split(",")]
     except ValueError:
@@ -377,22 +522,37 @@ def parse_cs(text: str) -> list[float]:
 
 
 def cmd_transfer(args) -> None:
-    from .eval.runner import parse_scales
+    from .data.transforms import parse_scales
     from .transfer.commands import transfer_command
     from .transfer.report import table11
 
-    r = transfer_command(args.features, args.out, args.protocol, args.combine,
-                         parse_scales(args.scales) if args.scales else None, args.splits, args.train_per_class,
-                         args.test_per_class or None, args.splits_file, args.test_features, args.test_fraction,
-                         args.seed, dataset=args.dataset, force=args.force,
-                         **({"Cs": parse_cs(args.C)} if args.C else {}))
+    r = transfer_command(
+        args.features,
+        args.out,
+        protocol=args.protocol,
+        combine=args.combine,
+        scales=parse_scales(args.scales) if args.scales else None,
+        splits=args.splits,
+        train_per_class=args.train_per_class,
+        test_per_class=args.test_per_class or None,
+        splits_file=args.splits_file,
+        test_features=args.test_features,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        dataset=args.dataset,
+        force=args.force,
+        **({"Cs": parse_cs(args.C)} if args.C else {}),
+    )
     print(table11([r], style="text"))
     if r["kind"] == "single":
         print("chosen C per split: " + ", ".join(f"{s['C']:g}" for s in r["per_split"]))
     else:
         print(f"area-under-curve mAP: {r['metrics']['area under curve']['mean']:.1f}; chosen C: {r['C']:g}")
     if args.out:
-        print(f"results, per-class figures{', splits and confusion matrix' if r['kind'] == 'single' else ''} in {args.out}")
+        print(
+            f"results, per-class figures{', splits and confusion matrix' if r['kind'] == 'single' else ''} "
+            f"in {args.out}"
+        )
 
 
 # -- demo ----------------------------------------------------------------------------------------------
@@ -402,7 +562,9 @@ def cmd_demo(args) -> None:
     from .demo import path_hint, run_demo, summary_table
 
     t = time.perf_counter()
-    overrides = {k: getattr(args, k) for k in ("epochs", "crop", "scale", "arch") if getattr(args, k) is not None}
+    overrides = {
+        k: getattr(args, k) for k in ("epochs", "crop", "scale", "arch") if getattr(args, k) is not None
+    }
     result = run_demo(out=args.out, data=args.data, workers=args.workers, **overrides)
     print()
     print(summary_table(result))
@@ -413,46 +575,69 @@ def cmd_demo(args) -> None:
 
 # -- parser ------------------------------------------------------------------------------------------
 def _commands_localisation(sub) -> None:
-    s = sub.add_parser("loc", help="localisation (Appendix A): box-regression nets, protocols 1 and 2, merging")
+    from .localization.objective import INHERITED_SETTINGS, LOC_DEFAULTS
+
+    s = sub.add_parser(
+        "loc", help="localisation (Appendix A): box-regression nets, protocols 1 and 2, merging"
+    )
     lsub = s.add_subparsers(dest="loc_command", metavar="LOC_COMMAND")
     lsub.required = True
-    s = lsub.add_parser("train", help="train a box regressor (SCR/PCR) from a classification net, L2 loss",
-                        description="App. A: the classification net of --init-from with its last layer replaced by "
-                        "a box regressor, trained with a Euclidean loss. Unless given, the net's shape (arch, width, "
-                        "fc-dim, crop, batch norm) and training scale are the classifier's; head pcr, "
-                        "lr 0.03 (the paper's 1e-3 is in the Table 8/9 configs).")
-    inherited = {k: "from --init-from"
-                 for k in ("arch", "width", "fc_dim", "crop", "batch_norm", "dropout", "scale")}
+    s = lsub.add_parser(
+        "train",
+        help="train a box regressor (SCR/PCR) from a classification net, L2 loss",
+        description="App. A: the classification net of --init-from with its last layer replaced by "
+        "a box regressor, trained with a Euclidean loss. Unless given, the net's shape (arch, width, "
+        "fc-dim, crop, batch norm) and training scale are the classifier's; head pcr, "
+        "lr 0.03 (the paper's 1e-3 is in the Table 8/9 configs).",
+    )
+    inherited = {k: "from --init-from" for k in INHERITED_SETTINGS}
     add_train_arguments(s, dict(LOC_DEFAULTS, **inherited), hidden=("objective",))
     s.set_defaults(func=cmd_loc_train)
-    s = lsub.add_parser("evaluate", help="protocol 1 (centre crop, GT class) and 2 (dense + greedy merge, top-k)")
-    s.add_argument("--checkpoint", required=True, help="a localisation net of `vggnet loc train`")
-    s.add_argument("--data", required=True, help="box CSV (path,wnid,xmin,ymin,xmax,ymax) or folder of XML annotations")
-    s.add_argument("--root", help="root of the image paths (default: the box file's folder)")
+    s = lsub.add_parser(
+        "evaluate", help="protocol 1 (centre crop, GT class) and 2 (dense + greedy merge, top-k)"
+    )
+    add_input_flags(
+        s,
+        "box CSV (path,wnid,xmin,ymin,xmax,ymax) or folder of XML annotations",
+        "root of the image paths (default: the box file's folder)",
+        checkpoint="a localisation net of `vggnet loc train`",
+    )
     s.add_argument("--protocol", nargs="+", default=["center", "dense"], choices=["center", "dense"])
-    s.add_argument("--scales", help="test scales Q of protocol 2, e.g. 352,384 (default: the training scale, §4.1)")
+    s.add_argument(
+        "--scales", help="test scales Q of protocol 2, e.g. 352,384 (default: the training scale, §4.1)"
+    )
     s.add_argument("--multi-scale", action="store_true", help="protocol 2 at three scales (§4.2)")
-    s.add_argument("--classifier", help="classification checkpoint giving the top-k classes (dense, multi-scale)")
+    s.add_argument(
+        "--classifier", help="classification checkpoint giving the top-k classes (dense, multi-scale)"
+    )
     s.add_argument("--posteriors", help="or the evaluation folder of `vggnet evaluate` on the same images")
     s.add_argument("--top-k", type=integer(1, 1000), default=5)
-    s.add_argument("--threshold", type=float, default=0.0, help="greedy-merge threshold t (tune with `loc merge --tune`)")
+    s.add_argument(
+        "--threshold", type=float, default=0.0, help="greedy-merge threshold t (tune with `loc merge --tune`)"
+    )
     s.add_argument("--flip", action="store_true", help="also the boxes of the horizontally flipped image")
     s.add_argument("--gallery", type=integer(0, 1000), default=16, help="images in out/gallery.png (0: none)")
     s.add_argument("--on-bad-box", choices=["fail", "skip"], default="fail")
-    s.add_argument("--out", help="folder for boxes.safetensors, results.json and gallery.png")
-    s.add_argument("--force", action="store_true", help="replace results saved in --out before")
+    add_output_flags(
+        s,
+        "folder for boxes.safetensors, results.json and gallery.png",
+        force="replace results saved in --out before",
+    )
     add_runtime_flags(s)
     s.set_defaults(func=cmd_loc_evaluate)
-    s = lsub.add_parser("merge", help="protocol 2 from saved boxes: tune the threshold, fuse nets (no network run)")
-    s.add_argument("dirs", nargs="+", help="folders of `vggnet loc evaluate --out` (several: fusion, the union of boxes)")
+    s = lsub.add_parser(
+        "merge", help="protocol 2 from saved boxes: tune the threshold, fuse nets (no network run)"
+    )
+    s.add_argument(
+        "dirs", nargs="+", help="folders of `vggnet loc evaluate --out` (several: fusion, the union of boxes)"
+    )
     s.add_argument("--data", required=True, help="the box data those folders were evaluated on")
     s.add_argument("--root")
     s.add_argument("--threshold", type=float, help="greedy-merge threshold t (default 0)")
     s.add_argument("--tune", action="store_true", help="choose t on --data (give held-out images)")
     s.add_argument("--top-k", type=integer(1, 1000), default=5)
     s.add_argument("--on-bad-box", choices=["fail", "skip"], default="fail")
-    s.add_argument("--out", help="folder for results.json")
-    s.add_argument("--force", action="store_true")
+    add_output_flags(s, "folder for results.json")
     s.set_defaults(func=cmd_loc_merge)
 
 
@@ -461,7 +646,9 @@ def _commands_deploy(sub) -> None:
 
     s = sub.add_parser("predict", help="top-5 classes of images, with names and probabilities")
     s.add_argument("images", nargs="+")
-    s.add_argument("--checkpoint", required=True, help="vggnet weights (convert torchvision/Caffe files first)")
+    s.add_argument(
+        "--checkpoint", required=True, help="vggnet weights (convert torchvision/Caffe files first)"
+    )
     s.add_argument("--protocol", default="dense", choices=ALL_PROTOCOLS)
     s.add_argument("--multi-scale", action="store_true", help="three test scales (§4.2)")
     s.add_argument("--scales", help="test scales Q, e.g. 256,384,512")
@@ -478,23 +665,34 @@ def _commands_deploy(sub) -> None:
 
 
 def _commands_transfer(sub) -> None:
-    s = sub.add_parser("features", help="Appendix B descriptors of a data set (dense, flips, per scale) -> features file")
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--data", required=True, help="image folder, path,label CSV, or multi-label CSV (path,class1,...)")
-    s.add_argument("--root", help="root of the paths in a CSV")
+    s = sub.add_parser(
+        "features", help="Appendix B descriptors of a data set (dense, flips, per scale) -> features file"
+    )
+    add_input_flags(
+        s,
+        "image folder, tar shards, path,label CSV, or multi-label CSV (path,class1,...)",
+        "root of the paths in a CSV",
+    )
     s.add_argument("--scales", help="Q values (default: 256,384,512 scaled by crop/224)")
-    s.add_argument("--layer", default="fc7", help="fc7 (default), fc6, pool5, conv5_3, ...: global-average-pooled")
-    s.add_argument("--out", required=True, help="features file to write (.safetensors)")
-    s.add_argument("--force", action="store_true")
+    s.add_argument(
+        "--layer", default="fc7", help="fc7 (default), fc6, pool5, conv5_3, ...: global-average-pooled"
+    )
+    add_output_flags(s, "features file to write (.safetensors)", required=True)
     add_runtime_flags(s)
     s.add_argument("--batch-size", type=integer(1, 100_000), default=16)
     s.add_argument("--skip-unreadable", action="store_true")
     s.set_defaults(func=cmd_features)
-    s = sub.add_parser("transfer", help="linear SVMs on saved features: Caltech-style splits or VOC-style mAP")
+    s = sub.add_parser(
+        "transfer", help="linear SVMs on saved features: Caltech-style splits or VOC-style mAP"
+    )
     s.add_argument("features", nargs="+", help="features files (several: late fusion, stacked in this order)")
     s.add_argument("--protocol", choices=["auto", "splits", "multilabel"], default="auto")
-    s.add_argument("--combine", choices=["auto", "stack", "average", "max"], default="auto",
-                   help="across Q (auto, as Appendix B: stack for the splits protocol, average for multilabel/VOC)")
+    s.add_argument(
+        "--combine",
+        choices=["auto", "stack", "average", "max"],
+        default="auto",
+        help="across Q (auto, as Appendix B: stack for the splits protocol, average for multilabel/VOC)",
+    )
     s.add_argument("--scales", help="a subset of the saved Q values (default: all)")
     s.add_argument("--splits", type=integer(1, 100), default=3)
     s.add_argument("--train-per-class", type=integer(1, 1_000_000), default=30)
@@ -505,15 +703,19 @@ def _commands_transfer(sub) -> None:
     s.add_argument("--C", help="comma-separated grid of C (default 1e-3 ... 1e2)")
     s.add_argument("--seed", type=SEED, default=0)
     s.add_argument("--dataset", help="data set name for the tables (default: the data folder's name)")
-    s.add_argument("--out", help="folder for results.json, per_class.csv, splits.json, confusion.png")
-    s.add_argument("--force", action="store_true")
+    add_output_flags(s, "folder for results.json, per_class.csv, splits.json, confusion.png")
     s.set_defaults(func=cmd_transfer)
 
 
 def _commands_demo(sub) -> None:
-    s = sub.add_parser("demo", help="the whole system on built-in data: synth, stats, train, evaluate, report")
+    s = sub.add_parser(
+        "demo", help="the whole system on built-in data: synth, stats, train, evaluate, report"
+    )
     s.add_argument("--out", help="new report folder (default: ./vggnet-demo-<time>)")
-    s.add_argument("--data", help="your image folder (class sub-folders, or train/ and val/) instead of the synthetic set")
+    s.add_argument(
+        "--data",
+        help="your image folder (class sub-folders, or train/ and val/) instead of the synthetic set",
+    )
     s.add_argument("--epochs", type=integer(1, 100_000), help="epoch cap (default 25)")
     s.add_argument("--arch", help="config (default A)")
     s.add_argument("--crop", type=int, help="crop size (default 32)")
@@ -526,46 +728,77 @@ def _commands_weights(sub) -> None:
     s = sub.add_parser("info", help="the model zoo: Tables 1 and 2")
     s.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("convert", help="convert weights: torchvision or Caffe files to vggnet's format, and vggnet's to torchvision's")
+    s = sub.add_parser(
+        "convert",
+        help="convert weights: torchvision or Caffe files to vggnet's format, and vggnet's to torchvision's",
+    )
     s.add_argument("src", help="input weights (.pth / .safetensors / .caffemodel)")
     s.add_argument("dst", help="output file")
-    s.add_argument("--to", choices=["vggnet", "torchvision"],
-                   help="output format (default: torchvision if SRC is a vggnet file, else vggnet)")
-    s.add_argument("--arch", help="expected torchvision architecture (vgg11, vgg16_bn, D, ...); inferred if omitted")
-    s.add_argument("--classes", help="text file with one class name per line, in output order (default: "
-                   "SRC's NAME.classes.txt, or the ImageNet-1k wnids for 1000 outputs)")
-    s.add_argument("--prototxt", help="the Caffe release's deploy .prototxt (optional; layer names and order)")
-    s.add_argument("--force", action="store_true", help="replace DST if it exists (a file of the same kind only)")
+    s.add_argument(
+        "--to",
+        choices=["vggnet", "torchvision"],
+        help="output format (default: torchvision if SRC is a vggnet file, else vggnet)",
+    )
+    s.add_argument(
+        "--arch", help="expected torchvision architecture (vgg11, vgg16_bn, D, ...); inferred if omitted"
+    )
+    s.add_argument(
+        "--classes",
+        help="text file with one class name per line, in output order (default: "
+        "SRC's NAME.classes.txt, or the ImageNet-1k wnids for 1000 outputs)",
+    )
+    s.add_argument(
+        "--prototxt", help="the Caffe release's deploy .prototxt (optional; layer names and order)"
+    )
+    s.add_argument(
+        "--force", action="store_true", help="replace DST if it exists (a file of the same kind only)"
+    )
     s.set_defaults(func=cmd_convert)
 
 
 def _commands_data(sub) -> None:
-    s = sub.add_parser("data", help="data sets: make the synthetic one, check one for unreadable files, "
-                       "split one")
+    s = sub.add_parser(
+        "data", help="data sets: make the synthetic one, check one for unreadable files, split one"
+    )
     dsub = s.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     dsub.required = True
     d = dsub.add_parser("synth", help="write the built-in synthetic data set (JPEGs, folder layout, boxes)")
     d.add_argument("--out", required=True, help="new folder to write")
     d.add_argument("--classes", type=integer(1, 40), default=10)
     d.add_argument("--per-class", type=integer(1, 100_000), default=100, help="training images per class")
-    d.add_argument("--val-per-class", type=integer(1, 100_000), help="validation images per class (default: per-class/4)")
+    d.add_argument(
+        "--val-per-class", type=integer(1, 100_000), help="validation images per class (default: per-class/4)"
+    )
     d.add_argument("--size", type=integer(32, 1024), default=96, help="image side in pixels")
     d.add_argument("--seed", type=SEED, default=0)
     d.add_argument("--workers", type=WORKERS, default=_default_workers())
     d.set_defaults(func=cmd_data_synth)
-    d = dsub.add_parser("imagenet-labels", help="ILSVRC-2012 validation ground truth -> a path,wnid label file")
+    d = dsub.add_parser(
+        "imagenet-labels", help="ILSVRC-2012 validation ground truth -> a path,wnid label file"
+    )
     d.add_argument("--ground-truth", help="the devkit's ILSVRC2012_validation_ground_truth.txt")
     d.add_argument("--meta", help="the devkit's meta.mat (maps its ILSVRC2012_IDs to wnids)")
     d.add_argument("--loc-solution", help="or LOC_val_solution.csv")
     d.add_argument("--images", help="the validation image folder, to check every listed image exists")
-    d.add_argument("--out", required=True, help="CSV to write")
-    d.add_argument("--force", action="store_true")
+    add_output_flags(d, "CSV to write", required=True)
     d.set_defaults(func=cmd_data_imagenet_labels)
+    d = dsub.add_parser(
+        "shard", help="copy a data set into uncompressed tar shards (WebDataset naming, indexed)"
+    )
+    d.add_argument("data", help="image folder (class sub-folders) or .csv/.tsv label file")
+    d.add_argument("--root", help="root of the paths in a label file")
+    d.add_argument("--out", required=True, help="folder for shard-NNNNNN.tar and shards.json")
+    d.add_argument("--per-shard", type=integer(1, 10_000_000), default=1000, help="images per shard")
+    d.add_argument("--force", action="store_true", help="replace shards written before")
+    d.set_defaults(func=cmd_data_shard)
     d = dsub.add_parser("tiny-imagenet", help="Tiny ImageNet-200's layout -> label and box CSVs (train, val)")
     d.add_argument("root", help="the tiny-imagenet-200 folder (wnids.txt, words.txt, train/, val/)")
-    d.add_argument("--out", required=True, help="folder for train.csv, val.csv, train-boxes.csv, val-boxes.csv, "
-                   "classes.tsv")
-    d.add_argument("--force", action="store_true", help="replace those files if they exist")
+    add_output_flags(
+        d,
+        "folder for train.csv, val.csv, train-boxes.csv, val-boxes.csv, classes.tsv",
+        required=True,
+        force="replace those files if they exist",
+    )
     d.set_defaults(func=cmd_data_tiny_imagenet)
     d = dsub.add_parser("check", help="decode every image and list the unreadable ones with their reason")
     d.add_argument("data", help="image folder (any layout) or .csv/.tsv label file")
@@ -573,25 +806,33 @@ def _commands_data(sub) -> None:
     d.add_argument("--workers", type=WORKERS, default=_default_workers())
     d.set_defaults(func=cmd_data_check)
 
-    d = dsub.add_parser("split", help="split a label or box file by image into train / val / tune files "
-                        "(seeded)",
-                        description="Every row of an image goes to one part; the parts are stratified by "
-                        "class and depend on --seed alone. Writes NAME-train.csv, NAME-val.csv and, with "
-                        "--tune, NAME-tune.csv (App. A: the merging threshold is tuned on images held out of "
-                        "both).")
+    d = dsub.add_parser(
+        "split",
+        help="split a label or box file by image into train / val / tune files (seeded)",
+        description="Every row of an image goes to one part; the parts are stratified by "
+        "class and depend on --seed alone. Writes NAME-train.csv, NAME-val.csv and, with "
+        "--tune, NAME-tune.csv (App. A: the merging threshold is tuned on images held out of "
+        "both).",
+    )
     d.add_argument("data", help="label file (path,label) or box file (path,wnid,xmin,ymin,xmax,ymax)")
-    d.add_argument("--val", type=float, default=0.1, help="fraction of the images for validation "
-                   "(default 0.1)")
-    d.add_argument("--tune", type=float, default=0.0, help="fraction of the images for tuning "
-                   "(default 0: none)")
+    d.add_argument(
+        "--val", type=float, default=0.1, help="fraction of the images for validation (default 0.1)"
+    )
+    d.add_argument(
+        "--tune", type=float, default=0.0, help="fraction of the images for tuning (default 0: none)"
+    )
     d.add_argument("--seed", type=SEED, default=0)
     d.add_argument("--root", help="root of the paths in the file (default: its folder)")
-    d.add_argument("--out-dir", help="folder for the parts (default: the file's folder); paths are rewritten "
-                   "relative to it")
+    d.add_argument(
+        "--out-dir",
+        help="folder for the parts (default: the file's folder); paths are rewritten relative to it",
+    )
     d.add_argument("--force", action="store_true", help="replace parts written before")
     d.set_defaults(func=cmd_data_split)
 
-    s = sub.add_parser("stats", help="training-set mean RGB and RGB covariance eigen-pairs (for PCA colour shift)")
+    s = sub.add_parser(
+        "stats", help="training-set mean RGB and RGB covariance eigen-pairs (for PCA colour shift)"
+    )
     s.add_argument("data", help="image folder (any layout) or .csv/.tsv label file")
     s.add_argument("--out", required=True, help="JSON file to write")
     s.add_argument("--root", help="root of the paths in a label file")
@@ -609,8 +850,11 @@ def _commands_train(sub) -> None:
 
     s = sub.add_parser("plot", help="draw a run's loss, error and learning-rate curves to PNG")
     s.add_argument("run_dir")
-    s.add_argument("--out", help="PNG file (default RUN_DIR/curves.png, redrawn each time)")
-    s.add_argument("--force", action="store_true", help="replace an existing PNG given as --out")
+    add_output_flags(
+        s,
+        "PNG file (default RUN_DIR/curves.png, redrawn each time)",
+        force="replace an existing PNG given as --out",
+    )
     s.set_defaults(func=cmd_plot)
 
 
@@ -618,44 +862,75 @@ def _commands_evaluation(sub) -> None:
     from .eval.protocols import ALL_PROTOCOLS as PROTOCOLS
 
     s = sub.add_parser("evaluate", help="evaluate a checkpoint with the paper's protocols (§3.2, §4)")
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--data", required=True, help="image folder (class sub-folders) or .csv/.tsv label file")
-    s.add_argument("--root", help="root of the paths in a label file")
-    s.add_argument("--protocol", nargs="+", default=["dense"], choices=PROTOCOLS, metavar="P",
-                   help=f"one or more of: {', '.join(PROTOCOLS)} (default dense)")
-    s.add_argument("--scales", help="test scales Q, e.g. 256,384,512 (default: from the training scale, §4.1)")
-    s.add_argument("--multi-scale", action="store_true", help="default scales per §4.2 ({S-32,S,S+32} or {Smin,mid,Smax})")
+    add_input_flags(
+        s,
+        "image folder (class sub-folders), tar shards or .csv/.tsv label file",
+        "root of the paths in a label file",
+    )
+    s.add_argument(
+        "--protocol",
+        nargs="+",
+        default=["dense"],
+        choices=PROTOCOLS,
+        metavar="P",
+        help=f"one or more of: {', '.join(PROTOCOLS)} (default dense)",
+    )
+    s.add_argument(
+        "--scales", help="test scales Q, e.g. 256,384,512 (default: from the training scale, §4.1)"
+    )
+    s.add_argument(
+        "--multi-scale",
+        action="store_true",
+        help="default scales per §4.2 ({S-32,S,S+32} or {Smin,mid,Smax})",
+    )
     s.add_argument("--out", help="folder for posteriors.safetensors and results.json")
     add_runtime_flags(s)
     s.add_argument("--batch-size", type=integer(1, 100_000), default=32, help="equal-sized images per batch")
     s.add_argument("--half", action="store_true", help="store posteriors as float16")
-    s.add_argument("--skip-unreadable", action="store_true", help="exclude unreadable images (counted) instead of failing")
+    s.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="exclude unreadable images (counted) instead of failing",
+    )
     s.add_argument("--force", action="store_true", help="overwrite results in --out")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("fuse", help="ensemble errors from saved posteriors (Table 6), no network run")
     s.add_argument("dirs", nargs="+", help="evaluation folders")
     s.add_argument("--protocol", choices=PROTOCOLS)
-    s.add_argument("--out", help="folder to save the fused posteriors")
-    s.add_argument("--force", action="store_true", help="replace a fusion saved in --out before")
+    add_output_flags(s, "folder to save the fused posteriors", force="replace a fusion saved in --out before")
     s.set_defaults(func=cmd_fuse)
 
-    s = sub.add_parser("report", help="Markdown + CSV table of evaluation folders, in the layout of Tables 3-6")
+    s = sub.add_parser(
+        "report", help="Markdown + CSV table of evaluation folders, in the layout of Tables 3-6"
+    )
     s.add_argument("dirs", nargs="+")
-    s.add_argument("--out", help="Markdown file to write (a .csv is written beside it)")
-    s.add_argument("--force", action="store_true", help="replace existing tables")
+    add_output_flags(
+        s, "Markdown file to write (a .csv is written beside it)", force="replace existing tables"
+    )
     s.add_argument("--title")
     s.add_argument("--per-scale", action="store_true", help="also one row per single test scale")
     s.set_defaults(func=cmd_report)
 
 
-COMMAND_GROUPS = [_commands_demo, _commands_weights, _commands_data, _commands_train, _commands_evaluation,
-                  _commands_localisation, _commands_transfer, _commands_deploy]
+COMMAND_GROUPS = [
+    _commands_demo,
+    _commands_weights,
+    _commands_data,
+    _commands_train,
+    _commands_evaluation,
+    _commands_localisation,
+    _commands_transfer,
+    _commands_deploy,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="vggnet", description="Very Deep ConvNets (Simonyan & Zisserman 2015). "
-               "Add --debug anywhere to see the traceback of an error.")
+    p = Parser(
+        prog="vggnet",
+        description="Very Deep ConvNets (Simonyan & Zisserman 2015). "
+        "Add --debug anywhere to see the traceback of an error.",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for add in COMMAND_GROUPS:
@@ -665,6 +940,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def integer(lo: int, hi: int):
     """An argparse type: an integer in [lo, hi], refused with a one-line message otherwise."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -673,6 +949,7 @@ def integer(lo: int, hi: int):
         if not lo <= value <= hi:
             raise argparse.ArgumentTypeError(f"must be between {lo:,} and {hi:,}, got {value:,}")
         return value
+
     parse.__name__ = "integer"
     return parse
 
@@ -689,16 +966,41 @@ def resume_mode(text: str) -> str:
 
 def _default_workers() -> int:
     import os
+
     return min(8, max(1, (os.cpu_count() or 1)))
 
 
+def add_input_flags(s, data: str, root: str, checkpoint: str | None = None) -> None:
+    """--checkpoint, --data and --root, for every command that runs a net over a data set."""
+    s.add_argument("--checkpoint", required=True, help=checkpoint)
+    s.add_argument("--data", required=True, help=data)
+    s.add_argument("--root", help=root)
+
+
+def add_output_flags(
+    s, out: str, required: bool = False, force: str = "replace what is there (a file of the same kind only)"
+) -> None:
+    """--out and --force, one spelling for every command that writes (fileio.claim_output refuses
+    to replace without --force)."""
+    s.add_argument("--out", required=required, help=out)
+    s.add_argument("--force", action="store_true", help=force)
+
+
 def add_runtime_flags(s, workers: bool = True) -> None:
-    """The device policy's flags (engine/device.py), one spelling for every command that runs a net."""
+    """The device policy's flags (runtime/device.py), one spelling for every command that runs a net."""
     s.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    s.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
-                   help="bf16 autocast (auto: on CUDA and on CPUs with amx_bf16/avx512_bf16; off: fp32)")
-    s.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
-                   help="NHWC activations (auto: on, measured faster on CPU and GPU)")
+    s.add_argument(
+        "--amp",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="bf16 autocast (auto: on CUDA and on CPUs with amx_bf16/avx512_bf16; off: fp32)",
+    )
+    s.add_argument(
+        "--channels-last",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="NHWC activations (auto: on, measured faster on CPU and GPU)",
+    )
     if workers:
         s.add_argument("--workers", type=WORKERS, default=_default_workers())
 
@@ -726,8 +1028,9 @@ def refuse_unknown(parser, args, extra: list[str]) -> None:
     flags = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
     unknown_flags = [e.split("=")[0] for e in extra if e.startswith("-")]
     guess = difflib.get_close_matches(unknown_flags[0], flags, n=1) if unknown_flags else []
-    parser.error(f"unrecognized arguments: {' '.join(extra)}"
-                 + (f"; did you mean {guess[0]}?" if guess else ""))
+    parser.error(
+        f"unrecognized arguments: {' '.join(extra)}" + (f"; did you mean {guess[0]}?" if guess else "")
+    )
 
 
 def main(argv=None) -> int:
@@ -745,8 +1048,9 @@ def main(argv=None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         refuse_unknown(parser, args, extra)
-    command = " ".join(filter(None, (args.command, getattr(args, "data_command", None),
-                                     getattr(args, "loc_command", None))))
+    command = " ".join(
+        filter(None, (args.command, getattr(args, "data_command", None), getattr(args, "loc_command", None)))
+    )
     try:
         args.func(args)
         sys.stdout.flush()

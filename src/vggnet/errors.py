@@ -7,6 +7,7 @@ raising it itself: a permission denied, a full disk, a folder where a file was e
 running out -- into one line on stderr, ``vggnet COMMAND: error: ...``, and exit status 2. The
 traceback is shown only with ``--debug``.
 """
+
 from __future__ import annotations
 
 import errno

@@ -9,6 +9,7 @@
   one. Temporary files left by a killed write of the same target are removed; files get the
   usual permissions (0666 less the umask), not a temporary file's 0600.
 """
+
 from __future__ import annotations
 
 import errno
@@ -20,10 +21,21 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from safetensors import SafetensorError, safe_open
+
 from .errors import VGGError
 
-SUFFIX_KINDS = {".md": "Markdown", ".csv": "CSV", ".yaml": "YAML", ".yml": "YAML", ".txt": "text",
-                ".html": "HTML", ".onnx": "ONNX", ".caffemodel": "Caffe weights"}
+SUFFIX_KINDS = {
+    ".md": "Markdown",
+    ".csv": "CSV",
+    ".yaml": "YAML",
+    ".yml": "YAML",
+    ".txt": "text",
+    ".html": "HTML",
+    ".onnx": "ONNX",
+    ".caffemodel": "Caffe weights",
+    ".tar": "tar shard",
+}
 
 
 def loads_json(text):
@@ -65,8 +77,14 @@ def _json_kind(path: Path) -> str:
     except (ValueError, OSError, UnicodeDecodeError):
         return "JSON"
     if isinstance(doc, dict):
-        for key, kind in (("mean_rgb", "statistics"), ("protocols", "results"), ("summary", "results"),
-                          ("kind", "results"), ("splits", "splits")):
+        for key, kind in (
+            ("mean_rgb", "statistics"),
+            ("protocols", "results"),
+            ("summary", "results"),
+            ("kind", "results"),
+            ("splits", "splits"),
+            ("shards", "shard index"),
+        ):
             if key in doc:
                 return kind
     return "JSON"
@@ -107,11 +125,15 @@ def claim_output(path, kind: str, force: bool = False) -> Path:
     if path.exists():
         existing = file_kind(path)
         if existing != kind:
-            raise VGGError(f"{path} holds {_a(existing)} file, not {_a(kind)} file; refusing to overwrite it, "
-                           f"even with --force (it replaces only a file of the same kind)")
+            raise VGGError(
+                f"{path} holds {_a(existing)} file, not {_a(kind)} file; refusing to overwrite it, "
+                f"even with --force (it replaces only a file of the same kind)"
+            )
         if not force:
-            raise VGGError(f"{path} exists ({existing}); refusing to overwrite it (use --force to replace it "
-                           f"with a new {kind} file)")
+            raise VGGError(
+                f"{path} exists ({existing}); refusing to overwrite it (use --force to replace it "
+                f"with a new {kind} file)"
+            )
     check_writable_folder(path.parent)
     return path
 
@@ -224,21 +246,23 @@ def write_json(path, obj) -> Path:
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=2)
             f.write("\n")
+
     return atomic_write(path, write)
 
 
 def write_text(path, text: str, errors: str = "backslashreplace") -> Path:
     """UTF-8 text; ``errors="surrogateescape"`` for file names, written as the bytes they have."""
+
     def write(tmp):
         with open(tmp, "w", encoding="utf-8", errors=errors) as f:
             f.write(text)
+
     return atomic_write(path, write)
 
 
 def read_safetensors(path, what: str, framework: str = "pt") -> tuple[dict, dict]:
     """The header metadata and the tensors of a safetensors file this package wrote (weights,
     posteriors, box predictions, features), every failure said in one line naming the file."""
-    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():

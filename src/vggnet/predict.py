@@ -6,6 +6,7 @@ preprocessing (whatever their origin: ours, torchvision's or the Caffe release's
     predict("vgg16.safetensors", "cat.jpg")             # or a PIL image, or a list of either
     -> [{"image": "cat.jpg", "top": [{"class": "n02123045", "name": "tabby", "prob": 0.61}, ...]}]
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,22 +16,19 @@ import torch
 
 from .data.imagenet import readable_names
 from .data.images import _to_rgb, load_rgb
-from .data.transforms import MAX_SIDE, Normalizer, Scale, default_scales, rescale
-from .engine.device import make_policy, resolve_device
+from .data.transforms import Normalizer, rescale, resolve_test_scales
 from .errors import VGGError, unknown
 from .eval.protocols import ALL_PROTOCOLS, COMBINED, PROTOCOLS, Evaluator, average_scales, combine
 from .models.weights import load_model
-
-
-def class_names(classes: list[str]) -> list[str]:
-    """Readable names: ImageNet wnids get their class names; other classes are their own names."""
-    return readable_names(classes)
+from .runtime.device import make_policy, resolve_device
 
 
 def _picture(image):
     if isinstance(image, (str, Path)):
         if Path(image).is_dir():
-            raise VGGError(f"{image} is a folder; predict takes image files (use `vggnet evaluate` for a data set)")
+            raise VGGError(
+                f"{image} is a folder; predict takes image files (use `vggnet evaluate` for a data set)"
+            )
         return str(image), load_rgb(image)
     if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image
         return "<image>", _to_rgb(image)
@@ -47,29 +45,42 @@ def _posteriors(ev: Evaluator, picture, qs, protocol: str) -> torch.Tensor:
     return average_scales(per_q)  # §4.2
 
 
-def predict(weights, images, protocol: str = "dense", multi_scale: bool = False, scales=None, top: int = 5,
-            device: str = "auto", channels_last: str = "auto", amp: str = "auto") -> list[dict]:
+def predict(
+    weights,
+    images,
+    *,
+    protocol: str = "dense",
+    multi_scale: bool = False,
+    scales=None,
+    top: int = 5,
+    device: str = "auto",
+    channels_last: str = "auto",
+    amp: str = "auto",
+) -> list[dict]:
     if protocol not in ALL_PROTOCOLS:
         raise unknown("protocol", protocol, ALL_PROTOCOLS)
-    if scales and multi_scale:
-        raise VGGError("give --scales or --multi-scale, not both")
     policy = make_policy(resolve_device(device), amp, channels_last)
     model, meta = load_model(weights, policy.device) if isinstance(weights, (str, Path)) else weights
     if meta.model.head != "classifier":
         raise VGGError("predict takes a classifier; box regressors are for `vggnet loc evaluate`")
     policy.prepare(model.eval())
     ev = Evaluator(model, Normalizer(meta.preprocessing).to(policy.device), policy)
-    train = Scale(*meta.train.scale) if meta.train else None
-    qs = sorted(set(scales)) if scales else default_scales(train, model.crop_size, multi_scale)
-    if qs[0] < model.crop_size or qs[-1] > MAX_SIDE:
-        raise VGGError(f"test scales must be between the crop size {model.crop_size} and {MAX_SIDE}, got {qs}")
-    names = class_names(meta.classes)
+    qs = resolve_test_scales(scales, multi_scale, meta.train.scale if meta.train else None, model.crop_size)
+    names = readable_names(meta.classes)
     out = []
     for image in images if isinstance(images, (list, tuple)) else [images]:
         label, picture = _picture(image)
         probs = _posteriors(ev, picture, qs, protocol)
         best = probs.topk(min(top, len(probs)))
-        out.append(dict(image=label, protocol=protocol, scales=qs,
-                        top=[dict(rank=r + 1, **{"class": meta.classes[i]}, name=names[i], prob=float(p))
-                             for r, (p, i) in enumerate(zip(best.values.tolist(), best.indices.tolist()))]))
+        out.append(
+            dict(
+                image=label,
+                protocol=protocol,
+                scales=qs,
+                top=[
+                    dict(rank=r + 1, **{"class": meta.classes[i]}, name=names[i], prob=float(p))
+                    for r, (p, i) in enumerate(zip(best.values.tolist(), best.indices.tolist()))
+                ],
+            )
+        )
     return out

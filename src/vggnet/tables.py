@@ -1,6 +1,7 @@
 """One formatter for every results table the project prints or writes: aligned text for a
 terminal, Markdown for reports and docs, CSV for spreadsheets. A table is a list of row dicts and
 a list of :class:`Column` (header, the row's key, a format)."""
+
 from __future__ import annotations
 
 import csv
@@ -41,11 +42,16 @@ def render(rows: list[dict], cols: list[Column], style: str = "text", title: str
         lines.append("|" + "---|" * len(headers))
         lines += ["| " + " | ".join(row) + " |" for row in cells]
         return "\n".join(lines) + "\n"
-    widths = [max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
     numeric = [all(_is_number(row[i]) for row in cells) and cells for i in range(len(headers))]
 
     def line(values):
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)
+        ).rstrip()
+
     lines = [title] if title else []
     return "\n".join(lines + [line(headers)] + [line(row) for row in cells])
 

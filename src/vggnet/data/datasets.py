@@ -8,36 +8,20 @@ Class names and their order are stable: sorted folder names, or sorted distinct 
 order a checkpoint gives. Everything is checked before any work starts: a missing folder, an
 empty data set, a label file that names missing images or unknown classes are refused.
 """
+
 from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import VGGError
 from .images import is_image_file
+from .shards import is_shard_index, open_shards
+from .source import Source
 from .tinyimagenet import is_tiny_root, is_tiny_val_folder, val_samples
-
-
-@dataclass
-class Source:
-    """A labelled image set: ``samples`` are (absolute path, class index) pairs."""
-
-    samples: list[tuple[str, int]]
-    classes: list[str]
-    root: str
-    kind: str = "folder"
-    ids: list[str] = field(default_factory=list)  # stable image ids (paths relative to root)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def subset(self, indices) -> "Source":
-        indices = list(indices)
-        return Source([self.samples[i] for i in indices], self.classes, self.root, self.kind,
-                      [self.ids[i] for i in indices])
-
 
 MAX_FILES = 20_000_000  # a walk that finds more is refused: no data set of this field is that large
 
@@ -80,8 +64,10 @@ def image_folder(root, classes: list[str] | None = None) -> Source:
     else:
         extra = sorted(set(found) - set(classes))
         if extra:
-            raise VGGError(f"{root}: class folders {extra[:5]} are not among the {len(classes)} classes "
-                           f"of the model (e.g. {classes[:5]})")
+            raise VGGError(
+                f"{root}: class folders {extra[:5]} are not among the {len(classes)} classes "
+                f"of the model (e.g. {classes[:5]})"
+            )
     index = {c: i for i, c in enumerate(classes)}
     samples, ids = [], []
     # A link out of a class folder to the root or to another class (``a/up -> ..``) is not
@@ -92,8 +78,9 @@ def image_folder(root, classes: list[str] | None = None) -> Source:
             samples.append((path, index[c]))
             ids.append(os.path.relpath(path, root))
     if not samples:
-        raise VGGError(f"{root}: no image files found in {len(found)} class folders "
-                       f"(extensions: .jpg .jpeg .png ...)")
+        raise VGGError(
+            f"{root}: no image files found in {len(found)} class folders (extensions: .jpg .jpeg .png ...)"
+        )
     return Source(samples, list(classes), str(root), "folder", ids)
 
 
@@ -130,8 +117,9 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
                 if len(rows) > MAX_FILES:
                     raise VGGError(f"{path}: more than {MAX_FILES:,} rows; refusing to read them all")
     except UnicodeError:
-        raise VGGError(f"{path}:{n}: the label is not UTF-8 text; a label file is 'path,label' rows, UTF-8") \
-            from None
+        raise VGGError(
+            f"{path}:{n}: the label is not UTF-8 text; a label file is 'path,label' rows, UTF-8"
+        ) from None
     except csv.Error as e:
         raise VGGError(f"{path}: not a readable CSV file ({e})") from None
     if not rows:
@@ -142,21 +130,34 @@ def file_list(path, root=None, classes: list[str] | None = None) -> Source:
     else:
         unknown_labels = [label for label in labels if label not in classes]
         if unknown_labels:
-            raise VGGError(f"{path}: labels {unknown_labels[:5]} are not among the {len(classes)} classes "
-                           f"(e.g. {classes[:5]})")
+            raise VGGError(
+                f"{path}: labels {unknown_labels[:5]} are not among the {len(classes)} classes "
+                f"(e.g. {classes[:5]})"
+            )
     index = {c: i for i, c in enumerate(classes)}
     missing = [p for p, _ in rows if not (root / p).is_file()]
     if missing == [rows[0][0]] and len(rows) > 1:  # only the first row: an unknown header
-        raise VGGError(f"{path}: the first row {','.join(first)!r} is neither an image under {root} nor a "
-                       f"header naming the columns (expected path,label; a path column may be called "
-                       f"{'/'.join(PATH_COLUMNS)}, a label column {'/'.join(LABEL_COLUMNS)})")
+        raise VGGError(
+            f"{path}: the first row {','.join(first)!r} is neither an image under {root} nor a "
+            f"header naming the columns (expected path,label; a path column may be called "
+            f"{'/'.join(PATH_COLUMNS)}, a label column {'/'.join(LABEL_COLUMNS)})"
+        )
     if missing:
         missing = list(dict.fromkeys(missing))  # a box file lists an image once per box
         none_found = len(missing) == len({p for p, _ in rows})
-        elsewhere = ("; the paths are read relative to that folder: if the images are in another one, "
-                     "give it with --root (train: --data-root)") if none_found else ""
-        raise VGGError(f"{path}: {len(missing)} listed images do not exist under {root}, e.g. "
-                       + ", ".join(missing[:3]) + elsewhere)
+        elsewhere = (
+            (
+                "; the paths are read relative to that folder: if the images are in another one, "
+                "give it with --root (train: --data-root)"
+            )
+            if none_found
+            else ""
+        )
+        raise VGGError(
+            f"{path}: {len(missing)} listed images do not exist under {root}, e.g. "
+            + ", ".join(missing[:3])
+            + elsewhere
+        )
     samples = [(str(root / p), index[label]) for p, label in rows]
     return Source(samples, list(classes), str(root), "list", [p for p, _ in rows])
 
@@ -165,8 +166,13 @@ def tiny_val_folder(folder, classes: list[str] | None = None) -> Source:
     """Tiny ImageNet's ``val/``: one image folder, labels in ``val_annotations.txt``."""
     pairs, classes = val_samples(folder, classes)
     index = {c: i for i, c in enumerate(classes)}
-    return Source([(p, index[w]) for p, w in pairs], classes, str(folder), "tiny-imagenet-val",
-                  [os.path.relpath(p, folder) for p, _ in pairs])
+    return Source(
+        [(p, index[w]) for p, w in pairs],
+        classes,
+        str(folder),
+        "tiny-imagenet-val",
+        [os.path.relpath(p, folder) for p, _ in pairs],
+    )
 
 
 PATH_COLUMNS = ("path", "file", "filename", "image")
@@ -182,18 +188,25 @@ def label_columns(header: list[str], path) -> tuple[int, int]:
     """The positions of the path and label columns a header names: the columns are read by name,
     never by position, so a header that lacks one is refused rather than read wrongly."""
     names = [c.strip().lower() for c in header]
-    found = [next((names.index(n) for n in group if n in names), None)
-             for group in (PATH_COLUMNS, LABEL_COLUMNS)]
+    found = [
+        next((names.index(n) for n in group if n in names), None) for group in (PATH_COLUMNS, LABEL_COLUMNS)
+    ]
     if None in found:
         missing, group = ("path", PATH_COLUMNS) if found[0] is None else ("label", LABEL_COLUMNS)
-        raise VGGError(f"{path}: the header {','.join(header)!r} names no {missing} column "
-                       f"(one of {', '.join(group)}); a label file is path,label rows")
+        raise VGGError(
+            f"{path}: the header {','.join(header)!r} names no {missing} column "
+            f"(one of {', '.join(group)}); a label file is path,label rows"
+        )
     return found[0], found[1]
 
 
 def open_source(spec, root=None, classes: list[str] | None = None) -> Source:
-    """A folder (ImageFolder layout; Tiny ImageNet's ``val/``) or a label file (``.csv``/``.tsv``/``.txt``)."""
+    """The one factory of labelled image sets, keyed by what the user gives: a folder of tar
+    shards (its ``shards.json``), a folder (ImageFolder layout; Tiny ImageNet's ``val/``) or a
+    label file (``.csv``/``.tsv``/``.txt``)."""
     spec = Path(spec)
+    if is_shard_index(spec):
+        return open_shards(spec, classes)
     if spec.is_dir() and is_tiny_root(spec):
         raise VGGError(f"{spec} is a Tiny ImageNet folder: give {spec / 'train'} or {spec / 'val'}")
     if spec.is_dir() and is_tiny_val_folder(spec):
@@ -209,7 +222,6 @@ def open_source(spec, root=None, classes: list[str] | None = None) -> Source:
 
 def split_holdout(source: Source, fraction: float, seed: int = 0) -> tuple[Source, Source]:
     """Split off a deterministic, class-stratified held-out part (for validation)."""
-    import numpy as np
 
     if not 0 < fraction < 1:
         raise VGGError(f"held-out fraction must be in (0, 1), got {fraction}")
@@ -233,7 +245,7 @@ def unlabelled_source(target, root=None) -> Source:
     """Images whose labels are not needed (colour statistics): a folder of any layout, class
     sub-folders or none, or a label file."""
     target = Path(target)
-    if not target.is_dir():
+    if is_shard_index(target) or not target.is_dir():
         return open_source(target, root)
     paths = image_files(target)
     ids = [os.path.relpath(p, target) for p in paths]
@@ -254,3 +266,12 @@ def image_files(target, root=None) -> list[str]:
     if not paths:
         raise VGGError(f"{target}: no image files found")
     return paths
+
+
+def images_to_check(target, root=None) -> Source:
+    """What ``vggnet data check`` decodes: a shard folder's images, or every image file of a folder,
+    a label file or one file (see :func:`image_files`), as an unlabelled Source."""
+    if is_shard_index(target):
+        return open_shards(target)
+    paths = image_files(target, root)
+    return Source([(p, 0) for p in paths], [], str(target), "files", list(paths))

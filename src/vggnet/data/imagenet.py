@@ -17,6 +17,7 @@ The validation ground truth comes in two official forms, both turned into ``path
   repeated once per box; every box of a validation image has the image's class, so the label is the
   first wnid.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,12 +28,13 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from scipy.io import loadmat  # imported here: scipy is slow to import and only this needs it
 
 from ..errors import VGGError
 from ..fileio import atomic_write, claim_output
 
-MAX_META_BYTES = 64 * 1024 ** 2  # the devkit's meta.mat is ~2 MB
-MAX_TEXT_BYTES = 64 * 1024 ** 2  # the ground truth is ~200 kB, LOC_val_solution.csv ~2 MB
+MAX_META_BYTES = 64 * 1024**2  # the devkit's meta.mat is ~2 MB
+MAX_TEXT_BYTES = 64 * 1024**2  # the ground truth is ~200 kB, LOC_val_solution.csv ~2 MB
 WNID = re.compile(r"n\d{8}")
 NUM_CLASSES = 1000
 
@@ -42,7 +44,9 @@ def _table() -> tuple[tuple[str, str], ...]:
     text = (resources.files("vggnet") / "resources" / "imagenet1k.tsv").read_text(encoding="utf-8")
     rows = tuple(tuple(line.split("\t", 1)) for line in text.splitlines() if line)
     if len(rows) != NUM_CLASSES:  # a damaged installation, not a user error
-        raise RuntimeError(f"vggnet/resources/imagenet1k.tsv lists {len(rows)} classes, expected {NUM_CLASSES}")
+        raise RuntimeError(
+            f"vggnet/resources/imagenet1k.tsv lists {len(rows)} classes, expected {NUM_CLASSES}"
+        )
     return rows
 
 
@@ -66,8 +70,10 @@ def class_name(wnid: str) -> str:
     """The readable name of one ILSVRC-2012 class (``class_name("n01440764") == "tench"``)."""
     names = imagenet_names()
     if wnid not in names:
-        raise VGGError(f"unknown ImageNet class {wnid!r}: not one of the {NUM_CLASSES} ILSVRC-2012 wnids "
-                       f"(n01440764 ... n15075141)")
+        raise VGGError(
+            f"unknown ImageNet class {wnid!r}: not one of the {NUM_CLASSES} ILSVRC-2012 wnids "
+            f"(n01440764 ... n15075141)"
+        )
     return names[wnid]
 
 
@@ -77,12 +83,18 @@ def val_image_name(index: int) -> str:
 
 
 # -- reading the official files ---------------------------------------------------------------------
-def _read_text(path, what: str) -> str:
+def _bounded_file(path, what: str, limit: int) -> Path:
+    """`path`, refused when missing or over `limit` bytes (the official files are small)."""
     path = Path(path)
     if not path.is_file():
         raise VGGError(f"{what} not found: {path}")
-    if path.stat().st_size > MAX_TEXT_BYTES:
-        raise VGGError(f"{path}: over the {MAX_TEXT_BYTES}-byte limit for {what}")
+    if path.stat().st_size > limit:
+        raise VGGError(f"{path}: over the {limit}-byte limit for {what}")
+    return path
+
+
+def _read_text(path, what: str) -> str:
+    path = _bounded_file(path, what, MAX_TEXT_BYTES)
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
@@ -91,26 +103,23 @@ def _read_text(path, what: str) -> str:
 
 def devkit_synsets(meta_mat) -> dict[int, str]:
     """ILSVRC2012_ID -> wnid from the devkit's ``meta.mat``."""
-    path = Path(meta_mat)
-    if not path.is_file():
-        raise VGGError(f"devkit meta.mat not found: {path}")
-    if path.stat().st_size > MAX_META_BYTES:
-        raise VGGError(f"{path}: over the {MAX_META_BYTES}-byte limit for the devkit's meta.mat")
-    from scipy.io import loadmat  # imported here: scipy is slow to import and only this needs it
-
+    path = _bounded_file(meta_mat, "the devkit's meta.mat", MAX_META_BYTES)
     try:
         # Plain arrays and structs only: loadmat builds no MATLAB objects and runs no code.
         mat = loadmat(str(path), squeeze_me=True, struct_as_record=True)
     except NotImplementedError:
-        raise VGGError(f"{path}: a MATLAB v7.3 (HDF5) file; the devkit's meta.mat is v5, save it with "
-                       f"-v7 or earlier") from None
+        raise VGGError(
+            f"{path}: a MATLAB v7.3 (HDF5) file; the devkit's meta.mat is v5, save it with -v7 or earlier"
+        ) from None
     except Exception as e:  # scipy raises several types for a file that is not a MAT file
         raise VGGError(f"{path}: not a readable MAT file ({type(e).__name__}: {e})") from None
     synsets = mat.get("synsets")
     names = getattr(getattr(synsets, "dtype", None), "names", None) or ()
     if "ILSVRC2012_ID" not in names or "WNID" not in names:
-        raise VGGError(f"{path}: no 'synsets' struct array with fields ILSVRC2012_ID and WNID (is this the "
-                       f"devkit's data/meta.mat?)")
+        raise VGGError(
+            f"{path}: no 'synsets' struct array with fields ILSVRC2012_ID and WNID (is this the "
+            f"devkit's data/meta.mat?)"
+        )
     table: dict[int, str] = {}
     for n, entry in enumerate(np.atleast_1d(synsets), start=1):
         try:
@@ -121,8 +130,10 @@ def devkit_synsets(meta_mat) -> dict[int, str]:
         if not WNID.fullmatch(wnid):
             raise VGGError(f"{path}: synsets entry {n} (ILSVRC2012_ID {ident}) has WNID {wnid!r}, not a wnid")
         if ident in table:
-            raise VGGError(f"{path}: ILSVRC2012_ID {ident} occurs twice in synsets (entries of "
-                           f"{table[ident]} and {wnid})")
+            raise VGGError(
+                f"{path}: ILSVRC2012_ID {ident} occurs twice in synsets (entries of "
+                f"{table[ident]} and {wnid})"
+            )
         table[ident] = wnid
     return table
 
@@ -140,10 +151,14 @@ def devkit_to_labels(ground_truth_txt, meta_mat, image_dir=None) -> list[tuple[s
         try:
             ident = int(text)
         except ValueError:
-            raise VGGError(f"{ground_truth_txt}:{n}: expected an ILSVRC2012_ID (an integer), got {text!r}") from None
+            raise VGGError(
+                f"{ground_truth_txt}:{n}: expected an ILSVRC2012_ID (an integer), got {text!r}"
+            ) from None
         if ident not in ids:
-            raise VGGError(f"{ground_truth_txt}:{n}: ILSVRC2012_ID {ident} is not among the {len(ids)} synsets "
-                           f"of {meta_mat}")
+            raise VGGError(
+                f"{ground_truth_txt}:{n}: ILSVRC2012_ID {ident} is not among the {len(ids)} synsets "
+                f"of {meta_mat}"
+            )
         rows.append((val_image_name(n), ids[ident]))
     if not rows:
         raise VGGError(f"{ground_truth_txt}: no ground-truth lines")
@@ -183,8 +198,10 @@ def _check_images(rows, image_dir) -> None:
         raise VGGError(f"image folder not found: {root}")
     missing = [p for p, _ in rows if not (root / p).is_file()]
     if missing:
-        raise VGGError(f"{root}: {len(missing)} of the {len(rows)} listed images are missing, e.g. "
-                       + ", ".join(missing[:3]))
+        raise VGGError(
+            f"{root}: {len(missing)} of the {len(rows)} listed images are missing, e.g. "
+            + ", ".join(missing[:3])
+        )
 
 
 def write_label_file(rows, out_csv, force: bool = False) -> Path:
@@ -200,4 +217,5 @@ def write_label_file(rows, out_csv, force: bool = False) -> Path:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(("path", "label"))
             writer.writerows(rows)
+
     return atomic_write(out, write)

@@ -11,8 +11,10 @@ settings); everything else, CMYK JPEGs and any file it refuses go through Pillow
 the file's own size in ``info["source_size"]``, so that the geometry of a crop or a rescale -- and
 so the boxes of App. A -- does not depend on the decoder or on a reduced-size decode.
 """
+
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -98,21 +100,34 @@ def _turbo(data: bytes, min_side: int | None) -> Image.Image | None:
 
 
 def load_rgb(path, min_side: int | None = None) -> Image.Image:
-    """Decode `path` to an RGB image. With `min_side`, a JPEG may be decoded at a reduced size
-    whose smaller side is still >= `min_side` (DCT scaling: 1/2, 1/4 or 1/8)."""
+    """Decode the file `path` to an RGB image (see :func:`decode_rgb`)."""
     try:
-        size = os.path.getsize(path)
-        if size == 0:
+        if os.path.getsize(path) == 0:
             raise ImageReadError(path, "empty file (0 bytes)")
-        if simplejpeg is not None and size < 2**31:
-            with open(path, "rb") as f:
-                head = f.read(3)
-                img = _turbo(head + f.read(), min_side) if head == b"\xff\xd8\xff" else None
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except OSError as e:
+        raise ImageReadError(path, str(e) or type(e).__name__) from None
+    return decode_rgb(data, path, min_side)
+
+
+def decode_rgb(data: bytes, where, min_side: int | None = None) -> Image.Image:
+    """Decode an image file's bytes to an RGB image; `where` names it in errors (a path, or a
+    member of a shard). With `min_side`, a JPEG may be decoded at a reduced size whose smaller
+    side is still >= `min_side` (DCT scaling: 1/2, 1/4 or 1/8)."""
+    path = where
+    try:
+        if not data:
+            raise ImageReadError(path, "empty file (0 bytes)")
+        if simplejpeg is not None and len(data) < 2**31 and data[:3] == b"\xff\xd8\xff":
+            img = _turbo(data, min_side)
             if img is not None:
                 return img
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 w, h = img.size
                 if w < 1 or h < 1:
                     raise ImageReadError(path, f"image has no pixels ({w}x{h})")
@@ -129,10 +144,10 @@ def load_rgb(path, min_side: int | None = None) -> Image.Image:
                 return rgb
     except ImageReadError:
         raise
-    except FileNotFoundError:
-        raise ImageReadError(path, "file not found") from None
     except UnidentifiedImageError:
-        raise ImageReadError(path, "not an image Pillow can identify (wrong extension or corrupt header)") from None
+        raise ImageReadError(
+            path, "not an image Pillow can identify (wrong extension or corrupt header)"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         reason = str(e) or type(e).__name__
         if "truncated" in reason:

@@ -17,6 +17,7 @@ What an item carries besides the image and its class is the objective's business
 for Appendix A's regressor): a ``targets(index, drawn)`` function given to the dataset adds its
 fields to the item, where ``drawn`` says how the image was transformed; tensors are batched.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import VGGError
 from ..progress import progress as progress_bar
-from .datasets import Source
-from .images import ImageReadError, load_rgb, source_size
+from .images import ImageReadError, source_size
+from .source import Source
 from .transforms import TrainTransform, center_crop, rescale
 
 
@@ -62,7 +63,10 @@ class TrainBatches(Sampler):
         perm = epoch_permutation(self.n, self.seed, self.epoch)
         for step in range(self.start_step, self.steps_per_epoch):
             start = step * self.global_batch + self.rank * self.local_batch
-            yield [(int(perm[p]), sample_seed(self.seed, self.epoch, p)) for p in range(start, start + self.local_batch)]
+            yield [
+                (int(perm[p]), sample_seed(self.seed, self.epoch, p))
+                for p in range(start, start + self.local_batch)
+            ]
 
 
 class TrainImages(Dataset):
@@ -77,13 +81,18 @@ class TrainImages(Dataset):
 
     def __getitem__(self, item):
         index, seed = item
-        path, label = self.source.samples[index]
+        label, rng = self.source.samples[index][1], np.random.default_rng(seed)
         try:
-            arr, drawn = self.transform(path, np.random.default_rng(seed))
+            s = self.transform.draw_scale(rng)
+            arr, drawn = self.transform.apply(self.source.read(index, min_side=s), s, rng)
         except ImageReadError as e:
             return dict(error=(e.path, e.reason), index=index)
-        out = dict(image=torch.from_numpy(arr).permute(2, 0, 1), label=label, index=index,
-                   alpha=torch.from_numpy(drawn["alpha"]))
+        out = dict(
+            image=torch.from_numpy(arr).permute(2, 0, 1),
+            label=label,
+            index=index,
+            alpha=torch.from_numpy(drawn["alpha"]),
+        )
         return out if self.targets is None else dict(out, **self.targets(index, drawn))
 
 
@@ -93,9 +102,14 @@ BATCH_NAMES = {"image": "images", "label": "labels", "index": "indices"}
 def collate_images(items: list[dict]) -> dict:
     """Readable items -> one batch (tensors stacked, the rest as lists); unreadable ones -> ``bad``."""
     good = [it for it in items if "error" not in it]
-    batch = dict(images=None, labels=torch.zeros(0, dtype=torch.long), indices=torch.zeros(0, dtype=torch.long),
-                 alpha=None, bad=[it["error"] for it in items if "error" in it])
-    for key in (good[0] if good else {}):
+    batch = dict(
+        images=None,
+        labels=torch.zeros(0, dtype=torch.long),
+        indices=torch.zeros(0, dtype=torch.long),
+        alpha=None,
+        bad=[it["error"] for it in items if "error" in it],
+    )
+    for key in good[0] if good else {}:
         values = [it[key] for it in good]
         if isinstance(values[0], torch.Tensor):
             value = torch.stack(values)
@@ -111,18 +125,31 @@ def _worker_init(_):
     torch.set_num_threads(1)  # decoding workers: one thread each, the cores are the parallelism
 
 
-def train_loader(source: Source, transform: TrainTransform, sampler: TrainBatches, workers: int = 0,
-                 pin_memory: bool = False, targets=None) -> DataLoader:
-    return DataLoader(TrainImages(source, transform, targets), batch_sampler=sampler, num_workers=workers,
-                      collate_fn=collate_images, pin_memory=pin_memory, worker_init_fn=_worker_init,
-                      persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+def train_loader(
+    source: Source,
+    transform: TrainTransform,
+    sampler: TrainBatches,
+    workers: int = 0,
+    pin_memory: bool = False,
+    targets=None,
+) -> DataLoader:
+    return DataLoader(
+        TrainImages(source, transform, targets),
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_images,
+        pin_memory=pin_memory,
+        worker_init_fn=_worker_init,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
 
 
-class _TestImages(Dataset):
-    """Test-time items over a subset of a source: decode (reporting unreadable files), then
-    `_make` turns the picture into the item's tensors."""
+class SourceImages(Dataset):
+    """Item i -> ``self.read(index, picture)`` for image ``index = indices[i]`` of a source decoded
+    at about ``min_side``, or ``self.unreadable(index, reason)`` for one that cannot be decoded."""
 
-    min_side = None
+    min_side = 64
 
     def __init__(self, source: Source, indices=None):
         self.source = source
@@ -133,14 +160,31 @@ class _TestImages(Dataset):
 
     def __getitem__(self, i):
         index = self.indices[i]
-        path, label = self.source.samples[index]
         try:
-            img = load_rgb(path, min_side=self.min_side)
-            return dict(self._make(img, index), label=label, index=index)
+            img = self.source.read(index, min_side=self.min_side)
         except ImageReadError as e:
-            return dict(error=(e.path, e.reason), index=index, label=label)
-        except VGGError as e:  # e.g. too large once rescaled: this image, not the whole run, fails
-            return dict(error=(path, str(e)), index=index, label=label)
+            return self.unreadable(index, e.reason)
+        return self.read(index, img)
+
+    def name(self, index: int) -> str:
+        return self.source.samples[index][0]
+
+
+class _TestImages(SourceImages):
+    """Test-time items: `_make` turns the picture into the item's tensors; an unreadable image,
+    or one that fails there (e.g. too large once rescaled), is an item with its error, so that
+    this image, not the whole run, fails."""
+
+    min_side = None
+
+    def read(self, index, img):
+        try:
+            return dict(self._make(img, index), label=self.source.samples[index][1], index=index)
+        except VGGError as e:
+            return self.unreadable(index, str(e))
+
+    def unreadable(self, index, reason):
+        return dict(error=(self.name(index), reason), index=index, label=self.source.samples[index][1])
 
 
 def _chw(img) -> torch.Tensor:
@@ -161,16 +205,27 @@ class CenterCrops(_TestImages):
         out = dict(image=center_crop(scaled, self.crop))
         if self.targets is not None:
             h, w = scaled.shape[-2:]
-            drawn = dict(src_size=source_size(img), size=(w, h), x=(w - self.crop) // 2, y=(h - self.crop) // 2,
-                         flipped=False)
+            drawn = dict(
+                src_size=source_size(img),
+                size=(w, h),
+                x=(w - self.crop) // 2,
+                y=(h - self.crop) // 2,
+                flipped=False,
+            )
             out.update(self.targets(index, drawn))
         return out
 
 
-def center_loader(source: Source, q: int, crop: int, batch_size: int, workers: int = 0, indices=None,
-                  targets=None):
-    return DataLoader(CenterCrops(source, q, crop, indices, targets), batch_size=batch_size, num_workers=workers,
-                      collate_fn=collate_images, worker_init_fn=_worker_init)
+def center_loader(
+    source: Source, q: int, crop: int, batch_size: int, workers: int = 0, indices=None, targets=None
+):
+    return DataLoader(
+        CenterCrops(source, q, crop, indices, targets),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_images,
+        worker_init_fn=_worker_init,
+    )
 
 
 class ScaledImages(_TestImages):
@@ -188,40 +243,27 @@ class ScaledImages(_TestImages):
 
 def scaled_loader(source: Source, scales, workers: int = 0, indices=None) -> DataLoader:
     """One image per item (test images differ in size; nothing is padded)."""
-    return DataLoader(ScaledImages(source, scales, indices), batch_size=None, num_workers=workers,
-                      worker_init_fn=_worker_init, prefetch_factor=8 if workers > 0 else None)
+    return DataLoader(
+        ScaledImages(source, scales, indices),
+        batch_size=None,
+        num_workers=workers,
+        worker_init_fn=_worker_init,
+        prefetch_factor=8 if workers > 0 else None,
+    )
 
 
-class PathImages(Dataset):
-    """Item i -> ``self.read(path, picture)``, or ``self.unreadable(path, reason)`` for a file that
-    cannot be decoded; decoded at about ``min_side``."""
+class _Check(SourceImages):
+    def read(self, index, img):
+        return (self.name(index), None, img.size)
 
-    min_side = 64
-
-    def __init__(self, paths):
-        self.paths = list(paths)
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        try:
-            img = load_rgb(self.paths[i], min_side=self.min_side)
-        except ImageReadError as e:
-            return self.unreadable(self.paths[i], e.reason)
-        return self.read(self.paths[i], img)
+    def unreadable(self, index, reason):
+        return (self.name(index), reason, None)
 
 
-class _Check(PathImages):
-    def read(self, path, img):
-        return (path, None, img.size)
-
-    def unreadable(self, path, reason):
-        return (path, reason, None)
-
-
-def check_files(paths, workers: int = 0, progress: bool = False) -> list[tuple[str, str]]:
-    """Decode every file; return (path, reason) for each one that cannot be read."""
-    loader = DataLoader(_Check(list(paths)), batch_size=None, num_workers=workers, worker_init_fn=_worker_init)
-    it = progress_bar(loader, len(paths), "check", progress)
+def check_files(images, workers: int = 0, progress: bool = False) -> list[tuple[str, str]]:
+    """Decode every image (a Source, or a list of paths); return (name, reason) for each one
+    that cannot be read."""
+    source = images if isinstance(images, Source) else Source([(str(p), 0) for p in images], [], "")
+    loader = DataLoader(_Check(source), batch_size=None, num_workers=workers, worker_init_fn=_worker_init)
+    it = progress_bar(loader, len(source), "check", progress)
     return [(p, reason) for p, reason, _ in it if reason is not None]

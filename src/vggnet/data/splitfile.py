@@ -8,6 +8,7 @@ parts keep the file's header, columns and row order; their paths are rewritten r
 folder they are written to, so each part is read with the default root. App. A tunes the merging
 threshold on images that neither trained nor measured the net: the ``tune`` part.
 """
+
 from __future__ import annotations
 
 import csv
@@ -50,8 +51,9 @@ def by_image(path: Path, header, rows) -> tuple[list[str], dict[str, list[int]],
     order, members, label = [], {}, {}
     for n, row in enumerate(rows):
         if len(row) <= max(p_col, c_col):
-            raise VGGError(f"{path}: row {n + 1 + bool(header)} has {len(row)} fields; "
-                           f"expected a path and a class")
+            raise VGGError(
+                f"{path}: row {n + 1 + bool(header)} has {len(row)} fields; expected a path and a class"
+            )
         image = os.path.normpath(row[p_col].strip())
         if image not in members:
             order.append(image)
@@ -64,8 +66,9 @@ def plan_parts(order, label, val: float, tune: float, seed: int) -> dict[str, li
     """The images of each part: tune held out of the whole (stratified), then val out of the rest,
     each part taking at least one image of every class that has images to spare."""
     if not (0 <= val < 1 and 0 <= tune < 1 and 0 < val + tune < 1):
-        raise VGGError(f"--val and --tune must be fractions with 0 < val + tune < 1, "
-                       f"got {val:g} and {tune:g}")
+        raise VGGError(
+            f"--val and --tune must be fractions with 0 < val + tune < 1, got {val:g} and {tune:g}"
+        )
     classes = sorted(set(label.values()))
     index = {c: i for i, c in enumerate(classes)}
     source = Source([(image, index[label[image]]) for image in order], classes, "", "list", list(order))
@@ -84,8 +87,9 @@ def _rebased(cell: str, root: Path, out_dir: Path) -> str:
     return image if relative.split(os.sep)[0] == ".." else relative
 
 
-def split_file(path, val: float = 0.1, tune: float = 0.0, seed: int = 0, root=None, out_dir=None,
-               force: bool = False) -> dict:
+def split_file(
+    path, val: float = 0.1, tune: float = 0.0, seed: int = 0, root=None, out_dir=None, force: bool = False
+) -> dict:
     """Write ``NAME-train.csv``, ``NAME-val.csv`` (and ``NAME-tune.csv`` with `tune`) beside `path`
     or into `out_dir`; returns each part's file, images and rows. Nothing is written unless every
     part may be."""

@@ -12,8 +12,10 @@ exclusive).
 Layout: ``OUT/train/<class>/<class>_<n>.jpg``, ``OUT/val/<class>/...``, ``OUT/boxes-train.csv``,
 ``OUT/boxes-val.csv``. Every image is a function of (seed, split, class, n) only.
 """
+
 from __future__ import annotations
 
+import colorsys
 import csv
 import math
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import VGGError
+from ..progress import progress as progress_bar
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "hexagon", "diamond", "crescent", "arrow")
 TEXTURES = ("stripes", "dots", "checker", "solid")
@@ -43,8 +46,14 @@ def class_names(k: int) -> list[str]:
 
 def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
     def ring(n, radii, phase=0.0):
-        return [(cx + radii[i % len(radii)] * math.cos(angle + phase + 2 * math.pi * i / n),
-                 cy + radii[i % len(radii)] * math.sin(angle + phase + 2 * math.pi * i / n)) for i in range(n)]
+        return [
+            (
+                cx + radii[i % len(radii)] * math.cos(angle + phase + 2 * math.pi * i / n),
+                cy + radii[i % len(radii)] * math.sin(angle + phase + 2 * math.pi * i / n),
+            )
+            for i in range(n)
+        ]
+
     if shape == "square":
         return ring(4, [r], math.pi / 4)
     if shape == "triangle":
@@ -57,10 +66,30 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
         return ring(4, [r, 0.55 * r])
     if shape == "cross":
         a, b = r, 0.33 * r
-        pts = [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a), (-b, b), (-a, b), (-a, -b), (-b, -b)]
+        pts = [
+            (-b, -a),
+            (b, -a),
+            (b, -b),
+            (a, -b),
+            (a, b),
+            (b, b),
+            (b, a),
+            (-b, a),
+            (-b, b),
+            (-a, b),
+            (-a, -b),
+            (-b, -b),
+        ]
     elif shape == "arrow":
-        pts = [(-r, -0.25 * r), (0.2 * r, -0.25 * r), (0.2 * r, -0.65 * r), (r, 0), (0.2 * r, 0.65 * r),
-               (0.2 * r, 0.25 * r), (-r, 0.25 * r)]
+        pts = [
+            (-r, -0.25 * r),
+            (0.2 * r, -0.25 * r),
+            (0.2 * r, -0.65 * r),
+            (r, 0),
+            (0.2 * r, 0.65 * r),
+            (0.2 * r, 0.25 * r),
+            (-r, 0.25 * r),
+        ]
     else:
         raise ValueError(shape)
     c, s = math.cos(angle), math.sin(angle)
@@ -110,7 +139,6 @@ def _class_colour(rng, class_index: int, k: int) -> np.ndarray:
     """The object's main colour: a hue that tends towards its class's own (classes 360/k degrees
     apart, sigma 25 degrees, so neighbours overlap), random saturation and brightness. Like the
     colour of a goldfish, it is a hint, not an answer: shape and texture settle the rest."""
-    import colorsys
     hue = (class_index / k + rng.normal(0, 25 / 360)) % 1.0
     r, g, b = colorsys.hsv_to_rgb(hue, rng.uniform(0.45, 1.0), rng.uniform(0.45, 1.0))
     return (np.array([r, g, b]) * 255).astype(np.int64)
@@ -134,7 +162,7 @@ def draw_image(class_index: int, names: list[str], size: int, rng: np.random.Gen
     # Background: a two-colour gradient plus clutter (lines, blobs, textured patches).
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     a, b = _colour(rng).astype(np.float32), _colour(rng).astype(np.float32)
-    t = (x * rng.uniform(-1, 1) + y * rng.uniform(-1, 1))
+    t = x * rng.uniform(-1, 1) + y * rng.uniform(-1, 1)
     t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
     canvas = Image.fromarray((a + (b - a) * t[..., None]).astype(np.uint8), "RGB")
     d = ImageDraw.Draw(canvas)
@@ -161,11 +189,17 @@ def draw_image(class_index: int, names: list[str], size: int, rng: np.random.Gen
     # A thin occluder now and then, so the object is not always whole.
     if rng.random() < 0.3:
         p = rng.uniform(0, size, 4)
-        ImageDraw.Draw(canvas).line(list(p), fill=tuple(int(v) for v in _colour(rng)), width=max(1, size // 40))
+        ImageDraw.Draw(canvas).line(
+            list(p), fill=tuple(int(v) for v in _colour(rng)), width=max(1, size // 40)
+        )
     arr = np.asarray(canvas, np.float32) + rng.normal(0, 4, (size, size, 3))
     image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     ys, xs = np.nonzero(np.asarray(mask))
-    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else (0, 0, size, size)
+    box = (
+        (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        if len(xs)
+        else (0, 0, size, size)
+    )
     return image, box
 
 
@@ -180,8 +214,16 @@ def _make_one(job):
     return rel, names[class_index], box
 
 
-def make_synthetic(out, classes: int = 10, per_class: int = 100, val_per_class: int | None = None,
-                   size: int = 96, seed: int = 0, workers: int = 1, progress: bool = False) -> dict:
+def make_synthetic(
+    out,
+    classes: int = 10,
+    per_class: int = 100,
+    val_per_class: int | None = None,
+    size: int = 96,
+    seed: int = 0,
+    workers: int = 1,
+    progress: bool = False,
+) -> dict:
     """Write the data set under `out` (which must not hold one already). Returns a summary dict."""
     out = Path(out)
     if size < 32:
@@ -209,7 +251,6 @@ def make_synthetic(out, classes: int = 10, per_class: int = 100, val_per_class: 
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_make_one, jobs, chunksize=32))
     else:
-        from ..progress import progress as progress_bar
         results = [_make_one(j) for j in progress_bar(jobs, len(jobs), "synth", progress)]
     for split in ("train", "val"):
         with open(out / f"boxes-{split}.csv", "w", newline="") as f:
@@ -218,4 +259,6 @@ def make_synthetic(out, classes: int = 10, per_class: int = 100, val_per_class: 
             for rel, name, box in results:
                 if rel.startswith(split + "/"):
                     w.writerow([rel, name, *box])
-    return dict(root=str(out), classes=names, train=per_class * classes, val=val_per_class * classes, size=size)
+    return dict(
+        root=str(out), classes=names, train=per_class * classes, val=val_per_class * classes, size=size
+    )

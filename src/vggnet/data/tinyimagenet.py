@@ -19,6 +19,7 @@ every image the annotations do not name and every annotation naming no image ref
   (``train.csv``, ``val.csv``) and box files (``train-boxes.csv``, ``val-boxes.csv``) for the
   localisation commands, with ``classes.tsv`` (wnid, readable name from ``words.txt``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -78,7 +79,9 @@ def _box(fields: list[str], where: str) -> tuple[float, float, float, float]:
     try:
         x0, y0, x1, y1 = (int(v) for v in fields)
     except ValueError:
-        raise VGGError(f"{where}: expected four integer box corners x0 y0 x1 y1, got {fields!r}"[:300]) from None
+        raise VGGError(
+            f"{where}: expected four integer box corners x0 y0 x1 y1, got {fields!r}"[:300]
+        ) from None
     if not (0 <= x0 <= x1 and 0 <= y0 <= y1):
         raise VGGError(f"{where}: box corners must satisfy 0 <= x0 <= x1 and 0 <= y0 <= y1, got {fields!r}")
     return float(x0), float(y0), float(x1 + 1), float(y1 + 1)
@@ -105,18 +108,26 @@ def read_names(root: Path, classes: list[str]) -> dict[str, str]:
 
 
 def _on_disk(folder: Path) -> set[str]:
-    return {p.name for p in folder.iterdir() if p.is_file() and is_image_file(p.name)} if folder.is_dir() else set()
+    return (
+        {p.name for p in folder.iterdir() if p.is_file() and is_image_file(p.name)}
+        if folder.is_dir()
+        else set()
+    )
 
 
 def _check_coverage(named: dict[str, str], on_disk: set[str], folder: Path, ann: Path) -> None:
     missing = sorted(set(named) - on_disk)
     if missing:
-        raise VGGError(f"{named[missing[0]]}: names {missing[0]}, which is not in {folder} "
-                       f"({len(missing)} annotated images missing)")
+        raise VGGError(
+            f"{named[missing[0]]}: names {missing[0]}, which is not in {folder} "
+            f"({len(missing)} annotated images missing)"
+        )
     unnamed = sorted(on_disk - set(named))
     if unnamed:
-        raise VGGError(f"{folder / unnamed[0]}: not named in {ann} ({len(unnamed)} images without "
-                       f"annotation); remove them or annotate them")
+        raise VGGError(
+            f"{folder / unnamed[0]}: not named in {ann} ({len(unnamed)} images without "
+            f"annotation); remove them or annotate them"
+        )
 
 
 def _read_annotations(ann: Path, images: Path, columns: tuple[str, ...], make) -> list[Annotated]:
@@ -126,8 +137,10 @@ def _read_annotations(ann: Path, images: Path, columns: tuple[str, ...], make) -
     for n, fields in _lines(ann):
         where = f"{ann}:{n}"
         if len(fields) != len(columns):
-            raise VGGError(f"{where}: expected {len(columns)} tab-separated fields ({', '.join(columns)}), "
-                           f"got {len(fields)}")
+            raise VGGError(
+                f"{where}: expected {len(columns)} tab-separated fields ({', '.join(columns)}), "
+                f"got {len(fields)}"
+            )
         name = fields[0].strip()
         if name in named:
             raise VGGError(f"{where}: {name} is annotated twice (also {named[name]})")
@@ -148,6 +161,7 @@ def read_val(folder, classes: list[str] | None = None) -> list[Annotated]:
         if classes is not None and wnid not in classes:
             raise VGGError(f"{where}: class {wnid} is not among the {len(classes)} classes of wnids.txt")
         return Annotated(f"val/images/{name}", wnid, _box(fields[2:], where))
+
     columns = ("file", "wnid", "x0", "y0", "x1", "y1")
     return _read_annotations(folder / VAL_ANNOTATIONS, folder / "images", columns, make)
 
@@ -165,6 +179,7 @@ def read_train_class(root: Path, wnid: str) -> list[Annotated]:
 
     def make(name, fields, where):
         return Annotated(f"train/{wnid}/images/{name}", wnid, _box(fields[1:], where))
+
     rows = _read_annotations(ann, folder / "images", ("file", "x0", "y0", "x1", "y1"), make)
     return sorted(rows, key=lambda a: a.path)
 
@@ -173,8 +188,10 @@ def read_tiny_imagenet(root) -> TinyImageNet:
     """The whole layout, checked (see the module doc)."""
     root = Path(root)
     if not is_tiny_root(root):
-        raise VGGError(f"{root}: not a Tiny ImageNet folder (expected wnids.txt, train/ and "
-                       f"val/{VAL_ANNOTATIONS} + val/images/)")
+        raise VGGError(
+            f"{root}: not a Tiny ImageNet folder (expected wnids.txt, train/ and "
+            f"val/{VAL_ANNOTATIONS} + val/images/)"
+        )
     classes = read_classes(root)
     extra = sorted(d.name for d in (root / "train").iterdir() if d.is_dir() and d.name not in classes)
     if extra:
@@ -191,8 +208,13 @@ def val_samples(folder, classes: list[str] | None = None) -> tuple[list[tuple[st
     return [(str(folder.parent / a.path), a.wnid) for a in rows], classes
 
 
-OUTPUTS = {"train.csv": "CSV", "val.csv": "CSV", "train-boxes.csv": "CSV", "val-boxes.csv": "CSV",
-           "classes.tsv": "file"}
+OUTPUTS = {
+    "train.csv": "CSV",
+    "val.csv": "CSV",
+    "train-boxes.csv": "CSV",
+    "val-boxes.csv": "CSV",
+    "classes.tsv": "file",
+}
 
 
 def write_lists(tiny: TinyImageNet, out, force: bool = False) -> dict:
@@ -201,12 +223,21 @@ def write_lists(tiny: TinyImageNet, out, force: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     for split, rows in (("train", tiny.train), ("val", tiny.val)):
         _write_csv(out / f"{split}.csv", ("path", "label"), [(a.path, a.wnid) for a in rows])
-        _write_csv(out / f"{split}-boxes.csv", ("path", "wnid", "xmin", "ymin", "xmax", "ymax"),
-                   [(a.path, a.wnid, *(f"{v:g}" for v in a.box)) for a in rows if a.box is not None])
+        _write_csv(
+            out / f"{split}-boxes.csv",
+            ("path", "wnid", "xmin", "ymin", "xmax", "ymax"),
+            [(a.path, a.wnid, *(f"{v:g}" for v in a.box)) for a in rows if a.box is not None],
+        )
     _write_csv(out / "classes.tsv", ("wnid", "name"), [(c, tiny.names[c]) for c in tiny.classes], "\t")
     unboxed = sorted({a.wnid for a in tiny.train if a.box is None})
-    return dict(out=str(out), root=str(tiny.root), classes=len(tiny.classes), train=len(tiny.train),
-                val=len(tiny.val), unboxed_classes=unboxed)
+    return dict(
+        out=str(out),
+        root=str(tiny.root),
+        classes=len(tiny.classes),
+        train=len(tiny.train),
+        val=len(tiny.val),
+        unboxed_classes=unboxed,
+    )
 
 
 def _write_csv(path: Path, header, rows, delimiter: str = ",") -> Path:
@@ -215,4 +246,5 @@ def _write_csv(path: Path, header, rows, delimiter: str = ",") -> Path:
             writer = csv.writer(f, delimiter=delimiter, lineterminator="\n")
             writer.writerow(header)
             writer.writerows(rows)
+
     return atomic_write(path, write)

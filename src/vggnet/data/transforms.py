@@ -13,6 +13,7 @@ a crop costs crop_size^2 output pixels instead of S x S'.
 Testing: the whole image rescaled to Q (dense evaluation) and the regular 5x5 grid of crops from
 corner to corner, each also flipped (multi-crop evaluation).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -23,7 +24,8 @@ from PIL import Image
 from torch import nn
 
 from ..errors import VGGError
-from .images import load_rgb, source_size
+from .images import source_size
+from .preprocessing import Preprocessing
 
 RESAMPLE = Image.BILINEAR  # antialiased when shrinking (Pillow uses the full filter support)
 COLOUR_ALPHA_STD = 0.1  # §3.1 / Krizhevsky et al. 2012: alpha_i ~ N(0, 0.1)
@@ -95,6 +97,43 @@ def default_scales(train_scale, crop: int, multi: bool = False) -> list[int]:
     return sorted({max(crop, q) for q in qs})
 
 
+def parse_scales(text: str) -> list[int]:
+    """``--scales 256,384,512`` -> [256, 384, 512] (sorted, each once)."""
+    try:
+        qs = [int(v) for v in str(text).replace(" ", "").split(",") if v]
+    except ValueError:
+        raise VGGError(f"--scales takes comma-separated integers, e.g. 256,384,512; got {text!r}") from None
+    if not qs:
+        raise VGGError("--scales is empty")
+    return sorted(set(qs))
+
+
+def resolve_test_scales(scales, multi_scale: bool, train_scale, crop: int, default=None) -> list[int]:
+    """The test scales Q of a run, by one rule for evaluate, predict, loc evaluate and features:
+    `scales` as given (comma-separated text or integers), sorted, each once; otherwise the
+    command's own `default` where it has one (features: Appendix B's), else §4.1's single scale or
+    §4.2's three (`multi_scale`) from the training scale (:func:`default_scales`). Giving both
+    `scales` and `multi_scale` is refused; every Q lies between the crop size (every protocol
+    takes crops of that size from the rescaled image) and MAX_SIDE."""
+    if scales and multi_scale:
+        raise VGGError("give --scales or --multi-scale, not both")
+    if isinstance(scales, str):
+        qs = parse_scales(scales)
+    elif scales:
+        if not all(isinstance(q, int) and not isinstance(q, bool) for q in scales):
+            raise VGGError(f"test scales must be integers, got {list(scales)!r}")
+        qs = sorted(set(scales))
+    else:
+        qs = sorted(set(default)) if default else default_scales(train_scale, crop, multi_scale)
+    if qs[0] < crop:
+        raise VGGError(
+            f"test scale Q={qs[0]} is smaller than the crop size {crop}: every protocol takes "
+            f"crops of that size from the image rescaled to Q (§3.2)"
+        )
+    if qs[-1] > MAX_SIDE:
+        raise VGGError(f"test scale Q={qs[-1]} is larger than {MAX_SIDE} pixels")
+    return qs
+
 
 def scaled_size(width: int, height: int, side: int) -> tuple[int, int]:
     """Isotropic rescale so that the smallest side is exactly `side`."""
@@ -104,16 +143,16 @@ def scaled_size(width: int, height: int, side: int) -> tuple[int, int]:
 
 
 class TrainTransform:
-    """path, numpy Generator -> uint8 crop (crop, crop, 3), and what was drawn."""
+    """The training crop of §3.1: draw S (``draw_scale``), decode the image at about S, then
+    ``apply``: image, S, numpy Generator -> uint8 crop (crop, crop, 3), and what was drawn."""
 
     def __init__(self, scale, crop_size: int, flip: bool = True):
         self.smin, self.smax = check_scale(scale, crop_size)
         self.crop_size, self.flip = crop_size, flip
 
-    def __call__(self, path, rng: np.random.Generator):
-        s = int(rng.integers(self.smin, self.smax + 1))
-        img = load_rgb(path, min_side=s)
-        return self.apply(img, s, rng)
+    def draw_scale(self, rng: np.random.Generator) -> int:
+        """S for one image: fixed, or uniform in [Smin, Smax] (scale jittering)."""
+        return int(rng.integers(self.smin, self.smax + 1))
 
     def apply(self, img: Image.Image, s: int, rng: np.random.Generator):
         c = self.crop_size
@@ -128,8 +167,9 @@ class TrainTransform:
         if flipped:
             arr = arr[:, ::-1]
         alpha = rng.normal(0.0, COLOUR_ALPHA_STD, 3).astype(np.float32)  # §3.1 colour shift, per image
-        return np.ascontiguousarray(arr), dict(S=s, x=x, y=y, size=(w, h), src_size=src, flipped=flipped,
-                                               alpha=alpha)
+        return np.ascontiguousarray(arr), dict(
+            S=s, x=x, y=y, size=(w, h), src_size=src, flipped=flipped, alpha=alpha
+        )
 
 
 def rescale(img: Image.Image, side: int) -> Image.Image:
@@ -137,8 +177,11 @@ def rescale(img: Image.Image, side: int) -> Image.Image:
     extreme aspect ratio whose rescaled image would exceed MAX_SCALED_PIXELS is refused."""
     w, h = scaled_size(*source_size(img), side)
     if w * h > MAX_SCALED_PIXELS:
-        raise VGGError(f"a {source_size(img)[0]}x{source_size(img)[1]} image rescaled to Q={side} would be {w}x{h} pixels, "
-                       f"over the limit of {MAX_SCALED_PIXELS:,}")
+        raise VGGError(
+            f"a {source_size(img)[0]}x{source_size(img)[1]} image rescaled to Q={side} would be {w}x{h} "
+            "pixels, "
+            f"over the limit of {MAX_SCALED_PIXELS:,}"
+        )
     return img if (w, h) == img.size else img.resize((w, h), RESAMPLE)
 
 
@@ -146,7 +189,7 @@ def center_crop(image: torch.Tensor, crop: int) -> torch.Tensor:
     """The crop x crop centre of a (..., H, W) image (§4.1's single-crop baseline)."""
     h, w = image.shape[-2:]
     y, x = (h - crop) // 2, (w - crop) // 2
-    return image[..., y:y + crop, x:x + crop]
+    return image[..., y : y + crop, x : x + crop]
 
 
 def grid_positions(width: int, height: int, crop_size: int, n: int = 5) -> list[tuple[int, int]]:
@@ -162,8 +205,9 @@ def grid_positions(width: int, height: int, crop_size: int, n: int = 5) -> list[
 def multicrop(image: torch.Tensor, crop_size: int, n: int = 5) -> torch.Tensor:
     """(3, H, W) uint8 image at one scale -> (2*n*n, 3, crop, crop): the grid and its flips."""
     _, h, w = image.shape
-    crops = torch.stack([image[:, y:y + crop_size, x:x + crop_size]
-                         for x, y in grid_positions(w, h, crop_size, n)])
+    crops = torch.stack(
+        [image[:, y : y + crop_size, x : x + crop_size] for x, y in grid_positions(w, h, crop_size, n)]
+    )
     return torch.cat([crops, crops.flip(-1)])
 
 
@@ -180,8 +224,11 @@ class Normalizer(nn.Module):
 
     def __init__(self, preprocessing):
         super().__init__()
-        from ..models.meta import Preprocessing
-        p = preprocessing if isinstance(preprocessing, Preprocessing) else Preprocessing.from_dict(preprocessing)
+        p = (
+            preprocessing
+            if isinstance(preprocessing, Preprocessing)
+            else Preprocessing.from_dict(preprocessing)
+        )
         scale = p.value_range / 255.0
         mean = torch.tensor(p.mean, dtype=torch.float32)
         std = torch.tensor(p.std, dtype=torch.float32)
@@ -191,7 +238,9 @@ class Normalizer(nn.Module):
         self.register_buffer("add", (-mean / std).view(1, 3, 1, 1), persistent=False)
         self.has_pca = p.has_pca
         if self.has_pca:
-            self.register_buffer("eigval", torch.tensor(p.pca_eigval, dtype=torch.float32) / 255.0, persistent=False)
+            self.register_buffer(
+                "eigval", torch.tensor(p.pca_eigval, dtype=torch.float32) / 255.0, persistent=False
+            )
             self.register_buffer("eigvec", torch.tensor(p.pca_eigvec, dtype=torch.float32), persistent=False)
 
     def colour_shift(self, alpha: torch.Tensor) -> torch.Tensor:
@@ -200,7 +249,9 @@ class Normalizer(nn.Module):
         alpha = alpha.to(self.eigval.device, dtype=torch.float32, non_blocking=True)
         return (alpha * self.eigval) @ self.eigvec.T
 
-    def forward(self, x: torch.Tensor, alpha: torch.Tensor | None = None, channels_last: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, alpha: torch.Tensor | None = None, channels_last: bool = False
+    ) -> torch.Tensor:
         x = x.to(self.mul.device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

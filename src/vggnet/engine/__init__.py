@@ -1,4 +1,5 @@
 """Engines: training (config, schedule, checkpoints, distributed) as functions returning dicts."""
+
 from .config import TrainConfig, load_config, validate
 from .schedule import PlateauSchedule
 from .train import train

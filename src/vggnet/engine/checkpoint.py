@@ -8,6 +8,7 @@ while writing leaves the previous file intact) and only ever with finite weights
 - ``best.safetensors``: the weights of the epoch with the best validation figure;
 - ``final.safetensors``: the weights when training ended.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,6 +21,7 @@ import torch
 from ..errors import VGGError
 from ..models.meta import WeightsMeta
 from ..models.weights import read_weights, save_weights
+from .schedule import PlateauSchedule
 
 LAST, BEST, FINAL = "last.safetensors", "best.safetensors", "final.safetensors"
 
@@ -44,6 +46,7 @@ class TrainState:
     def from_dict(cls, d: dict, where="") -> "TrainState":
         """Read and check a checkpoint's state: a damaged or hand-edited one is refused here, by
         name, rather than failing somewhere in the loop (or training on with nonsense)."""
+
         def damaged(what):
             return VGGError(f"{where}: the training state is damaged ({what})")
 
@@ -58,8 +61,14 @@ class TrainState:
         _check_schedule(state.schedule, damaged)
         if state.partial is not None:
             p = state.partial
-            if not (isinstance(p, dict) and isinstance(p.get("sums"), list) and all(map(_number, p["sums"]))
-                    and _count(p.get("seen")) and _number(p.get("seconds")) and isinstance(p.get("bad"), list)):
+            if not (
+                isinstance(p, dict)
+                and isinstance(p.get("sums"), list)
+                and all(map(_number, p["sums"]))
+                and _count(p.get("seen"))
+                and _number(p.get("seconds"))
+                and isinstance(p.get("bad"), list)
+            ):
                 raise damaged("the sums of the interrupted epoch")
         return state
 
@@ -74,7 +83,6 @@ def _number(v) -> bool:
 
 def _check_schedule(schedule, damaged) -> None:
     """The plateau schedule's state (§3.1): the fields of PlateauSchedule, a positive finite rate."""
-    from .schedule import PlateauSchedule
 
     fields = {f.name for f in dataclasses.fields(PlateauSchedule)}
     if not isinstance(schedule, dict) or not schedule or set(schedule) - fields or "lr" not in schedule:
@@ -100,8 +108,10 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict) -> N
         key = f"optim.{i}.momentum_buffer"
         if key in tensors:
             if tensors[key].shape != p.shape:
-                raise VGGError(f"checkpoint optimizer state {key} has shape {tuple(tensors[key].shape)}, "
-                               f"parameter has {tuple(p.shape)}")
+                raise VGGError(
+                    f"checkpoint optimizer state {key} has shape {tuple(tensors[key].shape)}, "
+                    f"parameter has {tuple(p.shape)}"
+                )
             optimizer.state[p]["momentum_buffer"] = tensors[key].to(p.device, p.dtype).clone()
 
 
@@ -112,7 +122,9 @@ def save_last(run_dir, model, optimizer, meta: WeightsMeta, state: TrainState) -
     for key, value in extra.items():
         if not torch.isfinite(value).all():
             raise VGGError(f"refusing to write {Path(run_dir) / LAST}: optimizer state {key} is not finite")
-    return save_weights(Path(run_dir) / LAST, model, meta.replace(train_state=state.to_dict()), extra_tensors=extra)
+    return save_weights(
+        Path(run_dir) / LAST, model, meta.replace(train_state=state.to_dict()), extra_tensors=extra
+    )
 
 
 def save_best(run_dir, model, meta: WeightsMeta, val: dict | None) -> Path:

@@ -1,123 +1,181 @@
 """Layered, typed training configuration: dataclass defaults <- YAML recipe <- command-line
 overrides. Every value is type-checked and the whole config validated before any work starts;
 the resolved config is saved in the run folder (``config.yaml``)."""
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from ..data.transforms import Scale
+from ..data.transforms import MAX_SIDE, Scale, check_scale
 from ..errors import VGGError, unknown
+from ..fileio import write_text
+from ..models.arch import check_model_args, resolve_arch
+from ..runtime.device import AMP_CHOICES, SWITCHES, resolve_device
+
+
+def setting(default, help: str, choices: tuple | None = None, bounds: tuple | None = None):
+    """A field of TrainConfig with its --help line and its allowed values or bounds."""
+    return field(default=default, metadata=dict(help=help, choices=choices, bounds=bounds))
 
 
 @dataclass
 class TrainConfig:
+    """Every setting of a training run, each declared once: default, --help line, and the allowed
+    values (choices) or bounds (low, high, low excluded, high excluded; NaN fails every comparison
+    and is refused too). The comments say why; the help says what."""
+
     # -- the net (create_model arguments) --
-    arch: str = "A"
-    width: float = 1.0
-    fc_dim: int = 4096
-    crop: int = 224
-    dropout: float = 0.5
-    batch_norm: bool = False
+    arch: str = setting(
+        "A", "Table 1 configuration or torchvision name: A, A-LRN, B, C, D, E, B-5x5, vgg11 ... vgg19_bn"
+    )
+    width: float = setting(1.0, "conv widths x this (1 = the paper's)", bounds=(0, 16, True, False))
+    fc_dim: int = setting(4096, "width of fc6 and fc7 (4096 in the paper)", bounds=(1, 65_536, False, False))
+    crop: int = setting(224, "training crop side, a multiple of 32 (224 in the paper)")
+    dropout: float = setting(0.5, "dropout on fc6 and fc7", bounds=(0, 1, False, True))
+    batch_norm: bool = setting(False, "batch norm after every conv (not in the paper)")
     # -- what is learnt --
-    objective: str = "classification"  # or "boxes": Appendix A's box regression (vggnet loc train)
-    head: str = "auto"  # the last layer: classifier; for boxes scr (one box) or pcr (one per class, default)
+    objective: str = setting(
+        "classification", "what is learnt: classification, or boxes (App. A; see `vggnet loc train`)"
+    )
+    head: str = setting(
+        "auto",
+        "last layer: classifier; box heads scr (4 outputs) or pcr (4 per class)",
+        choices=("auto", "classifier", "scr", "pcr"),
+    )
     # -- data --
-    data: str | None = None  # image folder or label file; for boxes a box file (CSV or annotation folder)
-    data_root: str | None = None  # root of a label file's paths
-    val_data: str | None = None
-    val_fraction: float = 0.05  # held out of `data` when no val_data is given
-    scale: Scale = Scale(256, 256)  # training scale S (256) or jittering range Smin:Smax (256:512), §3.1
-    val_scale: int | None = None  # Q for per-epoch validation; default per §4.1 (S, or (Smin+Smax)/2)
-    stats: str | None = None  # stats.json of `vggnet stats`; computed into the run folder if absent
-    stats_max_images: int = 10_000
-    colour_shift: bool = True
-    workers: int = 4
-    on_bad_image: str = "skip"  # or "fail"
-    on_bad_box: str = "fail"  # or "skip": box files with bad rows are refused before any work unless skipped
+    data: str | None = setting(
+        None, "training data: image folder or path,label CSV (boxes: box CSV or XML folder)"
+    )
+    data_root: str | None = setting(None, "root of the image paths of a CSV")
+    val_data: str | None = setting(None, "validation data (default: hold out --val-fraction)")
+    val_fraction: float = setting(
+        0.05, "part of --data held out for validation when --val-data is not given", bounds=(0, 1, True, True)
+    )
+    # §3.1: single-scale training at a fixed S, or multi-scale by jittering S in [Smin, Smax]
+    scale: Scale = setting(Scale(256, 256), "training scale S (256) or jittering range Smin:Smax (256:512)")
+    # §4.1: validation at Q = S, or (Smin+Smax)/2 for a jittered S
+    val_scale: int | None = setting(
+        None, "test scale Q of the per-epoch validation (default: S, or (Smin+Smax)/2)"
+    )
+    stats: str | None = setting(None, "statistics of `vggnet stats` (default: computed into the run folder)")
+    stats_max_images: int = setting(
+        10_000, "images sampled for the statistics", bounds=(1, 10_000_000, False, False)
+    )
+    colour_shift: bool = setting(True, "PCA colour shift (§3.1)")
+    workers: int = setting(4, "decoding processes", bounds=(0, 256, False, False))
+    on_bad_image: str = setting(
+        "skip", "an unreadable training image: skip (counted) or fail", choices=("skip", "fail")
+    )
+    on_bad_box: str = setting(
+        "fail", "a bad box row: fail (before any work) or skip", choices=("fail", "skip")
+    )
     # -- the recipe (§3.1) --
-    batch_size: int = 256  # global batch, split across processes
-    micro_batch: int = 0  # per-process micro-batch for gradient accumulation; 0 = no accumulation
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    decay_biases: bool = False  # decision: L2 on weights only, as the released solvers did
-    epochs: int = 74  # cap; the schedule usually stops earlier
-    lr_factor: float = 0.1
-    lr_patience: int = 2  # epochs without validation improvement before a drop
-    lr_drops: int = 3  # the paper decreased the rate 3 times, then stopped
-    lr_milestones: str = ""  # "6,9": a fixed schedule instead of the plateau rule (equal schedules)
-    min_delta: float = 0.0  # improvement of val top-1 error (percentage points) that counts
-    init: str = "gaussian"
-    init_std: float = 0.01
-    init_from: str | None = None  # warm start (net A -> deeper net, or the same net at another S)
-    finetune: str = "all"  # all | fc: train only fc6-fc8, the conv layers frozen (App. A, as OverFeat)
-    init_layers: str = "auto"  # auto | paper | all | all-but-head
-    seed: int = 0
+    batch_size: int = setting(
+        256, "global batch, split across processes", bounds=(1, 1_000_000, False, False)
+    )
+    micro_batch: int = setting(
+        0, "per-process micro-batch (gradient accumulation); 0: none", bounds=(0, 1_000_000, False, False)
+    )
+    lr: float = setting(0.01, "initial learning rate", bounds=(0, 10, True, False))
+    momentum: float = setting(0.9, "SGD momentum", bounds=(0, 1, False, True))
+    weight_decay: float = setting(5e-4, "L2 weight decay", bounds=(0, 1, False, True))
+    # decision: L2 on weights only, as the released solvers did
+    decay_biases: bool = setting(False, "decay biases too")
+    epochs: int = setting(
+        74, "epoch cap (the plateau rule usually stops earlier)", bounds=(1, 100_000, False, False)
+    )
+    lr_factor: float = setting(0.1, "learning-rate drop factor", bounds=(0, 1, True, True))
+    lr_patience: int = setting(
+        2, "epochs without improvement before a drop", bounds=(0, 100_000, False, False)
+    )
+    # the paper decreased the rate 3 times, then stopped
+    lr_drops: int = setting(3, "drops before training stops", bounds=(0, 100, False, False))
+    # a fixed schedule instead of the plateau rule, for equal schedules across runs
+    lr_milestones: str = setting(
+        "", "fixed schedule: divide the rate by lr-factor after these epochs, e.g. 6,9 (plateau rule off)"
+    )
+    min_delta: float = setting(0.0, "improvement (points) that counts", bounds=(0, 100, False, False))
+    init: str = setting(
+        "gaussian", "random initialisation: gaussian or glorot", choices=("gaussian", "glorot")
+    )
+    init_std: float = setting(0.01, "std of the gaussian initialisation", bounds=(0, 10, True, False))
+    # warm start (net A -> deeper net, or the same net at another S)
+    init_from: str | None = setting(None, "checkpoint to warm-start from")
+    # App. A: fine-tuning only the fully connected layers, as OverFeat did
+    finetune: str = setting(
+        "all", "all layers, or fc (fc6-fc8 only, conv layers frozen)", choices=("all", "fc")
+    )
+    init_layers: str = setting(
+        "auto",
+        "layers copied from --init-from: auto, paper, all, all-but-head",
+        choices=("auto", "paper", "all", "all-but-head"),
+    )
+    seed: int = setting(0, "random seed", bounds=(0, 2**32 - 1, False, False))
     # -- run --
-    out: str | None = None
-    resume: bool | str = False  # True: continue the run in `out`; "auto": continue it if there is one
-    device: str = "auto"
-    amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16) | on | off
-    channels_last: str = "auto"
-    compile: bool = False
-    deterministic: bool = False
-    checkpoint_minutes: float = 10.0  # mid-epoch checkpoints, so a killed run loses little
-    checkpoint_steps: int = 0  # also every N steps (0: off)
-    collective_timeout: float = 10.0  # minutes a process waits for the others (several processes)
-    max_steps_per_epoch: int = 0  # 0: whole epochs (a cap for quick experiments)
-    tensorboard: bool = False
-    progress: bool = True  # progress bar on a terminal; per-epoch lines are printed either way
-    recipe: str = ""  # name of the paper experiment this reproduces, e.g. "Table 3, D, S=256"
+    out: str | None = setting(None, "run folder (new, or the one to --resume)")
+    # True: continue the run in `out`; "auto": continue it if there is one, else start it
+    resume: bool | str = setting(
+        False,
+        "continue the run in --out; `--resume auto`: continue it if --out holds "
+        "this run, else start it (for commands re-run by torchrun or a scheduler)",
+    )
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N")
+    amp: str = setting(
+        "auto",
+        "bf16 autocast, fp32 weights: auto (on CUDA and on CPUs with amx_bf16/avx512_bf16), on, off",
+        choices=AMP_CHOICES,
+    )
+    channels_last: str = setting("auto", "NHWC activations: auto (on), on, off", choices=SWITCHES)
+    compile: bool = setting(False, "torch.compile the model")
+    deterministic: bool = setting(False, "deterministic algorithms (slower)")
+    # mid-epoch checkpoints, so a killed run loses little
+    checkpoint_minutes: float = setting(
+        10.0, "mid-epoch checkpoint at least this often", bounds=(0, 1e6, True, False)
+    )
+    checkpoint_steps: int = setting(0, "also every N steps (0: off)", bounds=(0, 10**9, False, False))
+    collective_timeout: float = setting(
+        10.0,
+        "minutes a process waits for a lost or hung one (several processes)",
+        bounds=(0, 10_000, True, False),
+    )
+    max_steps_per_epoch: int = setting(
+        0, "cap steps per epoch (0: whole epochs)", bounds=(0, 10**9, False, False)
+    )
+    tensorboard: bool = setting(False, "write TensorBoard events")
+    progress: bool = setting(True, "progress bar on a terminal")
+    recipe: str = setting(
+        "", 'name of the paper experiment, recorded in the weights (e.g. "Table 3, D, S=256")'
+    )
 
 
-# One line of --help per setting (the comments above say why; these say what).
-HELP = {
-    "arch": "Table 1 configuration or torchvision name: A, A-LRN, B, C, D, E, B-5x5, vgg11 ... vgg19_bn",
-    "width": "conv widths x this (1 = the paper's)", "fc_dim": "width of fc6 and fc7 (4096 in the paper)",
-    "crop": "training crop side, a multiple of 32 (224 in the paper)", "dropout": "dropout on fc6 and fc7",
-    "batch_norm": "batch norm after every conv (not in the paper)",
-    "objective": "what is learnt: classification, or boxes (App. A; see `vggnet loc train`)",
-    "head": "last layer: classifier; box heads scr (4 outputs) or pcr (4 per class)",
-    "data": "training data: image folder or path,label CSV (boxes: box CSV or XML folder)",
-    "data_root": "root of the image paths of a CSV", "val_data": "validation data (default: hold out --val-fraction)",
-    "val_fraction": "part of --data held out for validation when --val-data is not given",
-    "scale": "training scale S (256) or jittering range Smin:Smax (256:512)",
-    "val_scale": "test scale Q of the per-epoch validation (default: S, or (Smin+Smax)/2)",
-    "stats": "statistics of `vggnet stats` (default: computed into the run folder)",
-    "stats_max_images": "images sampled for the statistics", "colour_shift": "PCA colour shift (§3.1)",
-    "workers": "decoding processes", "on_bad_image": "an unreadable training image: skip (counted) or fail",
-    "on_bad_box": "a bad box row: fail (before any work) or skip", "batch_size": "global batch, split across processes",
-    "micro_batch": "per-process micro-batch (gradient accumulation); 0: none", "lr": "initial learning rate",
-    "momentum": "SGD momentum", "weight_decay": "L2 weight decay", "decay_biases": "decay biases too",
-    "epochs": "epoch cap (the plateau rule usually stops earlier)", "lr_factor": "learning-rate drop factor",
-    "lr_patience": "epochs without improvement before a drop", "lr_drops": "drops before training stops",
-    "lr_milestones": "fixed schedule: divide the rate by lr-factor after these epochs, e.g. 6,9 (plateau rule off)",
-    "min_delta": "improvement (points) that counts", "init": "random initialisation: gaussian or glorot",
-    "init_std": "std of the gaussian initialisation", "init_from": "checkpoint to warm-start from",
-    "finetune": "all layers, or fc (fc6-fc8 only, conv layers frozen)",
-    "init_layers": "layers copied from --init-from: auto, paper, all, all-but-head", "seed": "random seed",
-    "out": "run folder (new, or the one to --resume)", "device": "auto, cpu, cuda, cuda:N",
-    "amp": "bf16 autocast, fp32 weights: auto (on CUDA and on CPUs with amx_bf16/avx512_bf16), on, off", "channels_last": "NHWC activations: auto (on), on, off",
-    "compile": "torch.compile the model", "deterministic": "deterministic algorithms (slower)",
-    "checkpoint_minutes": "mid-epoch checkpoint at least this often", "checkpoint_steps": "also every N steps (0: off)",
-    "collective_timeout": "minutes a process waits for a lost or hung one (several processes)",
-    "max_steps_per_epoch": "cap steps per epoch (0: whole epochs)", "tensorboard": "write TensorBoard events",
-    "progress": "progress bar on a terminal", "recipe": "name of the paper experiment, recorded in the weights",
-}
+FIELDS = dataclasses.fields(TrainConfig)
+HELP = {f.name: f.metadata["help"] for f in FIELDS}  # one line of --help per setting
+CHOICES = {f.name: f.metadata["choices"] for f in FIELDS if f.metadata["choices"]}
+RANGES = {
+    f.name: f.metadata["bounds"] for f in FIELDS if f.metadata["bounds"]
+}  # (low, high, low/high excluded)
 
-CHOICES = {"on_bad_image": ("skip", "fail"), "on_bad_box": ("fail", "skip"), "finetune": ("all", "fc"),
-           "objective": ("classification", "boxes"), "head": ("auto", "classifier", "scr", "pcr"), "init": ("gaussian", "glorot"), "init_layers": ("auto", "paper", "all", "all-but-head"),
-           "amp": ("auto", "on", "off"), "channels_last": ("auto", "on", "off")}
 # Settings a resumed run may change; everything else must match the saved config.
-RESUME_MAY_CHANGE = {"resume", "out", "device", "workers", "epochs", "progress", "tensorboard", "compile",
-                     "checkpoint_minutes", "checkpoint_steps", "collective_timeout"}
+RESUME_MAY_CHANGE = {
+    "resume",
+    "out",
+    "device",
+    "workers",
+    "epochs",
+    "progress",
+    "tensorboard",
+    "compile",
+    "checkpoint_minutes",
+    "checkpoint_steps",
+    "collective_timeout",
+}
 PATH_SETTINGS = ("data", "data_root", "val_data", "stats", "init_from", "out")
 
 
@@ -135,7 +193,9 @@ def field_types() -> dict[str, type]:
     out = {}
     for name, hint in hints.items():
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        out[name] = args[0] if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else hint
+        out[name] = (
+            args[0] if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else hint
+        )
     return out
 
 
@@ -187,7 +247,9 @@ def find_recipe(recipe: str) -> Path:
     if shipped.is_file() and len(path.parts) <= 2:
         return shipped
     names = sorted(p.stem for p in RECIPES.glob("*.yaml"))
-    raise VGGError(f"recipe not found: {recipe} (a YAML file, or one of the shipped recipes: {', '.join(names)})")
+    raise VGGError(
+        f"recipe not found: {recipe} (a YAML file, or one of the shipped recipes: {', '.join(names)})"
+    )
 
 
 MAX_RECIPE_BYTES = 64 * 1024
@@ -199,7 +261,9 @@ def read_recipe(path: Path) -> dict:
     gigabytes)."""
     size = path.stat().st_size
     if size > MAX_RECIPE_BYTES:
-        raise VGGError(f"{path}: {size:,} bytes; a recipe is a short settings file (at most {MAX_RECIPE_BYTES:,})")
+        raise VGGError(
+            f"{path}: {size:,} bytes; a recipe is a short settings file (at most {MAX_RECIPE_BYTES:,})"
+        )
     try:
         text = path.read_bytes().decode("utf-8")
         depth = 0
@@ -218,7 +282,9 @@ def read_recipe(path: Path) -> dict:
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise VGGError(f"{path}: a recipe is a mapping of settings (name: value), got {type(loaded).__name__}")
+        raise VGGError(
+            f"{path}: a recipe is a mapping of settings (name: value), got {type(loaded).__name__}"
+        )
     bad = [k for k in loaded if not isinstance(k, str)]
     if bad:
         raise VGGError(f"{path}: setting names must be words, got {bad[0]!r}")
@@ -246,12 +312,16 @@ def _refuse_duplicates(path: Path, node) -> None:
         if isinstance(key, yaml.ScalarNode):
             name, line = key.value.replace("-", "_"), key.start_mark.line + 1
             if name in first:
-                raise VGGError(f"{path}: setting {key.value!r} is given twice (lines {first[name]} and "
-                               f"{line}); a recipe names each setting once")
+                raise VGGError(
+                    f"{path}: setting {key.value!r} is given twice (lines {first[name]} and "
+                    f"{line}); a recipe names each setting once"
+                )
             first[name] = line
 
 
-def load_config(recipe: str | None = None, overrides: dict | None = None, base: dict | None = None) -> TrainConfig:
+def load_config(
+    recipe: str | None = None, overrides: dict | None = None, base: dict | None = None
+) -> TrainConfig:
     """Defaults <- `base` (a command's own defaults) <- the recipe <- `overrides` (the flags)."""
     values = {k: coerce(k, v) for k, v in (base or {}).items()}
     if recipe:
@@ -273,36 +343,25 @@ def load_config(recipe: str | None = None, overrides: dict | None = None, base: 
 
 def to_dict(cfg: TrainConfig) -> dict:
     """Plain values, as written to config.yaml (the scale in its written form, ``256:512``)."""
-    return {f.name: str(v) if isinstance(v, Scale) else v
-            for f in dataclasses.fields(cfg) for v in [getattr(cfg, f.name)]}
+    return {
+        f.name: str(v) if isinstance(v, Scale) else v
+        for f in dataclasses.fields(cfg)
+        for v in [getattr(cfg, f.name)]
+    }
 
 
 def save_config(path, cfg: TrainConfig) -> None:
-    from ..fileio import write_text
     write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-
-# Bounds of the numeric settings: (low, high, low excluded, high excluded). NaN fails every
-# comparison, so it is refused too.
-RANGES = {
-    "width": (0, 16, True, False), "fc_dim": (1, 65_536, False, False), "dropout": (0, 1, False, True),
-    "val_fraction": (0, 1, True, True), "stats_max_images": (1, 10_000_000, False, False),
-    "workers": (0, 256, False, False), "batch_size": (1, 1_000_000, False, False),
-    "micro_batch": (0, 1_000_000, False, False), "lr": (0, 10, True, False), "momentum": (0, 1, False, True),
-    "weight_decay": (0, 1, False, True), "epochs": (1, 100_000, False, False), "lr_factor": (0, 1, True, True),
-    "lr_patience": (0, 100_000, False, False), "lr_drops": (0, 100, False, False),
-    "min_delta": (0, 100, False, False), "init_std": (0, 10, True, False), "seed": (0, 2**32 - 1, False, False),
-    "checkpoint_minutes": (0, 1e6, True, False), "checkpoint_steps": (0, 10**9, False, False),
-    "max_steps_per_epoch": (0, 10**9, False, False), "collective_timeout": (0, 10_000, True, False),
-}
 
 
 def _check_range(name: str, value) -> None:
     lo, hi, lo_open, hi_open = RANGES[name]
     ok = (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi)
     if not ok:
+
         def num(v):
             return f"{v:,}" if isinstance(v, int) else f"{v:g}"
+
         interval = f"{'(' if lo_open else '['}{num(lo)}, {num(hi)}{')' if hi_open else ']'}"
         raise VGGError(f"{name.replace('_', '-')} must be in {interval}, got {value!r}")
 
@@ -324,9 +383,6 @@ def parse_milestones(text) -> tuple[int, ...]:
 def check_settings(cfg: TrainConfig, world_size: int = 1) -> None:
     """Refuse impossible settings (no file is looked at): the recipe on its own."""
     parse_milestones(cfg.lr_milestones)
-    from ..data.transforms import MAX_SIDE, check_scale
-    from ..models.zoo import check_model_args
-    from .device import resolve_device
 
     if cfg.amp == "bf16":
         cfg.amp = "on"  # the older spelling, in config.yaml files of earlier runs
@@ -335,13 +391,14 @@ def check_settings(cfg: TrainConfig, world_size: int = 1) -> None:
             raise unknown(name.replace("_", "-"), getattr(cfg, name), choices)
     for name in RANGES:
         _check_range(name, getattr(cfg, name))
-    from ..models.zoo import resolve_arch
     cfg.arch, bn = resolve_arch(cfg.arch)  # vgg16 -> D, vgg16_bn -> D with batch norm
     cfg.batch_norm = cfg.batch_norm or bool(bn)
     check_model_args(cfg.arch, 1, cfg.width, cfg.fc_dim, cfg.crop, cfg.dropout)
     cfg.scale = check_scale(cfg.scale, cfg.crop)
     if cfg.val_scale is not None and not cfg.crop <= cfg.val_scale <= MAX_SIDE:
-        raise VGGError(f"validation scale Q={cfg.val_scale} must be between the crop size {cfg.crop} and {MAX_SIDE}")
+        raise VGGError(
+            f"validation scale Q={cfg.val_scale} must be between the crop size {cfg.crop} and {MAX_SIDE}"
+        )
     if cfg.batch_size % world_size:
         raise VGGError(f"global batch {cfg.batch_size} must be a multiple of the {world_size} processes")
     local = cfg.batch_size // world_size
@@ -352,7 +409,9 @@ def check_settings(cfg: TrainConfig, world_size: int = 1) -> None:
         try:
             import torch.utils.tensorboard  # noqa: F401
         except ImportError:
-            raise VGGError("--tensorboard needs the tensorboard package: pip install 'vggnet[tensorboard]'") from None
+            raise VGGError(
+                "--tensorboard needs the tensorboard package: pip install 'vggnet[tensorboard]'"
+            ) from None
 
 
 def check_paths(cfg: TrainConfig) -> None:
@@ -362,8 +421,12 @@ def check_paths(cfg: TrainConfig) -> None:
         raise VGGError("--resume continues a run: give its folder with --out RUN_DIR")
     if not cfg.data:
         raise VGGError("no training data: give --data (an image folder or a label file)")
-    for name, path, kind in (("training data", cfg.data, "exists"), ("validation data", cfg.val_data, "exists"),
-                             ("statistics file", cfg.stats, "is_file"), ("--init-from checkpoint", cfg.init_from, "is_file")):
+    for name, path, kind in (
+        ("training data", cfg.data, "exists"),
+        ("validation data", cfg.val_data, "exists"),
+        ("statistics file", cfg.stats, "is_file"),
+        ("--init-from checkpoint", cfg.init_from, "is_file"),
+    ):
         if path and not getattr(Path(path), kind)():
             raise VGGError(f"{name} not found: {path}")
     if cfg.data_root and not Path(cfg.data_root).is_dir():

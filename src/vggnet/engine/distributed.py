@@ -4,6 +4,7 @@ gloo on CPU. One process per device; only rank 0 writes files.
 A process that is killed closes its connections, so the others' next collective fails at once; one
 that hangs, or a machine that vanishes, is given up on after the collective timeout. Either way
 the survivors stop, and a roll call through the rendezvous store names the ranks that are gone."""
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import VGGError
-from .device import resolve_device
+from ..runtime.device import resolve_device
 
 
 @dataclass
@@ -72,8 +73,14 @@ def setup(device: str = "auto", timeout_minutes: float = 10.0) -> Dist:
         cuda = dev.type == "cuda"
         timeout = timedelta(minutes=timeout_minutes)
         store = rendezvous_store(rank, world, timeout)
-        dist.init_process_group("nccl" if cuda else "gloo", device_id=dev if cuda else None, timeout=timeout,
-                                store=store, rank=rank, world_size=world)
+        dist.init_process_group(
+            "nccl" if cuda else "gloo",
+            device_id=dev if cuda else None,
+            timeout=timeout,
+            store=store,
+            rank=rank,
+            world_size=world,
+        )
     return Dist(rank, world, local, dev, store)
 
 
@@ -92,15 +99,20 @@ def store_address() -> tuple[str, int]:
     try:
         return os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
     except (KeyError, ValueError):
-        raise VGGError(f"WORLD_SIZE is {world_size()} but MASTER_ADDR/MASTER_PORT are not set: start the "
-                       f"processes with torchrun (or set RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)") from None
+        raise VGGError(
+            f"WORLD_SIZE is {world_size()} but MASTER_ADDR/MASTER_PORT are not set: start the "
+            f"processes with torchrun (or set RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)"
+        ) from None
 
 
 def peer_failure(d: Dist, e: BaseException) -> bool:
     """Whether `e` is a collective that failed: another process is gone, or did not answer in time."""
     text = str(e).lower()
-    return d.enabled and isinstance(e, RuntimeError) and (
-        isinstance(e, dist.DistError) or "gloo" in text or "nccl" in text)
+    return (
+        d.enabled
+        and isinstance(e, RuntimeError)
+        and (isinstance(e, dist.DistError) or "gloo" in text or "nccl" in text)
+    )
 
 
 ROLL_CALL_SECONDS = 3.0  # how long survivors wait for one another to answer

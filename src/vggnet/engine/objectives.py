@@ -10,8 +10,7 @@ resumes or is distributed.
 The interface, for a new objective:
 
 - ``name``; ``head`` (the :class:`ArchSpec` head the net is built with); ``monitor``: the key of
-  the validation summary the plateau schedule watches (lower is better); ``figure``: the key
-  printed as the run's headline.
+  the validation summary the plateau schedule watches (lower is better).
 - ``open_data(cfg)``: the (training, validation) sources (default: image folders or label files);
 - ``check_source(source)``: refuse training data the objective cannot learn from;
 - ``train_targets(source)`` / ``val_targets(source, crop)``: None, or a picklable
@@ -20,14 +19,42 @@ The interface, for a new objective:
 - ``loss(outputs, batch)``: the loss *summed* over the batch (the loop divides by the batch size);
 - ``train_counts`` / ``val_counts(outputs, batch)``: tensors of summed counts, one per name in
   ``train_fields`` / ``val_fields``;
-- ``summary(counts, n, prefix)``: those counts as the figures of the log (percentages).
+- ``summary(counts, n, prefix)``: those counts as the figures of the log (percentages);
+- ``epoch_line(record)``: the figures of one epoch, for the console.
+
+An objective plugs in by registering a factory under its name (``register_objective``): the
+loop reads the table and never names a plug-in, so a new objective is one new file.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import VGGError, unknown
 from ..eval.metrics import topk_wrong
+from .run import open_data
+
+OBJECTIVES: dict = {}  # name -> factory(cfg) -> objective
+
+
+def register_objective(name: str):
+    """Class or function decorator: `factory(cfg)` builds the objective `name` for a run's config."""
+
+    def add(factory):
+        OBJECTIVES[name] = factory
+        return factory
+
+    return add
+
+
+def objective_for(cfg):
+    """The objective a config asks for (``objective``), built by its registered factory, which
+    checks the config's ``head`` against it. Objectives outside the engine register when their
+    package is imported (box regression: ``vggnet.localization``)."""
+    if cfg.objective not in OBJECTIVES:
+        raise unknown("objective", cfg.objective, sorted(OBJECTIVES))
+    return OBJECTIVES[cfg.objective](cfg)
 
 
 class Classification:
@@ -41,15 +68,15 @@ class Classification:
     val_fields = ("wrong1", "wrong5")
 
     def open_data(self, cfg):
-        from .run import open_data
         return open_data(cfg)
 
     def check_source(self, source) -> None:
         """A classifier needs two classes at least (one class trains to loss 0 and learns nothing)."""
-        from ..errors import VGGError
         if len(source.classes) < 2:
-            raise VGGError(f"{source.root}: {len(source.classes)} class ({', '.join(source.classes)}); "
-                           f"classification needs at least 2")
+            raise VGGError(
+                f"{source.root}: {len(source.classes)} class ({', '.join(source.classes)}); "
+                f"classification needs at least 2"
+            )
 
     def train_targets(self, source):
         return None
@@ -75,23 +102,14 @@ class Classification:
         return out
 
     def epoch_line(self, record: dict) -> str:
-        return (f"train top-1 {record['train_top1_err']:5.1f}%  val top-1 {record['val_top1_err']:5.1f}%  "
-                f"top-5 {record['val_top5_err']:5.1f}%")
-
-    def curves(self) -> list[tuple[str, str]]:
-        """(log key, label) of the error curves ``vggnet plot`` draws."""
-        return [("train_top1_err", "train top-1 (augmented crops)"), ("val_top1_err", "val top-1 (centre crop)"),
-                ("val_top5_err", "val top-5")]
+        return (
+            f"train top-1 {record['train_top1_err']:5.1f}%  val top-1 {record['val_top1_err']:5.1f}%  "
+            f"top-5 {record['val_top5_err']:5.1f}%"
+        )
 
 
-def objective_for(cfg):
-    """The objective a config asks for (``objective``, ``head``), checked against each other."""
-    from ..errors import VGGError
-    if cfg.objective == "classification":
-        if cfg.head not in ("auto", "classifier"):
-            raise VGGError(f"--head {cfg.head} is a box head; use it with --objective boxes (vggnet loc train)")
-        return Classification()
-    from ..localization.objective import BoxRegression
-    if cfg.head == "classifier":
-        raise VGGError("--objective boxes needs a box head: --head scr or pcr (App. A)")
-    return BoxRegression(per_class=cfg.head != "scr", on_bad_box=cfg.on_bad_box).bind(cfg.crop)
+@register_objective("classification")
+def _classification(cfg) -> Classification:
+    if cfg.head not in ("auto", "classifier"):
+        raise VGGError(f"--head {cfg.head} is a box head; use it with --objective boxes (vggnet loc train)")
+    return Classification()

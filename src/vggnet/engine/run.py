@@ -5,28 +5,42 @@ start), makes the optimizer and the plateau schedule, and restores a resumed run
 check that can fail (data, recipe, the checkpoint to warm-start from) happens before the first
 file is written into the run folder; the colour statistics, the slowest step, come last.
 """
+
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..data.datasets import Source, open_source, split_holdout
+from ..data.datasets import open_source, split_holdout
 from ..data.loaders import TrainBatches, train_loader
+from ..data.preprocessing import Preprocessing
+from ..data.source import Source
 from ..data.stats import compute_stats, load_stats, save_stats
 from ..data.transforms import Normalizer, TrainTransform, default_scales
 from ..errors import VGGError
 from ..models import VGG, create_model, init_weights, load_model, warm_start
-from ..models.meta import Preprocessing, TrainInfo, WeightsMeta
+from ..models.meta import TrainInfo, WeightsMeta
+from ..models.weights import check_state_dict, read_meta
+from ..runtime.device import DevicePolicy, configure_backends, make_policy
 from .checkpoint import LAST, TrainState, load_last, load_optimizer_tensors
-from .config import RESUME_MAY_CHANGE, TrainConfig, parse_milestones, same_setting, save_config, to_dict
-
-LOCK = "run.lock"
-from .device import DevicePolicy, make_policy
+from .config import (
+    RESUME_MAY_CHANGE,
+    TrainConfig,
+    parse_milestones,
+    read_recipe,
+    same_setting,
+    save_config,
+    to_dict,
+)
 from .distributed import Dist
 from .schedule import PlateauSchedule
+
+LOCK = "run.lock"
 
 
 @dataclass
@@ -66,8 +80,10 @@ BEFORE_CHECKPOINT = {"config.yaml", "stats.json", LOCK}
 
 
 def _leftovers_only(run: Path) -> bool:
-    return all(p.name in BEFORE_CHECKPOINT or (p.name.startswith(".") and p.name.endswith(".tmp"))
-               for p in run.iterdir())
+    return all(
+        p.name in BEFORE_CHECKPOINT or (p.name.startswith(".") and p.name.endswith(".tmp"))
+        for p in run.iterdir()
+    )
 
 
 def saved_config(run: Path) -> dict:
@@ -76,11 +92,9 @@ def saved_config(run: Path) -> dict:
     path = run / "config.yaml"
     if not path.is_file():
         if (run / LAST).is_file():
-            from ..models.weights import read_meta
             train = read_meta(run / LAST).train
             return dict(train.config) if train else {}
         return {}
-    from .config import read_recipe
     try:
         return read_recipe(path)  # the same checks as a recipe: bounded, UTF-8, a flat mapping
     except VGGError as e:
@@ -90,8 +104,11 @@ def saved_config(run: Path) -> dict:
 def _differences(cfg: TrainConfig, run: Path) -> list[str]:
     """The settings that differ from the run's, except those that may change between sessions."""
     old, new = saved_config(run), to_dict(cfg)
-    return [f"{k} ({old[k]!r} -> {new[k]!r})" for k in new
-            if k not in RESUME_MAY_CHANGE and k in old and not same_setting(k, old[k], new[k])]
+    return [
+        f"{k} ({old[k]!r} -> {new[k]!r})"
+        for k in new
+        if k not in RESUME_MAY_CHANGE and k in old and not same_setting(k, old[k], new[k])
+    ]
 
 
 def resume_auto(cfg: TrainConfig, run: Path) -> bool:
@@ -103,12 +120,17 @@ def resume_auto(cfg: TrainConfig, run: Path) -> bool:
     if not (run / "config.yaml").is_file() and not (run / LAST).is_file():
         if _leftovers_only(run):
             return False
-        raise VGGError(f"--resume auto: run folder {run} holds no run (no config.yaml, no {LAST}) but is not "
-                       f"empty; refusing to write into it (choose a new --out)")
+        raise VGGError(
+            f"--resume auto: run folder {run} holds no run (no config.yaml, no {LAST}) but is not "
+            f"empty; refusing to write into it (choose a new --out)"
+        )
     diff = _differences(cfg, run)
     if diff:
-        raise VGGError(f"--resume auto: run folder {run} holds another run, with other settings: "
-                       + ", ".join(diff) + " (choose a new --out, or give that run's settings)")
+        raise VGGError(
+            f"--resume auto: run folder {run} holds another run, with other settings: "
+            + ", ".join(diff)
+            + " (choose a new --out, or give that run's settings)"
+        )
     return True
 
 
@@ -123,8 +145,10 @@ def check_run_dir(cfg: TrainConfig) -> None:
         cfg.resume = resume_auto(cfg, run)
     if not cfg.resume:
         if run.exists() and not _leftovers_only(run):
-            raise VGGError(f"run folder {run} is not empty; refusing to overwrite it (use --resume to continue "
-                           f"that run, or choose a new --out)")
+            raise VGGError(
+                f"run folder {run} is not empty; refusing to overwrite it (use --resume to continue "
+                f"that run, or choose a new --out)"
+            )
         return
     if not (run / "config.yaml").is_file() and not (run / LAST).is_file():
         raise VGGError(f"nothing to resume in {run}: no {LAST} and no config.yaml")
@@ -136,8 +160,6 @@ def check_run_dir(cfg: TrainConfig) -> None:
 def lock_run_dir(run: Path):
     """An exclusive lock on the run folder for this process's lifetime (released by the system
     even when the process is killed): two runs never write into one folder."""
-    import fcntl
-    import os
 
     handle = open(run / LOCK, "a+")
     try:
@@ -146,7 +168,9 @@ def lock_run_dir(run: Path):
         handle.seek(0)
         holder = handle.read().strip() or "?"
         handle.close()
-        raise VGGError(f"another vggnet train (pid {holder}) is writing into {run}; wait for it or stop it") from None
+        raise VGGError(
+            f"another vggnet train (pid {holder}) is writing into {run}; wait for it or stop it"
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -180,8 +204,9 @@ def warm_layers(choice: str, source: VGG, target: VGG):
         return {"paper": None}.get(choice, choice)
     if source.spec.replace(dropout=0.0) == target.spec.replace(dropout=0.0):
         return "all"
-    if source.spec.replace(dropout=0.0, num_classes=1, head="classifier") == \
-            target.spec.replace(dropout=0.0, num_classes=1, head="classifier"):
+    if source.spec.replace(dropout=0.0, num_classes=1, head="classifier") == target.spec.replace(
+        dropout=0.0, num_classes=1, head="classifier"
+    ):
         return "all-but-head"
     return None
 
@@ -190,8 +215,16 @@ def build_net(cfg: TrainConfig, num_classes: int, head: str, restoring: bool = F
     """The net of the recipe, initialised (§3.1): random (Gaussian / Glorot), then, with
     ``init_from``, a warm start. Returns (net, what was warm-started, the source's preprocessing)."""
     torch.manual_seed(cfg.seed)
-    net = create_model(cfg.arch, num_classes, width=cfg.width, fc_dim=cfg.fc_dim, crop_size=cfg.crop,
-                       dropout=cfg.dropout, batch_norm=cfg.batch_norm, head=head)
+    net = create_model(
+        cfg.arch,
+        num_classes,
+        width=cfg.width,
+        fc_dim=cfg.fc_dim,
+        crop_size=cfg.crop,
+        dropout=cfg.dropout,
+        batch_norm=cfg.batch_norm,
+        head=head,
+    )
     init_weights(net, cfg.init, cfg.init_std)
     if not cfg.init_from or restoring:  # a checkpoint will overwrite every weight
         return net, None, None
@@ -240,12 +273,18 @@ def check_inheritance(cfg: TrainConfig, source: Preprocessing | None, given_stat
     if source is None or given_stats is None:
         return
     given = Preprocessing.from_stats(given_stats)
-    close = source.channel_order == "RGB" and source.value_range == 255.0 and source.std == (1.0, 1.0, 1.0) \
+    close = (
+        source.channel_order == "RGB"
+        and source.value_range == 255.0
+        and source.std == (1.0, 1.0, 1.0)
         and max(abs(a - b) for a, b in zip(source.mean, given.mean)) < 0.5
+    )
     if not close:
-        raise VGGError(f"--init-from {cfg.init_from} expects its input as {source.describe()}, but --stats "
-                       f"{cfg.stats} says {given.describe()}; a warm start keeps the source's preprocessing: "
-                       f"drop --stats (the colour-shift statistics are then computed from the data)")
+        raise VGGError(
+            f"--init-from {cfg.init_from} expects its input as {source.describe()}, but --stats "
+            f"{cfg.stats} says {given.describe()}; a warm start keeps the source's preprocessing: "
+            f"drop --stats (the colour-shift statistics are then computed from the data)"
+        )
 
 
 def colour_stats(cfg: TrainConfig, dist: Dist, run_dir: Path, source: Source, given: dict | None) -> dict:
@@ -259,8 +298,7 @@ def colour_stats(cfg: TrainConfig, dist: Dist, run_dir: Path, source: Source, gi
         elif (run_dir / "stats.json").is_file() and cfg.resume:
             stats = load_stats(run_dir / "stats.json")
         else:
-            stats = compute_stats(source, cfg.stats_max_images, cfg.seed, cfg.workers,
-                                  progress=cfg.progress)
+            stats = compute_stats(source, cfg.stats_max_images, cfg.seed, cfg.workers, progress=cfg.progress)
             save_stats(run_dir / "stats.json", stats)
     return dist.broadcast_object(stats)
 
@@ -276,13 +314,16 @@ def param_groups(model, weight_decay: float, decay_biases: bool):
 
 def make_optimizer(cfg: TrainConfig, net: VGG, policy: DevicePolicy) -> torch.optim.Optimizer:
     """§3.1: mini-batch SGD with momentum 0.9 (fused kernels on CUDA)."""
-    return torch.optim.SGD(param_groups(net, cfg.weight_decay, cfg.decay_biases), lr=cfg.lr, momentum=cfg.momentum,
-                           **({"fused": True} if policy.device.type == "cuda" else {}))
+    return torch.optim.SGD(
+        param_groups(net, cfg.weight_decay, cfg.decay_biases),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        **({"fused": True} if policy.device.type == "cuda" else {}),
+    )
 
 
 def restore(run: "Run") -> None:
     """Load a resumed run's weights, momentum, schedule and position from ``last``."""
-    from ..models.weights import check_state_dict
 
     tensors, saved, state = load_last(run.run_dir)
     check_position(run, state)
@@ -294,8 +335,10 @@ def restore(run: "Run") -> None:
     run.net.load_state_dict(weights)
     load_optimizer_tensors(run.optimizer, tensors)
     run.state = state
-    run.meta = run.meta.replace(preprocessing=saved.preprocessing, train=dataclasses.replace(
-        run.meta.train, warm_start=saved.train.warm_start if saved.train else None))
+    run.meta = run.meta.replace(
+        preprocessing=saved.preprocessing,
+        train=dataclasses.replace(run.meta.train, warm_start=saved.train.warm_start if saved.train else None),
+    )
     run.normalizer = Normalizer(saved.preprocessing).to(run.policy.device)
     run.schedule = PlateauSchedule.from_state(state.schedule, parse_milestones(run.cfg.lr_milestones))
     for g in run.optimizer.param_groups:
@@ -309,12 +352,16 @@ def check_position(run: "Run", state: TrainState) -> None:
     from nowhere)."""
     steps, where = run.steps_per_epoch, run.run_dir / LAST
     if state.step > steps:
-        raise VGGError(f"{where}: the training state claims step {state.step:,} of epoch {state.epoch + 1}, "
-                       f"but an epoch of this run has {steps} steps ({len(run.train_source)} images, batch "
-                       f"{run.cfg.batch_size}); refusing to resume from it")
+        raise VGGError(
+            f"{where}: the training state claims step {state.step:,} of epoch {state.epoch + 1}, "
+            f"but an epoch of this run has {steps} steps ({len(run.train_source)} images, batch "
+            f"{run.cfg.batch_size}); refusing to resume from it"
+        )
     if state.epoch != len(state.history):
-        raise VGGError(f"{where}: the training state claims {state.epoch:,} finished epochs but records "
-                       f"{len(state.history)}; refusing to resume from it")
+        raise VGGError(
+            f"{where}: the training state claims {state.epoch:,} finished epochs but records "
+            f"{len(state.history)}; refusing to resume from it"
+        )
 
 
 def wrap(cfg: TrainConfig, dist: Dist, net: VGG) -> torch.nn.Module:
@@ -322,7 +369,8 @@ def wrap(cfg: TrainConfig, dist: Dist, net: VGG) -> torch.nn.Module:
     model = net
     if dist.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+            net, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
+        )
     return torch.compile(model) if cfg.compile else model
 
 
@@ -332,6 +380,7 @@ def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
     cfg.resume = dist.broadcast_object(cfg.resume)
     run_dir = Path(cfg.out)
     policy = make_policy(dist.device, cfg.amp, cfg.channels_last, training=True)
+    configure_backends(policy, cfg.deterministic)  # --deterministic; cuDNN autotuning and TF32 on CUDA
     train_source, val_source = objective.open_data(cfg)
     objective.check_source(train_source)
     sampler = TrainBatches(len(train_source), cfg.batch_size, cfg.seed, dist.rank, dist.world_size)
@@ -347,19 +396,58 @@ def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
         lock = lock_run_dir(run_dir)
         if not (run_dir / "config.yaml").is_file() or not cfg.resume:
             save_config(run_dir / "config.yaml", cfg)
-    preprocessing = inherited_preprocessing(cfg, source_preprocessing, colour_stats(cfg, dist, run_dir, train_source, stats))
-    loader = train_loader(train_source, transform, sampler, cfg.workers, pin_memory=policy.device.type == "cuda",
-                          targets=objective.train_targets(train_source))
+    preprocessing = inherited_preprocessing(
+        cfg, source_preprocessing, colour_stats(cfg, dist, run_dir, train_source, stats)
+    )
+    loader = train_loader(
+        train_source,
+        transform,
+        sampler,
+        cfg.workers,
+        pin_memory=policy.device.type == "cuda",
+        targets=objective.train_targets(train_source),
+    )
     val_scale = cfg.val_scale or default_scales(cfg.scale, cfg.crop)[0]
     policy.prepare(net)
     optimizer = make_optimizer(cfg, net, policy)
-    schedule = PlateauSchedule(cfg.lr, cfg.lr_factor, cfg.lr_patience, cfg.lr_drops, cfg.min_delta,
-                               milestones=parse_milestones(cfg.lr_milestones))
-    info = TrainInfo(tuple(cfg.scale), cfg.crop, val_scale, cfg.recipe, to_dict(cfg), warm, objective.name,
-                     f"{policy.precision} ({policy.reason})")
+    schedule = PlateauSchedule(
+        cfg.lr,
+        cfg.lr_factor,
+        cfg.lr_patience,
+        cfg.lr_drops,
+        cfg.min_delta,
+        milestones=parse_milestones(cfg.lr_milestones),
+    )
+    info = TrainInfo(
+        tuple(cfg.scale),
+        cfg.crop,
+        val_scale,
+        cfg.recipe,
+        to_dict(cfg),
+        warm,
+        objective.name,
+        f"{policy.precision} ({policy.reason})",
+    )
     meta = WeightsMeta(net.spec, list(train_source.classes), preprocessing, info)
-    run = Run(cfg, dist, policy, objective, run_dir, train_source, val_source, val_scale, sampler, loader,
-              Normalizer(preprocessing).to(policy.device), net, net, optimizer, schedule, meta, TrainState())
+    run = Run(
+        cfg=cfg,
+        dist=dist,
+        policy=policy,
+        objective=objective,
+        run_dir=run_dir,
+        train_source=train_source,
+        val_source=val_source,
+        val_scale=val_scale,
+        sampler=sampler,
+        loader=loader,
+        normalizer=Normalizer(preprocessing).to(policy.device),
+        net=net,
+        model=net,
+        optimizer=optimizer,
+        schedule=schedule,
+        meta=meta,
+        state=TrainState(),
+    )
     run.lock = lock
     try:
         if restoring:

@@ -5,6 +5,7 @@ With `milestones` (``--lr-milestones 6,9``) the rate is divided after those epoc
 epoch cap ends training: a fixed schedule, so that nets compared with each other get the same
 number of drops at the same epochs (the plateau rule drops earlier for nets that plateau earlier).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field

@@ -11,6 +11,7 @@ process divides its summed loss by N/W (N readable images in the global batch, W
 DDP averages the W gradients, whatever W and the micro-batch size (gradient accumulation), and
 an unreadable image is left out rather than counted as a zero.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,14 +25,15 @@ import torch
 
 from ..data.loaders import center_loader
 from ..errors import VGGError
-from ..eval.protocols import forward
 from ..models.weights import read_meta
+from ..progress import bar as progress_bar
+from ..runtime.forward import forward
 from . import distributed
 from .checkpoint import LAST, save_best, save_final, save_last
-from .config import TrainConfig, validate as validate_config
+from .config import TrainConfig
+from .config import validate as validate_config
 from .objectives import objective_for
 from .run import Run, build_run, release_lock, train_mode
-from ..progress import bar as progress_bar
 from .runlog import RunLog
 
 SYNC_EVERY = 10  # steps between host synchronisations (finiteness check, progress, stop flag)
@@ -72,7 +74,7 @@ def micro_batches(batch: dict, size: int, device) -> list[dict]:
     for k, v in fields.items():
         if k not in ("images", "alpha"):
             fields[k] = v.to(device, non_blocking=True)
-    return [{k: v[i:i + size] for k, v in fields.items()} for i in range(0, n, size)]
+    return [{k: v[i : i + size] for k, v in fields.items()} for i in range(0, n, size)]
 
 
 def readable_share(run: Run, n_local: int):
@@ -94,8 +96,11 @@ def train_step(run: Run, batch: dict, epoch: int, step: int, sums: torch.Tensor)
     for i, chunk in enumerate(chunks):
         sync = not d.enabled or i == len(chunks) - 1
         with contextlib.nullcontext() if sync else run.model.no_sync():
-            x = run.normalizer(chunk["images"], alpha=chunk.get("alpha") if cfg.colour_shift else None,
-                               channels_last=run.policy.channels_last)
+            x = run.normalizer(
+                chunk["images"],
+                alpha=chunk.get("alpha") if cfg.colour_shift else None,
+                channels_last=run.policy.channels_last,
+            )
             with run.policy.autocast():
                 outputs = run.model(x)
             loss = run.objective.loss(outputs, chunk)
@@ -114,13 +119,16 @@ def check_batch(run: Run, batch: dict) -> list[str]:
         p, r = batch["bad"][0]
         raise VGGError(f"unreadable training image {p}: {r} (--on-bad-image skip would skip it)")
     if batch["images"] is None:
-        raise VGGError(f"every image of a batch is unreadable (e.g. {batch['bad'][0][0]}); "
-                       f"run `vggnet data check {run.cfg.data}`")
+        raise VGGError(
+            f"every image of a batch is unreadable (e.g. {batch['bad'][0][0]}); "
+            f"run `vggnet data check {run.cfg.data}`"
+        )
     return bad
 
 
-def _agree(run: Run, stop: StopFlag, done: int, last_checkpoint: float,
-           end: bool = False) -> tuple[bool, bool]:
+def _agree(
+    run: Run, stop: StopFlag, done: int, last_checkpoint: float, end: bool = False
+) -> tuple[bool, bool]:
     """(checkpoint now?, stop now?), the same answer on every process: under DDP the local flags
     are combined only every SYNC_EVERY steps and at the end of an epoch (`end`: an epoch shorter
     than SYNC_EVERY steps still stops), so no process leaves the loop while another waits in a
@@ -132,7 +140,9 @@ def _agree(run: Run, stop: StopFlag, done: int, last_checkpoint: float,
         if done % SYNC_EVERY and not end:
             timed = stopping = False
         else:
-            flags = run.dist.all_reduce_sum(torch.tensor([float(timed), float(stopping)], device=run.dist.device))
+            flags = run.dist.all_reduce_sum(
+                torch.tensor([float(timed), float(stopping)], device=run.dist.device)
+            )
             timed, stopping = bool(flags[0] > 0), bool(flags[1] > 0)
     periodic = bool(cfg.checkpoint_steps and done % cfg.checkpoint_steps == 0) or timed
     return periodic or stopping, stopping
@@ -166,12 +176,21 @@ def _diverged(run: Run, what: str, epoch: int, step: int) -> VGGError:
     """The one message of a diverged run, true about what the last checkpoint holds (no checkpoint
     is ever written with weights that are not finite)."""
     state = run.state
-    where = (f"after epoch {state.epoch}" if state.step == 0 else f"after step {state.step} of epoch {state.epoch + 1}")
-    kept = (f"{run.run_dir / LAST} still holds the run as it was {where}"
-            if (run.run_dir / LAST).is_file() else "no checkpoint had been written yet")
+    where = (
+        f"after epoch {state.epoch}"
+        if state.step == 0
+        else f"after step {state.step} of epoch {state.epoch + 1}"
+    )
+    kept = (
+        f"{run.run_dir / LAST} still holds the run as it was {where}"
+        if (run.run_dir / LAST).is_file()
+        else "no checkpoint had been written yet"
+    )
     hint = "try a lower --lr" + (", or --init glorot" if run.cfg.init != "glorot" else "")
-    return VGGError(f"the run diverged: {what} not finite at epoch {epoch + 1}, step {step}; stopping without "
-                    f"writing a checkpoint ({kept}); {hint}")
+    return VGGError(
+        f"the run diverged: {what} not finite at epoch {epoch + 1}, step {step}; stopping without "
+        f"writing a checkpoint ({kept}); {hint}"
+    )
 
 
 def _check_finite(run: Run, value: float, epoch: int, step: int) -> None:
@@ -195,8 +214,12 @@ def train_one_epoch(run: Run, epoch: int, stop: StopFlag) -> dict:
     carried, steps, batch_size = _carried(run, epoch), run.steps_per_epoch, run.cfg.batch_size
     sums = torch.zeros(1 + len(run.objective.train_fields), dtype=torch.float64, device=run.policy.device)
     seen, bad, t0, last_checkpoint = 0, [], time.perf_counter(), time.monotonic()
-    bar = progress_bar(steps * batch_size, start * batch_size, f"epoch {epoch + 1}/{run.cfg.epochs}",
-                       run.cfg.progress and run.dist.is_main)
+    bar = progress_bar(
+        steps * batch_size,
+        start * batch_size,
+        f"epoch {epoch + 1}/{run.cfg.epochs}",
+        run.cfg.progress and run.dist.is_main,
+    )
     for step, batch in enumerate(run.loader, start=start):
         if step >= steps:
             break
@@ -211,8 +234,12 @@ def train_one_epoch(run: Run, epoch: int, stop: StopFlag) -> dict:
         save, stopping = _agree(run, stop, done, last_checkpoint, end=done == steps)
         if save and (done < steps or stopping):
             totals = _reduce(run, carried, sums, seen)
-            part = dict(sums=totals[:-1], seen=int(totals[-1]), bad=carried["bad"] + _gather_bad(run, bad),
-                        seconds=carried["seconds"] + time.perf_counter() - t0)
+            part = dict(
+                sums=totals[:-1],
+                seen=int(totals[-1]),
+                bad=carried["bad"] + _gather_bad(run, bad),
+                seconds=carried["seconds"] + time.perf_counter() - t0,
+            )
             checkpoint(run, epoch, done, part)
             last_checkpoint = time.monotonic()
             if stopping:
@@ -225,9 +252,14 @@ def train_one_epoch(run: Run, epoch: int, stop: StopFlag) -> dict:
     _check_finite(run, totals[0], epoch, steps)
     n, seconds = totals[-1], carried["seconds"] + time.perf_counter() - t0
     counts = dict(zip(run.objective.train_fields, totals[1:-1]))
-    return dict(train_loss=totals[0] / max(n, 1), **run.objective.summary(counts, n, "train"),
-                images=int(n), images_per_s=n / max(seconds, 1e-9), epoch_seconds=seconds,
-                bad=carried["bad"] + _gather_bad(run, bad))
+    return dict(
+        train_loss=totals[0] / max(n, 1),
+        **run.objective.summary(counts, n, "train"),
+        images=int(n),
+        images_per_s=n / max(seconds, 1e-9),
+        epoch_seconds=seconds,
+        bad=carried["bad"] + _gather_bad(run, bad),
+    )
 
 
 @torch.no_grad()
@@ -240,8 +272,15 @@ def validate(run: Run) -> dict:
     d, objective = run.dist, run.objective
     indices = list(range(d.rank, len(run.val_source), d.world_size))
     counts = torch.zeros(len(objective.val_fields) + 2, dtype=torch.float64)  # ..., seen, unreadable
-    loader = center_loader(run.val_source, run.val_scale, run.cfg.crop, max(1, min(64, run.local_batch)),
-                           run.cfg.workers, indices, objective.val_targets(run.val_source, run.cfg.crop))
+    loader = center_loader(
+        run.val_source,
+        run.val_scale,
+        run.cfg.crop,
+        max(1, min(64, run.local_batch)),
+        run.cfg.workers,
+        indices,
+        objective.val_targets(run.val_source, run.cfg.crop),
+    )
     for batch in loader:
         counts[-1] += len(batch["bad"])
         if batch["images"] is None:
@@ -256,8 +295,10 @@ def validate(run: Run) -> dict:
         train_mode(run)
     n = counts[-2].item()
     if n == 0:  # no image scored: an error of 0 of 0 would read as a perfect epoch
-        raise VGGError(f"none of the {len(run.val_source)} validation images could be read at Q={run.val_scale} "
-                       f"(run `vggnet data check {run.cfg.val_data or run.cfg.data}`)")
+        raise VGGError(
+            f"none of the {len(run.val_source)} validation images could be read at Q={run.val_scale} "
+            f"(run `vggnet data check {run.cfg.val_data or run.cfg.data}`)"
+        )
     figures = objective.summary(dict(zip(objective.val_fields, counts[:-2].tolist())), n, "val")
     return dict(figures, val_images=int(n), val_unreadable=int(counts[-1].item()))
 
@@ -282,14 +323,22 @@ def end_epoch(run: Run, epoch: int, figures: dict, log: RunLog) -> dict:
     for g in run.optimizer.param_groups:
         g["lr"] = run.schedule.lr
     bad = figures.pop("bad")
-    record = dict(epoch=epoch + 1, lr=lr_used, **{k: figures[k] for k in figures if k != "images"}, **v,
-                  val_scale=run.val_scale, bad_images=len(bad), lr_dropped=sched["dropped"], time=time.time(),
-                  precision=run.policy.precision)
+    record = dict(
+        epoch=epoch + 1,
+        lr=lr_used,
+        **{k: figures[k] for k in figures if k != "images"},
+        **v,
+        val_scale=run.val_scale,
+        bad_images=len(bad),
+        lr_dropped=sched["dropped"],
+        time=time.time(),
+        precision=run.policy.precision,
+    )
     state = run.state
     state.history.append(record)
     state.bad_images += len(bad)
     if sched["improved"]:
-        state.best_val = dict(epoch=epoch + 1, **{k[len("val_"):]: v[k] for k in v if k.endswith("_err")})
+        state.best_val = dict(epoch=epoch + 1, **{k[len("val_") :]: v[k] for k in v if k.endswith("_err")})
         if run.dist.is_main:
             save_best(run.run_dir, run.net, run.meta, state.best_val)
     checkpoint(run, epoch + 1, 0, None)
@@ -305,8 +354,10 @@ def run_epochs(run: Run, log: RunLog) -> dict:
         for epoch in range(run.state.epoch, run.cfg.epochs):
             figures = train_one_epoch(run, epoch, stop)
             if "stopped" in figures:
-                return dict(status="interrupted",
-                            stop_reason=f"{figures['stopped']}: checkpoint written, resume with --resume")
+                return dict(
+                    status="interrupted",
+                    stop_reason=f"{figures['stopped']}: checkpoint written, resume with --resume",
+                )
             if end_epoch(run, epoch, figures, log)["stop"]:
                 return _plateaued(run)
     return dict(status="done", stop_reason=f"epoch cap ({run.cfg.epochs}) reached")
@@ -317,17 +368,23 @@ def describe_run(run: Run) -> str:
     cfg, net, policy = run.cfg, run.net, run.policy
     params = sum(p.numel() for p in net.parameters())
     state = run.state
-    start = "training" if not (state.epoch or state.step) else \
-        f"resuming at epoch {state.epoch + 1}" + (f", step {state.step}" if state.step else "")
-    return (f"{start}: net {net.arch} (width x{cfg.width:g}, FC {cfg.fc_dim}, crop {cfg.crop}, "
-            f"{params:,} parameters) on {len(run.train_source):,} images of "
-            f"{len(run.train_source.classes)} classes, validating on {len(run.val_source):,} images"
-            f"{'' if cfg.val_data else ' held out of --data'}; "
-            f"S {cfg.scale.paper()}, batch {cfg.batch_size}, "
-            f"{run.steps_per_epoch} steps per epoch; device {policy.device}"
-            + (f" x {run.dist.world_size} processes" if run.dist.enabled else "")
-            + f", precision {policy.precision}" + (", channels_last" if policy.channels_last else "")
-            + (f" ({policy.reason})" if policy.reason else ""))
+    start = (
+        "training"
+        if not (state.epoch or state.step)
+        else f"resuming at epoch {state.epoch + 1}" + (f", step {state.step}" if state.step else "")
+    )
+    return (
+        f"{start}: net {net.arch} (width x{cfg.width:g}, FC {cfg.fc_dim}, crop {cfg.crop}, "
+        f"{params:,} parameters) on {len(run.train_source):,} images of "
+        f"{len(run.train_source.classes)} classes, validating on {len(run.val_source):,} images"
+        f"{'' if cfg.val_data else ' held out of --data'}; "
+        f"S {cfg.scale.paper()}, batch {cfg.batch_size}, "
+        f"{run.steps_per_epoch} steps per epoch; device {policy.device}"
+        + (f" x {run.dist.world_size} processes" if run.dist.enabled else "")
+        + f", precision {policy.precision}"
+        + (", channels_last" if policy.channels_last else "")
+        + (f" ({policy.reason})" if policy.reason else "")
+    )
 
 
 def _plateaued(run: Run) -> dict:
@@ -357,9 +414,16 @@ def train(cfg: TrainConfig, objective=None) -> dict:
         # Rank 0 is still writing when the others finish: tearing the group down under it aborts
         # gloo, so everyone leaves together.
         d.barrier()
-        return dict(summary, run_dir=str(run.run_dir), epochs=run.state.epoch, history=run.state.history,
-                    best=run.state.best_val, final=str(run.run_dir / "final.safetensors"),
-                    best_weights=str(run.run_dir / "best.safetensors"), bad_images=run.state.bad_images)
+        return dict(
+            summary,
+            run_dir=str(run.run_dir),
+            epochs=run.state.epoch,
+            history=run.state.history,
+            best=run.state.best_val,
+            final=str(run.run_dir / "final.safetensors"),
+            best_weights=str(run.run_dir / "best.safetensors"),
+            bad_images=run.state.bad_images,
+        )
     except Exception as e:
         if distributed.peer_failure(d, e):
             raise _lost(d, cfg) from None
@@ -373,15 +437,19 @@ def _lost(d, cfg: TrainConfig) -> VGGError:
     not answering within the collective timeout): who is gone, and what the run folder keeps."""
     missing = distributed.lost_ranks(d)
     if missing is None:
-        who = "the other processes and the rendezvous store ({}:{}) are gone".format(*distributed.store_address())
+        who = "the other processes and the rendezvous store ({}:{}) are gone".format(
+            *distributed.store_address()
+        )
     elif missing:
         ranks = ", ".join(map(str, missing))
         who = f"rank{'s' * (len(missing) > 1)} {ranks} of {d.world_size} stopped answering"
     else:
         who = f"a collective failed although all {d.world_size} processes answer (a network fault?)"
-    return VGGError(f"{who} (killed, failed, or silent for the {cfg.collective_timeout:g}-minute collective "
-                    f"timeout); rank {d.rank} stops too; {_kept(Path(cfg.out))}; run the same command with "
-                    f"--resume auto")
+    return VGGError(
+        f"{who} (killed, failed, or silent for the {cfg.collective_timeout:g}-minute collective "
+        f"timeout); rank {d.rank} stops too; {_kept(Path(cfg.out))}; run the same command with "
+        f"--resume auto"
+    )
 
 
 def _kept(run_dir: Path) -> str:
@@ -391,8 +459,11 @@ def _kept(run_dir: Path) -> str:
         return f"no checkpoint in {run_dir} yet"
     try:
         state = read_meta(path).train_state or {}
-        where = (f"epoch {state['epoch']}" if state["step"] == 0
-                 else f"step {state['step']} of epoch {state['epoch'] + 1}")
+        where = (
+            f"epoch {state['epoch']}"
+            if state["step"] == 0
+            else f"step {state['step']} of epoch {state['epoch'] + 1}"
+        )
     except (VGGError, KeyError, TypeError):
         return f"{path} is unreadable"
     return f"{path} holds the run as it was after {where}"

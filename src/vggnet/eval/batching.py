@@ -2,6 +2,7 @@
 pass averages over, §3.2): equal-sized inputs are grouped per key (protocol or scale, and size)
 and run together when a group reaches the batch size or the pixel budget, so a large Q stays in
 bounded memory and small images share a batch."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -24,7 +25,7 @@ class SizeBatcher:
             self.flush(key)
 
     def flush(self, key=None):
-        for k in ([key] if key is not None else list(self.pending)):
+        for k in [key] if key is not None else list(self.pending):
             items = self.pending.pop(k, [])
             if items:
                 self.run(k, [i for i, _ in items], torch.stack([t for _, t in items]))

@@ -1,4 +1,5 @@
 """Top-k classification error (§4): the ground truth is outside the k highest-scored classes."""
+
 from __future__ import annotations
 
 import torch

@@ -3,7 +3,8 @@ already rescaled to one test scale Q) to soft-max class posteriors.
 
 - ``center``: one crop_size centre crop (the common baseline, §4.1).
 - ``dense``: the fully-convolutional net over the whole image; the class score map is averaged
-  over space, then soft-max (decision: §3.2 sum-pools the score map); posteriors of the image and its flip averaged.
+  over space, then soft-max (decision: §3.2 sum-pools the score map); posteriors of the image and
+  its flip averaged.
 - ``multicrop``: the 5x5 grid of crops from corner to corner, each also flipped (50 crops per
   image, one batch), posteriors averaged.
 
@@ -11,23 +12,17 @@ Two combination steps act on the posteriors after the pass, never inside it: the
 the test scales (multi-scale evaluation, §4.2) and the average of protocols (``dense+multicrop``:
 complementary boundary conditions, §4.3).
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from ..data.transforms import Normalizer, center_crop, multicrop
+from ..runtime.device import DevicePolicy
+from ..runtime.forward import forward
 
 COMBINED = {"dense+multicrop": ("dense", "multicrop")}  # §4.3
-
-
-def forward(module, normalizer: Normalizer, policy, images: torch.Tensor) -> torch.Tensor:
-    """`module`'s float32 outputs on uint8 images, under the device policy (training-time
-    validation calls this too, so there is one path from pixels to outputs)."""
-    x = normalizer(images.to(policy.device, non_blocking=True), channels_last=policy.channels_last)
-    with policy.autocast():
-        out = module(x)
-    return out.float()
 
 
 def with_flips(images: torch.Tensor) -> torch.Tensor:
@@ -48,14 +43,15 @@ class Evaluator:
     """A net, its input normalisation and a device policy, applied under each protocol."""
 
     def __init__(self, model, normalizer: Normalizer, policy, crop_batch: int = 50):
-        from ..engine.device import DevicePolicy
         if not isinstance(policy, DevicePolicy):  # a device name: the plain fp32 policy
             policy = DevicePolicy(torch.device(policy))
         self.model, self.norm, self.policy, self.crop_batch = model, normalizer, policy, crop_batch
         self.crop = model.crop_size
 
     def _input(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.norm(batch.to(self.policy.device, non_blocking=True), channels_last=self.policy.channels_last)
+        return self.norm(
+            batch.to(self.policy.device, non_blocking=True), channels_last=self.policy.channels_last
+        )
 
     @torch.no_grad()
     def center(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,14 +1,23 @@
 """``vggnet report``: evaluation folders -> a table in the layout of the paper's Tables 3-6
 (config, train S, test Q, protocol, top-1 and top-5 error), as Markdown and CSV. Each row names the
 folder it came from (``run``): two runs of one setting are two rows that can be told apart."""
+
 from __future__ import annotations
 
 from ..data.transforms import Scale
 from ..tables import columns, render
 from .posteriors import read_results
 
-COLUMNS = columns("run", "config", "train S", "test Q", "protocol", ("top-1 err (%)", "top1_err", "{:.1f}"),
-                  ("top-5 err (%)", "top5_err", "{:.1f}"), "images")
+COLUMNS = columns(
+    "run",
+    "config",
+    "train S",
+    "test Q",
+    "protocol",
+    ("top-1 err (%)", "top1_err", "{:.1f}"),
+    ("top-5 err (%)", "top5_err", "{:.1f}"),
+    "images",
+)
 
 
 def collect_rows(dirs, per_scale: bool = False) -> list[dict]:
@@ -18,12 +27,23 @@ def collect_rows(dirs, per_scale: bool = False) -> list[dict]:
         train = Scale(*r["train_scale"]).paper() if r.get("train_scale") else "-"
         for protocol, v in r["protocols"].items():
             scales = r.get("scales") or []
-            rows.append({"run": str(d), "config": r.get("arch") or "?", "train S": train,
-                         "test Q": ",".join(map(str, scales)) or "-", "protocol": protocol,
-                         "top1_err": v["top1_err"], "top5_err": v["top5_err"], "images": r.get("images", "")})
+            rows.append(
+                {
+                    "run": str(d),
+                    "config": r.get("arch") or "?",
+                    "train S": train,
+                    "test Q": ",".join(map(str, scales)) or "-",
+                    "protocol": protocol,
+                    "top1_err": v["top1_err"],
+                    "top5_err": v["top5_err"],
+                    "images": r.get("images", ""),
+                }
+            )
             if per_scale and len(scales) > 1:
                 for q, e in v.get("per_scale", {}).items():
-                    rows.append({**rows[-1], "test Q": q, "top1_err": e["top1_err"], "top5_err": e["top5_err"]})
+                    rows.append(
+                        {**rows[-1], "test Q": q, "top1_err": e["top1_err"], "top5_err": e["top5_err"]}
+                    )
     return rows
 
 

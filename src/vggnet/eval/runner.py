@@ -7,6 +7,7 @@ In the pass each image is decoded once and rescaled to every Q; equal-sized inpu
 (per protocol, scale and size) up to a batch size and a pixel budget, so large Q stays in bounded
 memory and small images share a batch; the 50 crops of an image at one scale are one batch.
 """
+
 from __future__ import annotations
 
 import time
@@ -18,15 +19,15 @@ import torch
 
 from ..data.datasets import open_source
 from ..data.loaders import scaled_loader
-from ..data.transforms import MAX_SIDE, Normalizer, Scale, default_scales
-from ..engine.device import make_policy, resolve_device
+from ..data.transforms import Normalizer, Scale, resolve_test_scales
 from ..errors import VGGError, unknown
 from ..fileio import claim_folder
 from ..models.weights import load_model
 from ..progress import progress
+from ..runtime.device import make_policy, resolve_device
 from ..tables import columns, render
-from .metrics import topk_errors
 from .batching import SizeBatcher
+from .metrics import topk_errors
 from .posteriors import POSTERIORS, RESULTS, save_posteriors, save_results
 from .protocols import ALL_PROTOCOLS, COMBINED, PROTOCOLS, Evaluator, average_scales, combine, passes_for
 
@@ -34,7 +35,7 @@ from .protocols import ALL_PROTOCOLS, COMBINED, PROTOCOLS, Evaluator, average_sc
 @dataclass
 class EvalOptions:
     protocols: tuple = ("dense",)
-    scales: list | None = None  # test scales Q; default from the training scale (§4.1 / §4.2)
+    scales: list | str | None = None  # test scales Q; default from the training scale (§4.1 / §4.2)
     multi_scale: bool = False
     device: str = "auto"
     amp: str = "auto"  # bf16 autocast on CUDA unless "off"
@@ -48,16 +49,6 @@ class EvalOptions:
     progress: bool = False
 
 
-def parse_scales(text: str) -> list[int]:
-    try:
-        qs = [int(v) for v in str(text).replace(" ", "").split(",") if v]
-    except ValueError:
-        raise VGGError(f"--scales takes comma-separated integers, e.g. 256,384,512; got {text!r}") from None
-    if not qs:
-        raise VGGError("--scales is empty")
-    return sorted(set(qs))
-
-
 def plan(checkpoint, data, opts: EvalOptions) -> dict:
     """Everything checked and loaded before the pass: protocols, weights, scales, data, device."""
     for p in opts.protocols:
@@ -68,23 +59,26 @@ def plan(checkpoint, data, opts: EvalOptions) -> dict:
     policy = make_policy(resolve_device(opts.device), opts.amp, opts.channels_last)
     model, meta = load_model(checkpoint, policy.device)
     if meta.model.head != "classifier":
-        raise VGGError(f"{checkpoint} is a box regressor ({meta.model.head.upper()}); evaluate it with "
-                       f"`vggnet loc evaluate`")
-    if opts.scales and opts.multi_scale:
-        raise VGGError("give --scales or --multi-scale, not both")
+        raise VGGError(
+            f"{checkpoint} is a box regressor ({meta.model.head.upper()}); evaluate it with "
+            f"`vggnet loc evaluate`"
+        )
     model.eval()
     policy.prepare(model)
     crop = model.crop_size
-    train_scale = Scale(*meta.train.scale) if meta.train else None
-    qs = sorted(set(opts.scales)) if opts.scales else default_scales(train_scale, crop, opts.multi_scale)
-    if qs[0] < crop:
-        raise VGGError(f"test scale Q={qs[0]} is smaller than the crop size {crop}")
-    if qs[-1] > MAX_SIDE:
-        raise VGGError(f"test scale Q={qs[-1]} is larger than {MAX_SIDE} pixels")
+    qs = resolve_test_scales(opts.scales, opts.multi_scale, meta.train.scale if meta.train else None, crop)
     source = open_source(data, opts.data_root, classes=meta.classes)
     evaluator = Evaluator(model, Normalizer(meta.preprocessing).to(policy.device), policy)
-    return dict(meta=meta, model=model, crop=crop, scales=qs, source=source, evaluator=evaluator,
-                passes=passes_for(opts.protocols), policy=policy)
+    return dict(
+        meta=meta,
+        model=model,
+        crop=crop,
+        scales=qs,
+        source=source,
+        evaluator=evaluator,
+        passes=passes_for(opts.protocols),
+        policy=policy,
+    )
 
 
 def run_pass(p: dict, opts: EvalOptions) -> dict:
@@ -119,15 +113,22 @@ def run_pass(p: dict, opts: EvalOptions) -> dict:
     keep = done.nonzero().flatten()
     if len(keep) == 0:
         raise VGGError("no readable images to evaluate")
-    return dict(probs={k: v[keep] for k, v in probs.items()}, keep=keep.tolist(), seconds=seconds,
-                unreadable=unreadable, wall=time.perf_counter() - t_start)
+    return dict(
+        probs={k: v[keep] for k, v in probs.items()},
+        keep=keep.tolist(),
+        seconds=seconds,
+        unreadable=unreadable,
+        wall=time.perf_counter() - t_start,
+    )
 
 
 def _unreadable(item: dict, opts: EvalOptions) -> str:
     path, reason = item["error"]
     if not opts.skip_unreadable:
-        raise VGGError(f"unreadable image {path}: {reason} (use --skip-unreadable to exclude such "
-                       f"images; they are counted)")
+        raise VGGError(
+            f"unreadable image {path}: {reason} (use --skip-unreadable to exclude such "
+            f"images; they are counted)"
+        )
     return f"{path}: {reason}"
 
 
@@ -138,11 +139,17 @@ def combine_all(protocols, qs, passed: dict) -> dict:
     for name in protocols:
         per_q = {}
         for q in qs:
-            per_q[q] = (combine(name, {p: passed[(p, q)] for p in COMBINED[name]}) if name in COMBINED
-                        else passed[(name, q)])
+            per_q[q] = (
+                combine(name, {p: passed[(p, q)] for p in COMBINED[name]})
+                if name in COMBINED
+                else passed[(name, q)]
+            )
             out[f"{name}@{q}"] = per_q[q]
-        out[name] = (combine(name, {p: average_scales({q: passed[(p, q)] for q in qs}) for p in COMBINED[name]})
-                     if name in COMBINED else average_scales(per_q))
+        out[name] = (
+            combine(name, {p: average_scales({q: passed[(p, q)] for q in qs}) for p in COMBINED[name]})
+            if name in COMBINED
+            else average_scales(per_q)
+        )
     return out
 
 
@@ -151,12 +158,27 @@ def summarise(p: dict, opts: EvalOptions, passed: dict, final: dict, labels, che
     rows = {}
     for name in opts.protocols:
         seconds = sum(passed["seconds"][part] for part in COMBINED.get(name, (name,)))
-        rows[name] = dict(topk_errors(final[name], labels), images_per_s=len(labels) / max(seconds, 1e-9), scales=qs,
-                          per_scale={str(q): topk_errors(final[f"{name}@{q}"], labels) for q in qs})
-    return dict(checkpoint=str(checkpoint), arch=meta.model.arch, arch_args=meta.model.kwargs(),
-                train_scale=list(meta.train.scale) if meta.train else None, crop=p["crop"], data=str(data),
-                images=len(labels), unreadable=passed["unreadable"], scales=qs, protocols=rows,
-                wall_seconds=passed["wall"], device=p["policy"].describe(), classes=len(meta.classes))
+        rows[name] = dict(
+            topk_errors(final[name], labels),
+            images_per_s=len(labels) / max(seconds, 1e-9),
+            scales=qs,
+            per_scale={str(q): topk_errors(final[f"{name}@{q}"], labels) for q in qs},
+        )
+    return dict(
+        checkpoint=str(checkpoint),
+        arch=meta.model.arch,
+        arch_args=meta.model.kwargs(),
+        train_scale=list(meta.train.scale) if meta.train else None,
+        crop=p["crop"],
+        data=str(data),
+        images=len(labels),
+        unreadable=passed["unreadable"],
+        scales=qs,
+        protocols=rows,
+        wall_seconds=passed["wall"],
+        device=p["policy"].describe(),
+        classes=len(meta.classes),
+    )
 
 
 def evaluate(checkpoint, data, protocols=("dense",), out=None, force=False, **options) -> dict:
@@ -174,21 +196,35 @@ def evaluate(checkpoint, data, protocols=("dense",), out=None, force=False, **op
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         saved = dict(final, **{f"{k[0]}@{k[1]}": v for k, v in passed["probs"].items()})
-        save_posteriors(out, [p["source"].ids[i] for i in passed["keep"]], list(p["meta"].classes), labels, saved,
-                        p["scales"], list(opts.protocols), opts.half, root=str(Path(p["source"].root).resolve()))
+        save_posteriors(
+            out,
+            [p["source"].ids[i] for i in passed["keep"]],
+            list(p["meta"].classes),
+            labels,
+            saved,
+            scales=p["scales"],
+            protocols=list(opts.protocols),
+            half=opts.half,
+            root=str(Path(p["source"].root).resolve()),
+        )
         save_results(out, result)
     return result
 
 
-RESULT_COLUMNS = columns("protocol", ("top-1 err", "top1_err", "{:.2f}%"), ("top-5 err", "top5_err", "{:.2f}%"),
-                         ("images/s", "images_per_s", "{:.1f}"))
+RESULT_COLUMNS = columns(
+    "protocol",
+    ("top-1 err", "top1_err", "{:.2f}%"),
+    ("top-5 err", "top5_err", "{:.2f}%"),
+    ("images/s", "images_per_s", "{:.1f}"),
+)
 
 
 def format_table(result: dict) -> str:
     qs = ",".join(str(q) for q in result["scales"])
     train = Scale(*result["train_scale"]).paper() if result["train_scale"] else "?"
-    title = (f"{result['arch']} (train S={train}, test Q={{{qs}}}, {result['images']} images, "
-             f"{result['device']})")
+    title = (
+        f"{result['arch']} (train S={train}, test Q={{{qs}}}, {result['images']} images, {result['device']})"
+    )
     rows = [dict(r, protocol=name) for name, r in result["protocols"].items()]
     text = render(rows, RESULT_COLUMNS, title=title)
     if result["unreadable"]:

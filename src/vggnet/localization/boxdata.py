@@ -17,6 +17,7 @@ Class order is that of a classification :class:`vggnet.data.datasets.Source` on 
 sorted class names (or the order given, e.g. a checkpoint's), so a localisation net initialised
 from a classifier (Appendix A) indexes the same classes.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,9 +32,11 @@ from xml.parsers import expat
 import numpy as np
 from PIL import Image
 
-from ..data.datasets import Source, split_holdout
+from ..data.datasets import split_holdout
 from ..data.images import IMAGE_EXTENSIONS
+from ..data.source import Source
 from ..errors import VGGError
+from ..fileio import claim_output, write_text
 
 BOX_TOLERANCE = 1.0  # px: coordinates this far outside the image are float rounding, clipped
 MAX_XML_BYTES = 1 << 20  # an annotation is a few KB; anything this large is not one
@@ -75,8 +78,13 @@ class BoxSource:
 
     def as_source(self) -> Source:
         """The classification view (path, image label), for the existing loaders and hold-out."""
-        return Source([(im.path, im.label) for im in self.images], self.classes, self.root, "boxes",
-                      [im.id for im in self.images])
+        return Source(
+            [(im.path, im.label) for im in self.images],
+            self.classes,
+            self.root,
+            "boxes",
+            [im.id for im in self.images],
+        )
 
 
 def _check_on_bad(on_bad: str) -> None:
@@ -88,8 +96,10 @@ def _missing_images_hint(problems: list[str], root, found_any: bool) -> str:
     """When no image is found at all, the likely cause is the root the paths are read from, not
     the boxes (skipping them would leave nothing)."""
     if problems and not found_any and all("image not found" in p for p in problems):
-        return (f"; the image paths are read relative to {root}: if the images are in another folder, "
-                f"give it with --data-root (loc evaluate / loc merge: --root)")
+        return (
+            f"; the image paths are read relative to {root}: if the images are in another folder, "
+            f"give it with --data-root (loc evaluate / loc merge: --root)"
+        )
     return ""
 
 
@@ -98,8 +108,10 @@ def _finish(problems: list[str], on_bad: str, root=None, found_any: bool = True)
     if problems and on_bad == "fail":
         more = f" ({len(problems)} problems in total)" if len(problems) > 1 else ""
         hint = _missing_images_hint(problems, root, found_any)
-        raise VGGError(f"{problems[0]}{more}" + (hint or "; with --on-bad-box skip the bad boxes are dropped "
-                                                          "and the rest kept"))
+        raise VGGError(
+            f"{problems[0]}{more}"
+            + (hint or "; with --on-bad-box skip the bad boxes are dropped and the rest kept")
+        )
 
 
 class _ImageSizes:
@@ -240,8 +252,9 @@ def read_box_csv(path, root=None, classes: list[str] | None = None, on_bad: str 
                         continue
                     n_fields = 6
                 if len(row) != n_fields:
-                    col.problems.append(f"{where}: expected {n_fields} fields ({','.join(CSV_COLUMNS)}), "
-                                        f"got {len(row)}")
+                    col.problems.append(
+                        f"{where}: expected {n_fields} fields ({','.join(CSV_COLUMNS)}), got {len(row)}"
+                    )
                     continue
                 rel, name = row[columns[0]].strip(), row[columns[1]].strip()
                 if not rel or not name:
@@ -254,8 +267,10 @@ def read_box_csv(path, root=None, classes: list[str] | None = None, on_bad: str 
                 try:
                     box = [_number(row[c], n) for c, n in zip(columns[2:], CSV_COLUMNS[2:])]
                     if known is not None and name not in known:
-                        raise ValueError(f"unknown class {name!r} (not among the {len(classes)} classes, "
-                                         f"e.g. {', '.join(classes[:3])})")
+                        raise ValueError(
+                            f"unknown class {name!r} (not among the {len(classes)} classes, "
+                            f"e.g. {', '.join(classes[:3])})"
+                        )
                     size = sizes.get(image_path)
                     if isinstance(size, str):
                         raise ValueError(size)
@@ -277,10 +292,14 @@ def _header_columns(header: list[str], where: str) -> list[int]:
             if n in header:
                 return header.index(n)
         raise VGGError(f"{where}: header has no {names[0]!r} column (expected {','.join(CSV_COLUMNS)})")
-    return [find(("path", "file", "filename", "image")), find(_CLASS_ALIASES)] + [find((c,)) for c in CSV_COLUMNS[2:]]
+
+    return [find(("path", "file", "filename", "image")), find(_CLASS_ALIASES)] + [
+        find((c,)) for c in CSV_COLUMNS[2:]
+    ]
 
 
 # -- XML (ImageNet CLS-LOC, PASCAL VOC) ----------------------------------------------------------
+
 
 class _Refused(Exception):
     pass
@@ -289,8 +308,10 @@ class _Refused(Exception):
 def _refuse_declarations(data: bytes) -> None:
     """Refuse any DOCTYPE or entity declaration before ElementTree sees the bytes: annotation
     files need none, and entities are how XML expands a small file into a huge one."""
+
     def refuse(*_):
         raise _Refused("DOCTYPE/entity declarations are not allowed in an annotation file")
+
     p = expat.ParserCreate()
     p.StartDoctypeDeclHandler = refuse
     p.EntityDeclHandler = refuse
@@ -329,8 +350,9 @@ def _find_image(image_dir: Path, sub: Path, filename: str, stem: str) -> Path | 
     return None
 
 
-def read_voc_annotations(ann_dir, image_dir, classes: list[str] | None = None, on_bad: str = "fail",
-                         pixel_base: int | None = None) -> BoxSource:
+def read_voc_annotations(
+    ann_dir, image_dir, classes: list[str] | None = None, on_bad: str = "fail", pixel_base: int | None = None
+) -> BoxSource:
     """Read one XML annotation per image from `ann_dir` (searched recursively, in sorted order).
 
     Coordinates in these files are inclusive pixel indices: ``pixel_base=0`` for ImageNet
@@ -367,8 +389,9 @@ def read_voc_annotations(ann_dir, image_dir, classes: list[str] | None = None, o
             if name:
                 names.add(name)
         if image_path is None:
-            col.problems.append(f"{xml_path}: image not found in {image_dir} (filename "
-                                f"{root_el.findtext('filename')!r})")
+            col.problems.append(
+                f"{xml_path}: image not found in {image_dir} (filename {root_el.findtext('filename')!r})"
+            )
             continue
         size = sizes.get(image_path)
         if isinstance(size, str):
@@ -391,15 +414,21 @@ def read_voc_annotations(ann_dir, image_dir, classes: list[str] | None = None, o
                 if not name:
                     raise ValueError("object has no <name>")
                 if known is not None and name not in known:
-                    raise ValueError(f"unknown class {name!r} (not among the {len(classes)} classes, "
-                                     f"e.g. {', '.join(classes[:3])})")
+                    raise ValueError(
+                        f"unknown class {name!r} (not among the {len(classes)} classes, "
+                        f"e.g. {', '.join(classes[:3])})"
+                    )
                 bb = o.find("bndbox")
                 if bb is None:
                     raise ValueError("object has no <bndbox>")
                 raw = [_number(bb.findtext(k, ""), k) for k in CSV_COLUMNS[2:]]
                 base = _pixel_base(root_el) if pixel_base is None else pixel_base
-                box = [(raw[0] - base) * sx, (raw[1] - base) * sy,
-                       (raw[2] - base + 1) * sx, (raw[3] - base + 1) * sy]
+                box = [
+                    (raw[0] - base) * sx,
+                    (raw[1] - base) * sy,
+                    (raw[2] - base + 1) * sx,
+                    (raw[3] - base + 1) * sy,
+                ]
                 box = _check_box(box, size)
             except ValueError as e:
                 col.problems.append(f"{where}: {e}")
@@ -440,7 +469,6 @@ def split_by_image(source: BoxSource, fraction: float, seed: int = 0) -> tuple[B
 def write_box_csv(source: BoxSource, path, force: bool = False) -> Path:
     """Write `source` in the box CSV format (ids relative to its root; read it back with
     ``read_box_csv(path, root=source.root)``): e.g. a fixed hold-out saved for later runs."""
-    from ..fileio import claim_output, write_text
 
     path = claim_output(path, "CSV", force)
     rows = ["path,wnid,xmin,ymin,xmax,ymax"]

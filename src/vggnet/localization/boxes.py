@@ -10,6 +10,7 @@ Conventions, used by every function of ``vggnet.localization``:
   (the training crop, or at dense test time the crop-sized window of one output location), in
   units of the crop side (decision), so one regressor serves every position and scale.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -77,6 +78,7 @@ def clip(boxes, width: float, height: float) -> np.ndarray:
 
 # -- parameterisation (decision) -------------------------------------------------------
 
+
 def encode(boxes, window_xy, crop: float) -> np.ndarray:
     """Pixel boxes -> (N, 4) parameters ``(cx, cy, w, h)`` relative to the window whose top-left
     corner is `window_xy` (one (x, y), or one per box) and whose side is `crop` pixels:
@@ -100,6 +102,7 @@ def decode(params, window_xy, crop: float) -> np.ndarray:
 
 
 # -- training: source-image boxes through TrainTransform's geometry (§3.1) ----------------------
+
 
 def boxes_through_transform(boxes, src_size, drawn: dict, crop: int) -> tuple[np.ndarray, np.ndarray]:
     """Source-image boxes -> the training crop's pixel coordinates, and which rows survived.
@@ -163,11 +166,12 @@ def training_target(boxes, box_classes, src_size, drawn: dict, crop: int):
     t = choose_target(in_crop)
     if t is None:
         return None
-    whole = crop_frame(as_boxes(boxes)[kept[t]:kept[t] + 1], src_size, drawn, crop)
+    whole = crop_frame(as_boxes(boxes)[kept[t] : kept[t] + 1], src_size, drawn, crop)
     return encode(whole, (0.0, 0.0), crop)[0], int(np.asarray(box_classes)[kept[t]])
 
 
 # -- testing: dense windows back to the original image (Appendix A, protocol 2) ------------------
+
 
 def dense_windows(map_h: int, map_w: int, stride: int = DENSE_STRIDE) -> np.ndarray:
     """Top-left corners (x, y) of the crop-sized input window of every location of a dense
@@ -185,8 +189,9 @@ def rescale_factors(src_size, rescaled_size) -> tuple[float, float]:
     return w / W, h / H
 
 
-def window_to_image(params, window_xy, crop: float, scale_xy, flip_width: float | None = None,
-                    clip_to=None) -> np.ndarray:
+def window_to_image(
+    params, window_xy, crop: float, scale_xy, flip_width: float | None = None, clip_to=None
+) -> np.ndarray:
     """Box parameters predicted at windows of a rescaled image -> boxes in original image pixels.
 
     `window_xy`: the window's top-left corner (one, or one per row, e.g. :func:`dense_windows`);

@@ -21,6 +21,7 @@ The raw boxes of the top-k classes are saved (``boxes.safetensors``), so that me
 fusion of several localisation nets (the union of their boxes before merging, Table 9's last row)
 and tables never rerun a network: ``vggnet loc merge``.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,20 +29,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 
+from ..data.imagenet import readable_names
 from ..data.loaders import scaled_loader
-from ..data.transforms import MAX_SIDE, Normalizer, Scale, center_crop, default_scales
-from ..engine.device import make_policy, resolve_device
+from ..data.transforms import Normalizer, Scale, center_crop, default_scales, resolve_test_scales
 from ..errors import VGGError
-from ..eval.protocols import dense_posteriors, forward, with_flips
+from ..eval.posteriors import load_posteriors
+from ..eval.protocols import dense_posteriors, with_flips
 from ..fileio import atomic_write, claim_folder, loads_json, read_safetensors, write_json
 from ..models.weights import load_model
 from ..progress import progress
+from ..runtime.device import make_policy, resolve_device
+from ..runtime.forward import forward
+from .boxdata import split_by_image
 from .boxes import clip, decode, dense_windows, window_to_image
+from .gallery import contact_sheet
 from .merge import merge_per_class, rank_guesses
-from .metrics import gt_class_box_error, localisation_error
+from .metrics import box_hits, gt_class_box_error, localisation_error
 from .objective import open_boxes
 
 BOXES, RESULTS = "boxes.safetensors", "results.json"
@@ -71,14 +78,15 @@ class LocOptions:
 # -- planning -------------------------------------------------------------------------------------
 def _class_scores_from_posteriors(folder, classes) -> dict:
     """Saved image posteriors by absolute image path: {path: (C,) scores}."""
-    from ..eval.posteriors import load_posteriors
     post = load_posteriors(folder)
     if post["classes"] != list(classes):
         raise VGGError(f"{folder}: posteriors over other classes than the localisation net's")
     root = post.get("root") or (post["results"] or {}).get("root")
     if not root:
         raise VGGError(f"{folder}: the posteriors do not record their data root; rerun `vggnet evaluate`")
-    protocol = next((p for p in ("dense+multicrop", "multicrop", "dense", "center") if p in post["probs"]), None)
+    protocol = next(
+        (p for p in ("dense+multicrop", "multicrop", "dense", "center") if p in post["probs"]), None
+    )
     return {str(Path(root, i).resolve()): post["probs"][protocol][n] for n, i in enumerate(post["ids"])}
 
 
@@ -93,33 +101,45 @@ def plan(checkpoint, data, opts: LocOptions) -> dict:
     check_threshold(opts.threshold)
     if opts.classifier and opts.posteriors:
         raise VGGError("give --classifier or --posteriors, not both")
-    if opts.scales and opts.multi_scale:
-        raise VGGError("give --scales or --multi-scale, not both")
     policy = make_policy(resolve_device(opts.device), opts.amp, opts.channels_last)
     model, meta = load_model(checkpoint, policy.device)
     if meta.model.head == "classifier":
-        raise VGGError(f"{checkpoint} is a classifier; `vggnet loc evaluate` takes a box regressor "
-                       f"(trained with `vggnet loc train`)")
+        raise VGGError(
+            f"{checkpoint} is a classifier; `vggnet loc evaluate` takes a box regressor "
+            f"(trained with `vggnet loc train`)"
+        )
     policy.prepare(model.eval())
     source = open_boxes(data, opts.data_root, meta.classes, opts.on_bad_box)
     train = Scale(*meta.train.scale) if meta.train else None
     center_q = default_scales(train, model.crop_size)[0]
-    qs = sorted(set(opts.scales)) if opts.scales else default_scales(train, model.crop_size, opts.multi_scale)
-    if qs[0] < model.crop_size or qs[-1] > MAX_SIDE:
-        raise VGGError(f"test scales must be between the crop size {model.crop_size} and {MAX_SIDE}, got {qs}")
-    p = dict(model=model, meta=meta, source=source, policy=policy, center_q=center_q, scales=qs,
-             norm=Normalizer(meta.preprocessing).to(policy.device), classifier=None, saved_scores=None)
+    qs = resolve_test_scales(opts.scales, opts.multi_scale, train, model.crop_size)
+    p = dict(
+        model=model,
+        meta=meta,
+        source=source,
+        policy=policy,
+        center_q=center_q,
+        scales=qs,
+        norm=Normalizer(meta.preprocessing).to(policy.device),
+        classifier=None,
+        saved_scores=None,
+    )
     if "dense" in opts.protocols:
         if opts.classifier:
             cls, cls_meta = load_model(opts.classifier, policy.device)
             if cls_meta.classes != meta.classes or cls_meta.model.head != "classifier":
                 raise VGGError(f"{opts.classifier}: not a classifier over the localisation net's classes")
-            p.update(classifier=policy.prepare(cls.eval()), cls_norm=Normalizer(cls_meta.preprocessing).to(policy.device))
+            p.update(
+                classifier=policy.prepare(cls.eval()),
+                cls_norm=Normalizer(cls_meta.preprocessing).to(policy.device),
+            )
         elif opts.posteriors:
             p["saved_scores"] = _class_scores_from_posteriors(opts.posteriors, meta.classes)
         else:
-            raise VGGError("protocol 2 (dense) needs the classes of a classification system: --classifier CKPT "
-                           "or --posteriors EVAL_DIR (or ask only for --protocol center)")
+            raise VGGError(
+                "protocol 2 (dense) needs the classes of a classification system: --classifier CKPT "
+                "or --posteriors EVAL_DIR (or ask only for --protocol center)"
+            )
     return p
 
 
@@ -135,8 +155,11 @@ def _center_boxes(p: dict, image: torch.Tensor, classes, size) -> np.ndarray:
     crop = p["model"].crop_size
     out = forward(p["model"], p["norm"], p["policy"], center_crop(image, crop)[None])[0].cpu()
     h, w = image.shape[-2:]
-    boxes = decode(torch.stack([out[_box_outputs(p, c)] for c in classes]).numpy(),
-                   ((w - crop) // 2, (h - crop) // 2), crop)
+    boxes = decode(
+        torch.stack([out[_box_outputs(p, c)] for c in classes]).numpy(),
+        ((w - crop) // 2, (h - crop) // 2),
+        crop,
+    )
     boxes[:, 0::2] *= size[0] / w
     boxes[:, 1::2] *= size[1] / h
     return clip(boxes, *size)
@@ -176,8 +199,16 @@ def _raw_boxes(p: dict, per_scale: list, classes, size) -> list[tuple]:
             windows = dense_windows(*box_map.shape[-2:])
             for b in range(box_map.shape[0]):  # the image, then its flip
                 params = box_map[b, _box_outputs(p, c)].permute(1, 2, 0).reshape(-1, 4).numpy()
-                boxes.append(window_to_image(params, windows, p["model"].crop_size, (w / size[0], h / size[1]),
-                                             flip_width=w if b == 1 else None, clip_to=size))
+                boxes.append(
+                    window_to_image(
+                        params,
+                        windows,
+                        p["model"].crop_size,
+                        (w / size[0], h / size[1]),
+                        flip_width=w if b == 1 else None,
+                        clip_to=size,
+                    )
+                )
                 if score_map is not None and score_map.shape[-2:] == box_map.shape[-2:]:
                     # the flip's boxes and scores are both in the flipped image's location order
                     scores.append(F.softmax(score_map[b], 0)[c].reshape(-1).numpy())
@@ -195,7 +226,9 @@ def run_pass(p: dict, opts: LocOptions) -> dict:
     center_topk = np.full((len(images), opts.top_k, 4), np.nan)  # the centre crop's box per guessed class
     scores = np.zeros((len(images), len(source.classes)), dtype=np.float32)
     raw = []  # (image, class, boxes, scores)
-    for item in progress(scaled_loader(source.as_source(), wanted, opts.workers), len(images), "loc", opts.progress):
+    for item in progress(
+        scaled_loader(source.as_source(), wanted, opts.workers), len(images), "loc", opts.progress
+    ):
         i = item["index"]
         if "error" in item:
             raise VGGError(f"unreadable image {item['error'][0]}: {item['error'][1]}")
@@ -204,40 +237,59 @@ def run_pass(p: dict, opts: LocOptions) -> dict:
             center[i] = _center_boxes(p, item["images"][p["center_q"]], [im.label], im.size)[0]
         if "dense" not in opts.protocols:
             continue
-        per_scale = [(_dense_at(p, item["images"][q], opts.flip), tuple(item["images"][q].shape[-1:-3:-1]))
-                     for q in qs]
+        per_scale = [
+            (_dense_at(p, item["images"][q], opts.flip), tuple(item["images"][q].shape[-1:-3:-1])) for q in qs
+        ]
         scores[i] = _image_scores(p, [s for (_, s), _ in per_scale if s is not None], im.path).numpy()
-        top = np.argsort(-scores[i], kind="stable")[:opts.top_k]
+        top = np.argsort(-scores[i], kind="stable")[: opts.top_k]
         raw += [(i, c, b, s) for c, b, s in _raw_boxes(p, per_scale, top, im.size)]
         if "center" in opts.protocols:
-            center_topk[i, :len(top)] = _center_boxes(p, item["images"][p["center_q"]], top, im.size)
+            center_topk[i, : len(top)] = _center_boxes(p, item["images"][p["center_q"]], top, im.size)
     return dict(center=center, center_topk=center_topk, scores=scores, raw=raw)
 
 
 # -- saved predictions ------------------------------------------------------------------------------
 def save_predictions(out: Path, p: dict, passed: dict, checkpoint, data) -> Path:
-    from safetensors.torch import save_file
-
     raw = passed["raw"]
-    cat = (lambda k: np.concatenate([r[k] for r in raw]) if raw else np.zeros((0, 4) if k == 2 else 0))
-    tensors = {"center": torch.from_numpy(passed["center"]).float(),
-               "center_topk": torch.from_numpy(passed["center_topk"]).float(),
-               "class_scores": torch.from_numpy(passed["scores"]),
-               "boxes": torch.from_numpy(cat(2)).float(), "box_scores": torch.from_numpy(cat(3)).float(),
-               "box_image": torch.tensor(np.concatenate([[r[0]] * len(r[2]) for r in raw]) if raw else [],
-                                         dtype=torch.int64),
-               "box_class": torch.tensor(np.concatenate([[r[1]] * len(r[2]) for r in raw]) if raw else [],
-                                         dtype=torch.int64)}
-    header = {"vggnet-boxes": json.dumps(dict(ids=[im.id for im in p["source"].images], classes=p["source"].classes,
-                                              checkpoint=str(checkpoint), data=str(data), scales=p["scales"],
-                                              center_q=p["center_q"], head=p["meta"].model.head))}
-    return atomic_write(out / BOXES, lambda tmp: save_file(tensors, tmp, metadata=header))
+
+    def cat(k):
+        return np.concatenate([r[k] for r in raw]) if raw else np.zeros((0, 4) if k == 2 else 0)
+
+    tensors = {
+        "center": torch.from_numpy(passed["center"]).float(),
+        "center_topk": torch.from_numpy(passed["center_topk"]).float(),
+        "class_scores": torch.from_numpy(passed["scores"]),
+        "boxes": torch.from_numpy(cat(2)).float(),
+        "box_scores": torch.from_numpy(cat(3)).float(),
+        "box_image": torch.tensor(
+            np.concatenate([[r[0]] * len(r[2]) for r in raw]) if raw else [], dtype=torch.int64
+        ),
+        "box_class": torch.tensor(
+            np.concatenate([[r[1]] * len(r[2]) for r in raw]) if raw else [], dtype=torch.int64
+        ),
+    }
+    header = {
+        "vggnet-boxes": json.dumps(
+            dict(
+                ids=[im.id for im in p["source"].images],
+                classes=p["source"].classes,
+                checkpoint=str(checkpoint),
+                data=str(data),
+                scales=p["scales"],
+                center_q=p["center_q"],
+                head=p["meta"].model.head,
+            )
+        )
+    }
+    return atomic_write(out / BOXES, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=header))
 
 
 def load_predictions(folder) -> dict:
     path = Path(folder) / BOXES
     if not path.is_file():
-        raise VGGError(f"no saved box predictions in {folder} (expected {path}; run `vggnet loc evaluate --out`)")
+        raise VGGError(
+            f"no saved box predictions in {folder} (expected {path}; run `vggnet loc evaluate --out`)"
+        )
     header, tensors = read_safetensors(path, "box predictions file", framework="np")
     try:
         info = loads_json(header["vggnet-boxes"])
@@ -267,14 +319,22 @@ def _baselines(source, guesses_classes: list, mean_box: np.ndarray | None) -> di
     """Two boxes that need no localisation net, with the same class guesses: the whole image,
     and the mean training box (relative size) placed at the image centre."""
     rows = {}
-    whole = [[(c, np.array([0, 0, im.size[0], im.size[1]], float)) for c in cs]
-             for im, cs in zip(source.images, guesses_classes)]
+    whole = [
+        [(c, np.array([0, 0, im.size[0], im.size[1]], float)) for c in cs]
+        for im, cs in zip(source.images, guesses_classes)
+    ]
     rows["whole image"] = whole
     if mean_box is not None:
+
         def centred(im):
             w, h = mean_box[0] * im.size[0], mean_box[1] * im.size[1]
-            return np.array([(im.size[0] - w) / 2, (im.size[1] - h) / 2, (im.size[0] + w) / 2, (im.size[1] + h) / 2])
-        rows["mean training box, centred"] = [[(c, centred(im)) for c in cs] for im, cs in zip(source.images, guesses_classes)]
+            return np.array(
+                [(im.size[0] - w) / 2, (im.size[1] - h) / 2, (im.size[0] + w) / 2, (im.size[1] + h) / 2]
+            )
+
+        rows["mean training box, centred"] = [
+            [(c, centred(im)) for c in cs] for im, cs in zip(source.images, guesses_classes)
+        ]
     return rows
 
 
@@ -286,27 +346,45 @@ def score(pred: dict, source, threshold: float, top_k: int = 5, mean_box=None) -
     if not np.isnan(pred["center"]).all():
         gt_boxes = [im.gt_boxes() for im in source.images]
         whole = np.array([[0, 0, im.size[0], im.size[1]] for im in source.images], float)
-        out["center"] = dict(gt_class_err=gt_class_box_error(pred["center"], gt_boxes, whole),
-                             whole_image_gt_class_err=gt_class_box_error(whole, gt_boxes, whole))
+        out["center"] = dict(
+            gt_class_err=gt_class_box_error(pred["center"], gt_boxes, whole),
+            whole_image_gt_class_err=gt_class_box_error(whole, gt_boxes, whole),
+        )
         if mean_box is not None:
-            base = [[(im.label, b) for c, b in row] for im, row in
-                    zip(source.images, _baselines(source, [[im.label] for im in source.images], mean_box)[
-                        "mean training box, centred"])]
+            base = [
+                [(im.label, b) for c, b in row]
+                for im, row in zip(
+                    source.images,
+                    _baselines(source, [[im.label] for im in source.images], mean_box)[
+                        "mean training box, centred"
+                    ],
+                )
+            ]
             out["center"]["mean_box_gt_class_err"] = gt_class_box_error(
-                np.array([r[0][1] for r in base]), [im.gt_boxes() for im in source.images])
+                np.array([r[0][1] for r in base]), [im.gt_boxes() for im in source.images]
+            )
     if len(pred["boxes"]):
         guesses = _guesses(pred, threshold, top_k)
         gt = [(im.label, im.boxes, im.box_classes) for im in source.images]
-        out["dense"] = dict(threshold=threshold, **localisation_error([(g, *t) for g, t in zip(guesses, gt)], (1, top_k)))
+        out["dense"] = dict(
+            threshold=threshold, **localisation_error([(g, *t) for g, t in zip(guesses, gt)], (1, top_k))
+        )
         classes = [list(np.argsort(-s, kind="stable")[:top_k]) for s in pred["class_scores"]]
-        out["baselines"] = {name: localisation_error([(g, *t) for g, t in zip(rows, gt)], (1, top_k))
-                            for name, rows in _baselines(source, classes, mean_box).items()}
+        out["baselines"] = {
+            name: localisation_error([(g, *t) for g, t in zip(rows, gt)], (1, top_k))
+            for name, rows in _baselines(source, classes, mean_box).items()
+        }
         if not np.isnan(pred["center_topk"]).all():  # the centre crop alone, with the same class guesses
-            crops = [[(int(c), b) for c, b in zip(cs, boxes)] for cs, boxes in zip(classes, pred["center_topk"])]
+            crops = [
+                [(int(c), b) for c, b in zip(cs, boxes)] for cs, boxes in zip(classes, pred["center_topk"])
+            ]
             out["center_topk"] = localisation_error([(g, *t) for g, t in zip(crops, gt)], (1, top_k))
-        out["classification"] = dict(top1_err=100 * np.mean([c[0] != im.label for c, im in zip(classes, source.images)]),
-                                     **{f"top{top_k}_err": 100 * np.mean([im.label not in c for c, im in
-                                                                          zip(classes, source.images)])})
+        out["classification"] = dict(
+            top1_err=100 * np.mean([c[0] != im.label for c, im in zip(classes, source.images)]),
+            **{
+                f"top{top_k}_err": 100 * np.mean([im.label not in c for c, im in zip(classes, source.images)])
+            },
+        )
     return out
 
 
@@ -315,14 +393,15 @@ def mean_training_box(meta) -> np.ndarray | None:
     localisation net was trained on (its recorded config), the held-out part excluded."""
     cfg = (meta.train.config if meta.train else {}) or {}
     try:
-        from .boxdata import split_by_image
         src = open_boxes(cfg["data"], cfg.get("data_root"), meta.classes, "skip")
         if not cfg.get("val_data"):
             src, _ = split_by_image(src, cfg.get("val_fraction", 0.05), cfg.get("seed", 0))
     except (VGGError, KeyError, TypeError, OSError):
         return None
-    rel = [(b[2] - b[0]) / im.size[0] for im in src.images for b in im.gt_boxes()], \
-          [(b[3] - b[1]) / im.size[1] for im in src.images for b in im.gt_boxes()]
+    rel = (
+        [(b[2] - b[0]) / im.size[0] for im in src.images for b in im.gt_boxes()],
+        [(b[3] - b[1]) / im.size[1] for im in src.images for b in im.gt_boxes()],
+    )
     return np.array([np.mean(rel[0]), np.mean(rel[1])]) if rel[0] else None
 
 
@@ -331,37 +410,65 @@ def evaluate_loc(checkpoint, data, out=None, force=False, gallery: int = 0, **op
     and the figures are saved for ``vggnet loc merge`` and ``vggnet report``."""
     opts = LocOptions(**options)
     if out is not None:
-        claim_folder(out, {BOXES: "box predictions", RESULTS: "results", **({"gallery.png": "PNG"} if gallery else {})},
-                     force)
+        claim_folder(
+            out,
+            {BOXES: "box predictions", RESULTS: "results", **({"gallery.png": "PNG"} if gallery else {})},
+            force,
+        )
     p = plan(checkpoint, data, opts)
     passed = run_pass(p, opts)
     mean_box = mean_training_box(p["meta"])
-    result = dict(kind="localisation", checkpoint=str(checkpoint), data=str(data), images=len(p["source"]),
-                  arch=p["meta"].model.arch, head=p["meta"].model.head,
-                  train_scale=list(p["meta"].train.scale) if p["meta"].train else None,
-                  finetune=(p["meta"].train.config or {}).get("finetune") if p["meta"].train else None,
-                  center_q=p["center_q"], scales=p["scales"] if "dense" in opts.protocols else [],
-                  top_k=opts.top_k, classifier=opts.classifier or opts.posteriors)
+    result = dict(
+        kind="localisation",
+        checkpoint=str(checkpoint),
+        data=str(data),
+        images=len(p["source"]),
+        arch=p["meta"].model.arch,
+        head=p["meta"].model.head,
+        train_scale=list(p["meta"].train.scale) if p["meta"].train else None,
+        finetune=(p["meta"].train.config or {}).get("finetune") if p["meta"].train else None,
+        center_q=p["center_q"],
+        scales=p["scales"] if "dense" in opts.protocols else [],
+        top_k=opts.top_k,
+        classifier=opts.classifier or opts.posteriors,
+    )
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         save_predictions(Path(out), p, passed, checkpoint, data)
-    pred = dict(ids=[im.id for im in p["source"].images], dir=str(out), center=passed["center"],
-                center_topk=passed["center_topk"], class_scores=passed["scores"], **_flatten(passed["raw"]))
+    pred = dict(
+        ids=[im.id for im in p["source"].images],
+        dir=str(out),
+        center=passed["center"],
+        center_topk=passed["center_topk"],
+        class_scores=passed["scores"],
+        **_flatten(passed["raw"]),
+    )
     result.update(score(pred, p["source"], opts.threshold, opts.top_k, mean_box))
     if out is not None:
         write_json(Path(out) / RESULTS, result)
         if gallery:
-            result["gallery"] = str(draw_gallery(pred, p["source"], opts.threshold, Path(out) / "gallery.png", gallery,
-                                                 opts.top_k))
+            result["gallery"] = str(
+                draw_gallery(
+                    pred, p["source"], opts.threshold, Path(out) / "gallery.png", gallery, opts.top_k
+                )
+            )
     return result
 
 
 def _flatten(raw: list) -> dict:
     if not raw:
-        return dict(boxes=np.zeros((0, 4)), box_scores=np.zeros(0), box_image=np.zeros(0, int), box_class=np.zeros(0, int))
-    return dict(boxes=np.concatenate([r[2] for r in raw]), box_scores=np.concatenate([r[3] for r in raw]),
-                box_image=np.concatenate([[r[0]] * len(r[2]) for r in raw]),
-                box_class=np.concatenate([[r[1]] * len(r[2]) for r in raw]))
+        return dict(
+            boxes=np.zeros((0, 4)),
+            box_scores=np.zeros(0),
+            box_image=np.zeros(0, int),
+            box_class=np.zeros(0, int),
+        )
+    return dict(
+        boxes=np.concatenate([r[2] for r in raw]),
+        box_scores=np.concatenate([r[3] for r in raw]),
+        box_image=np.concatenate([[r[0]] * len(r[2]) for r in raw]),
+        box_class=np.concatenate([[r[1]] * len(r[2]) for r in raw]),
+    )
 
 
 def fuse_predictions(preds: list[dict]) -> dict:
@@ -370,11 +477,16 @@ def fuse_predictions(preds: list[dict]) -> dict:
     first = preds[0]
     for p in preds[1:]:
         if list(p["ids"]) != list(first["ids"]) or p["classes"] != first["classes"]:
-            raise VGGError(f"cannot fuse {p['dir']} with {first['dir']}: predictions for other images or classes")
-    fused = dict(first, dir="+".join(p["dir"] for p in preds),
-                 class_scores=np.mean([p["class_scores"] for p in preds], axis=0),
-                 center=first["center"] if len(preds) == 1 else np.full_like(first["center"], np.nan),
-                 center_topk=first["center_topk"] if len(preds) == 1 else np.full_like(first["center_topk"], np.nan))
+            raise VGGError(
+                f"cannot fuse {p['dir']} with {first['dir']}: predictions for other images or classes"
+            )
+    fused = dict(
+        first,
+        dir="+".join(p["dir"] for p in preds),
+        class_scores=np.mean([p["class_scores"] for p in preds], axis=0),
+        center=first["center"] if len(preds) == 1 else np.full_like(first["center"], np.nan),
+        center_topk=first["center_topk"] if len(preds) == 1 else np.full_like(first["center_topk"], np.nan),
+    )
     for key in ("boxes", "box_scores", "box_image", "box_class"):
         fused[key] = np.concatenate([p[key] for p in preds])
     return fused
@@ -389,12 +501,23 @@ def tune_threshold(pred: dict, source, top_k: int = 5, grid=TUNE_GRID) -> tuple[
     if len(set(errors)) == 1:
         best["note"] = "every threshold gives the same error (one box per class: nothing to merge)"
     elif best["threshold"] in (grid[0], grid[-1]):
-        best["note"] = f"the best t is at the end of the grid ({grid[0]:g} ... {grid[-1]:g}); the optimum may lie beyond"
+        best["note"] = (
+            f"the best t is at the end of the grid ({grid[0]:g} ... {grid[-1]:g}); the optimum may lie beyond"
+        )
     return best["threshold"], rows
 
 
-def merge_runs(dirs, data, threshold: float | None = None, tune: bool = False, top_k: int = 5, data_root=None,
-               on_bad_box: str = "fail", out=None, force=False) -> dict:
+def merge_runs(
+    dirs,
+    data,
+    threshold: float | None = None,
+    tune: bool = False,
+    top_k: int = 5,
+    data_root=None,
+    on_bad_box: str = "fail",
+    out=None,
+    force=False,
+) -> dict:
     """Protocol 2 from saved boxes of one or several localisation nets (no network run): with
     `tune`, the threshold is chosen on `data`; otherwise `threshold` is used."""
     check_threshold(threshold)
@@ -411,13 +534,28 @@ def merge_runs(dirs, data, threshold: float | None = None, tune: bool = False, t
     if tune:
         threshold, tried = tune_threshold(fused, source, top_k)
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
-    members = [json.loads((Path(p["dir"]) / RESULTS).read_text()) if (Path(p["dir"]) / RESULTS).is_file() else {}
-               for p in preds]
-    result = dict(kind="localisation", fused_from=[p["dir"] for p in preds], data=str(data), images=len(source),
-                  top_k=top_k, scales=sorted({q for p in preds for q in p["scales"]}), tuned=tried, members=members)
+    members = [
+        json.loads((Path(p["dir"]) / RESULTS).read_text()) if (Path(p["dir"]) / RESULTS).is_file() else {}
+        for p in preds
+    ]
+    result = dict(
+        kind="localisation",
+        fused_from=[p["dir"] for p in preds],
+        data=str(data),
+        images=len(source),
+        top_k=top_k,
+        scales=sorted({q for p in preds for q in p["scales"]}),
+        tuned=tried,
+        members=members,
+    )
     if len(preds) == 1:  # one net re-merged: it keeps its own description (Tables 8 and 9)
-        result.update({k: members[0][k] for k in ("arch", "head", "finetune", "train_scale", "center_q")
-                       if k in members[0]})
+        result.update(
+            {
+                k: members[0][k]
+                for k in ("arch", "head", "finetune", "train_scale", "center_q")
+                if k in members[0]
+            }
+        )
         result["fused_from"] = None
     result.update(score(fused, source, threshold, top_k))
     if out is not None:
@@ -429,14 +567,16 @@ def merge_runs(dirs, data, threshold: float | None = None, tune: bool = False, t
 def draw_gallery(pred: dict, source, threshold: float, out_png, n: int = 16, top_k: int = 5) -> Path:
     """A contact sheet of `n` images (the first of each class in turn, so every class shows): the
     ground-truth boxes and the top-1 guess of protocol 2 (or protocol 1's box), green when right."""
-    from ..predict import class_names
-    from .gallery import contact_sheet
-    from .metrics import box_hits
-    names = class_names(source.classes)  # readable names for ImageNet wnids
+    names = readable_names(source.classes)  # readable names for ImageNet wnids
     dense = len(pred["boxes"]) > 0
     guesses = _guesses(pred, threshold, 1) if dense else None
-    order = sorted(range(len(source)), key=lambda i: (sum(source.images[j].label == source.images[i].label
-                                                          for j in range(i)), source.images[i].label))[:n]
+    order = sorted(
+        range(len(source)),
+        key=lambda i: (
+            sum(source.images[j].label == source.images[i].label for j in range(i)),
+            source.images[i].label,
+        ),
+    )[:n]
     items = []
     for i in order:
         im = source.images[i]
@@ -445,8 +585,16 @@ def draw_gallery(pred: dict, source, threshold: float, out_png, n: int = 16, top
         else:
             cls, box = im.label, pred["center"][i]
         right = cls == im.label and box_hits(box, im.gt_boxes())
-        items.append(dict(image=im.path, gt_boxes=im.gt_boxes(), gt_labels=[names[im.label]],
-                          pred_boxes=[box], pred_labels=[names[cls]], pred_correct=[right],
-                          caption=Path(im.path).name))
+        items.append(
+            dict(
+                image=im.path,
+                gt_boxes=im.gt_boxes(),
+                gt_labels=[names[im.label]],
+                pred_boxes=[box],
+                pred_labels=[names[cls]],
+                pred_correct=[right],
+                caption=Path(im.path).name,
+            )
+        )
     what = "protocol 2, top-1 guess" if dense else "protocol 1, ground-truth class, centre crop"
     return contact_sheet(items, out_png, cols=min(4, len(items)), thumb=192, title=f"localisation: {what}")

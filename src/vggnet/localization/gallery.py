@@ -4,6 +4,7 @@ Each tile is one image with its ground-truth boxes (blue) and the predicted boxe
 guess is correct under the ILSVRC rule and red when not (Appendix A), each labelled with its class.
 Pillow only; written atomically.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -80,8 +81,13 @@ def _tile(item: SheetItem, thumb: int, font, caption_h: int) -> Image.Image:
     preds = []
     for n in reversed(range(len(pred))):
         ok = bool(item.pred_correct[n]) if n < len(item.pred_correct) else False
-        preds.append((place(pred[n]), item.pred_labels[n] if n < len(item.pred_labels) else "",
-                      RIGHT_COLOUR if ok else WRONG_COLOUR))
+        preds.append(
+            (
+                place(pred[n]),
+                item.pred_labels[n] if n < len(item.pred_labels) else "",
+                RIGHT_COLOUR if ok else WRONG_COLOUR,
+            )
+        )
     for box in gt:
         d.rectangle(place(box), outline=GT_COLOUR, width=width)
     for r, _, colour in preds:
@@ -113,20 +119,26 @@ def contact_sheet(items, out_png, cols: int = 4, thumb: int = 224, title: str = 
     rows = (len(items) + cols - 1) // cols
     title_h = line_h + 2 if title else 0
     header_h = title_h + line_h + 2 * pad
-    sheet = Image.new("RGB", (cols * (thumb + pad) + pad, header_h + rows * (thumb + caption_h + pad) + pad),
-                      BACKGROUND)
+    sheet = Image.new(
+        "RGB", (cols * (thumb + pad) + pad, header_h + rows * (thumb + caption_h + pad) + pad), BACKGROUND
+    )
     d = ImageDraw.Draw(sheet)
     if title:
         d.text((pad, pad), title, fill=TEXT, font=big)
     x = pad
-    for colour, text in ((GT_COLOUR, "ground truth"), (RIGHT_COLOUR, "correct (IoU >= 0.5, right class)"),
-                         (WRONG_COLOUR, "wrong")):
+    for colour, text in (
+        (GT_COLOUR, "ground truth"),
+        (RIGHT_COLOUR, "correct (IoU >= 0.5, right class)"),
+        (WRONG_COLOUR, "wrong"),
+    ):
         y = pad + title_h
         d.rectangle([x, y + 2, x + line_h - 4, y + line_h - 2], outline=colour, width=2)
         d.text((x + line_h, y), text, fill=TEXT, font=font)
         x += line_h + int(d.textlength(text, font=font)) + 3 * pad
     for n, item in enumerate(items):
         r, c = divmod(n, cols)
-        sheet.paste(_tile(item, thumb, font, caption_h),
-                    (pad + c * (thumb + pad), header_h + r * (thumb + caption_h + pad)))
+        sheet.paste(
+            _tile(item, thumb, font, caption_h),
+            (pad + c * (thumb + pad), header_h + r * (thumb + caption_h + pad)),
+        )
     return atomic_write(out_png, lambda tmp: sheet.save(tmp, format="PNG"))

@@ -14,6 +14,7 @@ neither the exact match score nor t; we decide:
   would weight late arrivals more), and its score is the sum of their scores (the class scores of
   the locations that predicted them), so a box many locations agree on ranks high.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,7 +61,9 @@ class _Stats:
 
     def take(self, rows) -> "_Stats":
         out = object.__new__(_Stats)
-        out.boxes, out.centre, out.size, out.area = (v[rows] for v in (self.boxes, self.centre, self.size, self.area))
+        out.boxes, out.centre, out.size, out.area = (
+            v[rows] for v in (self.boxes, self.centre, self.size, self.area)
+        )
         return out
 
     def update(self, i: int, box: np.ndarray) -> None:
@@ -94,15 +97,18 @@ def greedy_merge(boxes, scores, t: float, max_boxes: int = MAX_MERGE_BOXES) -> M
     deterministic.
     """
     b = as_boxes(boxes)
-    s = np.asarray(scores.detach().cpu().numpy() if hasattr(scores, "detach") else scores,
-                   dtype=np.float64).reshape(-1)
+    s = np.asarray(
+        scores.detach().cpu().numpy() if hasattr(scores, "detach") else scores, dtype=np.float64
+    ).reshape(-1)
     n = len(b)
     if len(s) != n:
         raise ValueError(f"{n} boxes but {len(s)} scores")
     if n > max_boxes:
-        raise VGGError(f"greedy merge of {n:,} boxes would need an {n:,} x {n:,} matrix "
-                       f"({n * n * 8 / 1e9:.1f} GB); at most {max_boxes:,} boxes per class -- keep the "
-                       f"top-k classes, or fewer scales")
+        raise VGGError(
+            f"greedy merge of {n:,} boxes would need an {n:,} x {n:,} matrix "
+            f"({n * n * 8 / 1e9:.1f} GB); at most {max_boxes:,} boxes per class -- keep the "
+            f"top-k classes, or fewer scales"
+        )
     if not (np.isfinite(b).all() and np.isfinite(s).all()):
         raise VGGError("greedy merge: boxes and scores must be finite")
     if n == 0:
@@ -115,7 +121,7 @@ def greedy_merge(boxes, scores, t: float, max_boxes: int = MAX_MERGE_BOXES) -> M
     stats = _Stats(b.copy())  # of the current means
     m = np.empty((n, n))
     for lo in range(0, n, _BLOCK):
-        m[lo:lo + _BLOCK] = _match(stats.take(slice(lo, lo + _BLOCK)), stats)
+        m[lo : lo + _BLOCK] = _match(stats.take(slice(lo, lo + _BLOCK)), stats)
     np.fill_diagonal(m, np.inf)
     row_min, row_arg = m.min(axis=1), m.argmin(axis=1)
     for _ in range(n - 1):
@@ -158,7 +164,9 @@ def merge_per_class(per_class, t: float, max_boxes: int = MAX_MERGE_BOXES) -> di
     return {int(c): greedy_merge(bx, sc, t, max_boxes) for c, (bx, sc) in per_class.items()}
 
 
-def rank_guesses(merged_by_class: dict[int, Merged], class_scores, k: int = 5) -> list[tuple[int, np.ndarray]]:
+def rank_guesses(
+    merged_by_class: dict[int, Merged], class_scores, k: int = 5
+) -> list[tuple[int, np.ndarray]]:
     """Up to k ``(class, box)`` guesses: the top-k classes by the *classification* net's image
     scores (Appendix A: ranked by the best classification system's scores), each with its
     best-scored merged box. A top-k class without merged boxes is left out (it cannot be guessed)."""

@@ -5,6 +5,7 @@ overlaps a ground-truth box *of that class* with IoU >= 0.5 (the paper writes "a
 official devkit uses >= 0.5, and so do we). Top-k localisation error allows the first k guesses;
 an image is an error when none of them is correct.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,9 @@ def box_hits(box, gt_boxes, threshold: float = IOU_THRESHOLD) -> bool:
     return bool(_hit(best_iou(box, gt_boxes), threshold))
 
 
-def localisation_correct(guesses, gt_label: int, gt_boxes, gt_box_classes=None, k: int = 5,
-                         threshold: float = IOU_THRESHOLD) -> bool:
+def localisation_correct(
+    guesses, gt_label: int, gt_boxes, gt_box_classes=None, k: int = 5, threshold: float = IOU_THRESHOLD
+) -> bool:
     """Whether any of the first `k` guesses is correct.
 
     `guesses`: ``(class index, box (4,))`` pairs, best first (e.g. :func:`merge.rank_guesses`);
@@ -91,8 +93,9 @@ def gt_class_box_ious(pred_boxes, gt_boxes_list, extents=None) -> np.ndarray:
     return np.array([best_iou(p, gt) for p, gt in zip(pred, gt_boxes_list)], dtype=np.float64)
 
 
-def gt_class_box_misses(pred_boxes, gt_boxes_list, extents=None,
-                        threshold: float = IOU_THRESHOLD) -> np.ndarray:
+def gt_class_box_misses(
+    pred_boxes, gt_boxes_list, extents=None, threshold: float = IOU_THRESHOLD
+) -> np.ndarray:
     """Test protocol 1's check (Appendix A, Table 8), per image: True where the clipped box of the
     ground-truth class misses (:func:`gt_class_box_ious` below the threshold, with the slack of
     :func:`box_hits`). `vggnet loc evaluate` and the per-epoch validation of `vggnet loc train`

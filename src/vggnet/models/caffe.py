@@ -40,6 +40,7 @@ The release's conv1_1 expects **BGR** input in 0-255 with the mean pixel (B, G, 
 116.779, 123.68) subtracted. The imported weights are kept as they are and the metadata says so
 (``PRESETS["caffe"]``); :class:`vggnet.data.transforms.Normalizer` then flips our RGB batches.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,16 +51,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.preprocessing import PRESETS, Preprocessing
 from ..errors import VGGError
 from ..fileio import atomic_write
 from .configs import TABLE1, parse_config
-from .vgg import FC_NAMES, VGG, scaled_width
-from .meta import PRESETS, ArchSpec, Preprocessing, WeightsMeta
+from .meta import ArchSpec, WeightsMeta
+from .vgg import FC_NAMES, VGG, model_from_spec, scaled_width
 from .weights import default_classes
-from .zoo import model_from_spec
 
-MAX_FILE_BYTES = 2 * 1024 ** 3  # the release's files are about 530 MiB (16 layers) and 550 MiB (19)
-MAX_PROTOTXT_BYTES = 16 * 1024 ** 2
+MAX_FILE_BYTES = 2 * 1024**3  # the release's files are about 530 MiB (16 layers) and 550 MiB (19)
+MAX_PROTOTXT_BYTES = 16 * 1024**2
 MAX_PROTOTXT_DEPTH = 32
 MAX_BLOB_DIMS = 32
 
@@ -76,18 +77,40 @@ BLOB_DATA, BLOB_DIFF, BLOB_SHAPE, BLOB_DOUBLE_DATA, BLOB_DOUBLE_DIFF = 5, 6, 7, 
 SHAPE_DIM = 1
 
 # V1LayerParameter.LayerType, under the V2 type names (only a few matter; the rest name layers in errors).
-V1_TYPES = {0: "None", 1: "Accuracy", 3: "Concat", 4: "Convolution", 5: "Data", 6: "Dropout", 8: "Flatten",
-            12: "ImageData", 14: "InnerProduct", 15: "LRN", 17: "Pooling", 18: "ReLU", 19: "Sigmoid",
-            20: "Softmax", 21: "SoftmaxWithLoss", 22: "Split", 23: "TanH", 24: "WindowData", 29: "MemoryData",
-            39: "Deconvolution"}
+V1_TYPES = {
+    0: "None",
+    1: "Accuracy",
+    3: "Concat",
+    4: "Convolution",
+    5: "Data",
+    6: "Dropout",
+    8: "Flatten",
+    12: "ImageData",
+    14: "InnerProduct",
+    15: "LRN",
+    17: "Pooling",
+    18: "ReLU",
+    19: "Sigmoid",
+    20: "Softmax",
+    21: "SoftmaxWithLoss",
+    22: "Split",
+    23: "TanH",
+    24: "WindowData",
+    29: "MemoryData",
+    39: "Deconvolution",
+}
 V1_TYPE_IDS = {"Convolution": 4, "InnerProduct": 14, "LRN": 15}
 CONV, FC, LRN = "convolution", "innerproduct", "lrn"  # canonical type names (see _canon)
 
 # Repeated fixed-width values written unpacked, one key byte per value: (field << 3 | wire type) -> width.
 # The release writes packed arrays, but an unpacked one is legal protobuf; these runs are decoded with
 # numpy (a Python loop over 138 million floats would take minutes).
-_RUNS = {BLOB_DATA << 3 | FIXED32: "<f4", BLOB_DIFF << 3 | FIXED32: "<f4",
-         BLOB_DOUBLE_DATA << 3 | FIXED64: "<f8", BLOB_DOUBLE_DIFF << 3 | FIXED64: "<f8"}
+_RUNS = {
+    BLOB_DATA << 3 | FIXED32: "<f4",
+    BLOB_DIFF << 3 | FIXED32: "<f4",
+    BLOB_DOUBLE_DATA << 3 | FIXED64: "<f8",
+    BLOB_DOUBLE_DIFF << 3 | FIXED64: "<f8",
+}
 _KEEP = {BLOB_DATA, BLOB_DOUBLE_DATA}
 
 
@@ -109,7 +132,7 @@ class CaffeNet:
 
 
 def _canon(type_name: str) -> str:
-    """"InnerProduct", "INNER_PRODUCT" and "innerproduct" are one type (V2 strings, V1 enum names)."""
+    """ "InnerProduct", "INNER_PRODUCT" and "innerproduct" are one type (V2 strings, V1 enum names)."""
     return re.sub(r"[^a-z0-9]", "", type_name.lower())
 
 
@@ -126,8 +149,10 @@ class _Decoder:
         raise VGGError(f"{self.where}: not a readable Caffe model: {why} at byte {at}")
 
     def truncated(self, end: int, at: int, what: str):
-        raise VGGError(f"{self.where}: not a readable Caffe model: truncated at byte {end} "
-                       f"({what} starting at byte {at} runs past it)")
+        raise VGGError(
+            f"{self.where}: not a readable Caffe model: truncated at byte {end} "
+            f"({what} starting at byte {at} runs past it)"
+        )
 
     def varint(self, pos: int, end: int) -> tuple[int, int]:
         data, start, value, shift = self.data, pos, 0, 0
@@ -178,66 +203,86 @@ class _Decoder:
             self.fail(at, f"field {number} ({what}) has wire type {wire}, expected {expected}")
 
     def string(self, span) -> str:
-        return self.data[span[0]:span[1]].decode("utf-8", errors="replace")
+        return self.data[span[0] : span[1]].decode("utf-8", errors="replace")
+
+    def collect(self, span, wanted: dict, refuse: dict | None = None) -> dict:
+        """The fields `wanted` ({number: (what, wire type)}) of the message in `span`, each a list
+        of (value, offset) in file order; a field of `refuse` ({number: message}) is an error."""
+        found = {number: [] for number in wanted}
+        for number, wire, value, at in self.fields(*span):
+            if refuse and number in refuse:
+                raise VGGError(f"{self.where}: {refuse[number]}")
+            if number in wanted:
+                what, expected = wanted[number]
+                self.need(wire, expected, number, at, what)
+                found[number].append((value, at))
+        return found
+
+    def last_string(self, found: list, default: str) -> str:
+        return self.string(found[-1][0]) if found else default
 
     # -- NetParameter ------------------------------------------------------------------------------
     def net(self) -> CaffeNet:
-        name, v1, v2 = "", [], []
-        for number, wire, value, at in self.fields(0, len(self.data)):
-            if number == NET_NAME:
-                self.need(wire, LENGTH, number, at, "net name")
-                name = self.string(value)
-            elif number == NET_LAYER_V2:
-                self.need(wire, LENGTH, number, at, "layer")
-                v2.append(value)
-            elif number == NET_LAYERS_V1:
-                self.need(wire, LENGTH, number, at, "layers")
-                v1.append((value, at))
+        f = self.collect(
+            (0, len(self.data)),
+            {
+                NET_NAME: ("net name", LENGTH),
+                NET_LAYER_V2: ("layer", LENGTH),
+                NET_LAYERS_V1: ("layers", LENGTH),
+            },
+        )
+        v1, v2 = f[NET_LAYERS_V1], f[NET_LAYER_V2]
         if v1 and v2:
-            raise VGGError(f"{self.where}: holds both V1 'layers' and V2 'layer' fields; Caffe refuses such "
-                           f"a net too")
+            raise VGGError(
+                f"{self.where}: holds both V1 'layers' and V2 'layer' fields; Caffe refuses such a net too"
+            )
         if not v1 and not v2:
             raise VGGError(f"{self.where}: not a Caffe model: no layers (NetParameter field 100 or 2) found")
+        name = self.last_string(f[NET_NAME], "")
         if v2:
-            return CaffeNet(name, "V2", [self.layer_v2(*span) for span in v2])
+            return CaffeNet(name, "V2", [self.layer_v2(span) for span, _ in v2])
         return CaffeNet(name, "V1", [self.layer_v1(span, at) for span, at in v1])
 
-    def layer_v2(self, start: int, end: int) -> CaffeLayer:
-        name, type_name, blobs, transpose = "", "", [], False
-        for number, wire, value, at in self.fields(start, end):
-            if number == V2_NAME:
-                self.need(wire, LENGTH, number, at, "layer name")
-                name = self.string(value)
-            elif number == V2_TYPE:
-                self.need(wire, LENGTH, number, at, "layer type")
-                type_name = self.string(value)
-            elif number == V2_BLOBS:
-                self.need(wire, LENGTH, number, at, "blobs")
-                blobs.append(value)
-            elif number == V2_IP_PARAM:
-                self.need(wire, LENGTH, number, at, "inner_product_param")
-                transpose = self.transpose(value)
-        return self.layer(name or f"#{start}", type_name, blobs, transpose)
+    def layer_v2(self, span) -> CaffeLayer:
+        f = self.collect(
+            span,
+            {
+                V2_NAME: ("layer name", LENGTH),
+                V2_TYPE: ("layer type", LENGTH),
+                V2_BLOBS: ("blobs", LENGTH),
+                V2_IP_PARAM: ("inner_product_param", LENGTH),
+            },
+        )
+        return self.layer_of(f, span, self.last_string(f[V2_TYPE], ""), (V2_NAME, V2_BLOBS, V2_IP_PARAM))
 
     def layer_v1(self, span, at_layer: int) -> CaffeLayer:
-        name, type_name, blobs, transpose = "", "None", [], False
-        for number, wire, value, at in self.fields(*span):
-            if number == V1_V0_LAYER:
-                raise VGGError(f"{self.where}: the layer at byte {at_layer} is in Caffe's V0 format (2013); "
-                               f"convert the file with Caffe's upgrade_net_proto_binary first")
-            if number == V1_NAME:
-                self.need(wire, LENGTH, number, at, "layer name")
-                name = self.string(value)
-            elif number == V1_TYPE:
-                self.need(wire, VARINT, number, at, "layer type")
-                type_name = V1_TYPES.get(value, f"V1 type {value}")
-            elif number == V1_BLOBS:
-                self.need(wire, LENGTH, number, at, "blobs")
-                blobs.append(value)
-            elif number == V1_IP_PARAM:
-                self.need(wire, LENGTH, number, at, "inner_product_param")
-                transpose = self.transpose(value)
-        return self.layer(name or f"#{span[0]}", type_name, blobs, transpose)
+        v0 = (
+            f"the layer at byte {at_layer} is in Caffe's V0 format (2013); convert the file with Caffe's "
+            f"upgrade_net_proto_binary first"
+        )
+        f = self.collect(
+            span,
+            {
+                V1_NAME: ("layer name", LENGTH),
+                V1_TYPE: ("layer type", VARINT),
+                V1_BLOBS: ("blobs", LENGTH),
+                V1_IP_PARAM: ("inner_product_param", LENGTH),
+            },
+            refuse={V1_V0_LAYER: v0},
+        )
+        code = f[V1_TYPE][-1][0] if f[V1_TYPE] else None
+        type_name = "None" if code is None else V1_TYPES.get(code, f"V1 type {code}")
+        return self.layer_of(f, span, type_name, (V1_NAME, V1_BLOBS, V1_IP_PARAM))
+
+    def layer_of(self, found: dict, span, type_name: str, numbers) -> CaffeLayer:
+        name, blobs, ip_param = numbers
+        transpose = self.transpose(found[ip_param][-1][0]) if found[ip_param] else False
+        return self.layer(
+            self.last_string(found[name], "") or f"#{span[0]}",
+            type_name,
+            [value for value, _ in found[blobs]],
+            transpose,
+        )
 
     def layer(self, name, type_name, blob_spans, transpose) -> CaffeLayer:
         # Blobs are decoded once the name is known, so their errors can name the layer.
@@ -284,8 +329,9 @@ class _Decoder:
             raise VGGError(f"{self.where}: {what}: invalid shape {shape}")
         count = math.prod(shape)
         if count != data.size:
-            raise VGGError(f"{self.where}: {what}: shape {shape} holds {count} values but the file stores "
-                           f"{data.size}")
+            raise VGGError(
+                f"{self.where}: {what}: shape {shape} holds {count} values but the file stores {data.size}"
+            )
         return data.reshape(shape)
 
     def signed(self, value: int) -> int:
@@ -345,8 +391,10 @@ def read_caffemodel(path) -> CaffeNet:
         raise VGGError(f"Caffe model not found: {path}")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise VGGError(f"{path}: {size} bytes, over the {MAX_FILE_BYTES}-byte limit for a Caffe model "
-                       f"(the release's 19-layer file is about 550 MiB)")
+        raise VGGError(
+            f"{path}: {size} bytes, over the {MAX_FILE_BYTES}-byte limit for a Caffe model "
+            f"(the release's 19-layer file is about 550 MiB)"
+        )
     return decode_caffemodel(path.read_bytes(), str(path))
 
 
@@ -393,9 +441,13 @@ def _encode_layer(layer: CaffeLayer, fmt: str) -> bytes:
             parts.append(_length_field(V2_IP_PARAM, transpose))
         return _length_field(NET_LAYER_V2, b"".join(parts))
     if layer.type not in V1_TYPE_IDS:
-        raise VGGError(f"layer {layer.name}: type {layer.type} has no V1 code here; valid: "
-                       + ", ".join(V1_TYPE_IDS))
-    parts = [_length_field(V1_NAME, layer.name.encode()), _key(V1_TYPE, VARINT) + _varint(V1_TYPE_IDS[layer.type])]
+        raise VGGError(
+            f"layer {layer.name}: type {layer.type} has no V1 code here; valid: " + ", ".join(V1_TYPE_IDS)
+        )
+    parts = [
+        _length_field(V1_NAME, layer.name.encode()),
+        _key(V1_TYPE, VARINT) + _varint(V1_TYPE_IDS[layer.type]),
+    ]
     parts += [_length_field(V1_BLOBS, _encode_blob(b, legacy=True)) for b in layer.blobs]
     if transpose:
         parts.append(_length_field(V1_IP_PARAM, transpose))
@@ -427,8 +479,10 @@ def caffe_layers(model: VGG, preprocessing: dict | None = None) -> list[CaffeLay
     if not isinstance(model, VGG):
         raise VGGError(f"export to Caffe takes a VGG model, got {type(model).__name__}")
     if any(isinstance(m, torch.nn.BatchNorm2d) for m in model.features):
-        raise VGGError("a net with batch normalisation has no counterpart in the Caffe release (Table 1 "
-                       "nets have none); export a net without it")
+        raise VGGError(
+            "a net with batch normalisation has no counterpart in the Caffe release (Table 1 "
+            "nets have none); export a net without it"
+        )
     flip = _rgb_to_bgr(preprocessing)
     named = model.weight_layers()
     layers = []
@@ -440,11 +494,22 @@ def caffe_layers(model: VGG, preprocessing: dict | None = None) -> list[CaffeLay
             weight = named[layer.name].weight.detach().cpu().float().numpy()
             if flip and layer.name == "conv1_1":
                 weight = weight[:, ::-1]
-            layers.append(CaffeLayer(layer.name, "Convolution",
-                                     [weight, named[layer.name].bias.detach().cpu().float().numpy()]))
+            layers.append(
+                CaffeLayer(
+                    layer.name, "Convolution", [weight, named[layer.name].bias.detach().cpu().float().numpy()]
+                )
+            )
     for fc in FC_NAMES:
-        layers.append(CaffeLayer(fc, "InnerProduct", [named[fc].weight.detach().cpu().float().numpy(),
-                                                      named[fc].bias.detach().cpu().float().numpy()]))
+        layers.append(
+            CaffeLayer(
+                fc,
+                "InnerProduct",
+                [
+                    named[fc].weight.detach().cpu().float().numpy(),
+                    named[fc].bias.detach().cpu().float().numpy(),
+                ],
+            )
+        )
     return layers
 
 
@@ -457,17 +522,23 @@ def _rgb_to_bgr(preprocessing) -> bool:
         preprocessing = Preprocessing.from_dict(preprocessing)
     caffe, order = PRESETS["caffe"], preprocessing.channel_order
     mean_bgr = preprocessing.mean[::-1] if order == "RGB" else preprocessing.mean
-    same = (preprocessing.value_range == caffe.value_range and preprocessing.std == caffe.std
-            and np.allclose(mean_bgr, caffe.mean, atol=1e-3))
+    same = (
+        preprocessing.value_range == caffe.value_range
+        and preprocessing.std == caffe.std
+        and np.allclose(mean_bgr, caffe.mean, atol=1e-3)
+    )
     if not same:
-        raise VGGError(f"a Caffe file stores no preprocessing and is read as the release's "
-                       f"({caffe.describe()}); weights expecting {preprocessing.describe()} cannot be expressed "
-                       f"that way")
+        raise VGGError(
+            f"a Caffe file stores no preprocessing and is read as the release's "
+            f"({caffe.describe()}); weights expecting {preprocessing.describe()} cannot be expressed "
+            f"that way"
+        )
     return order == "RGB"
 
 
-def export_caffe(model: VGG, path, format: str = "V2", preprocessing: dict | None = None,
-                 name: str | None = None) -> Path:
+def export_caffe(
+    model: VGG, path, format: str = "V2", preprocessing: dict | None = None, name: str | None = None
+) -> Path:
     """Write `model` as a ``.caffemodel`` (weights, layer names and types; no prototxt). V1 is the
     2014 release's format (legacy 4-D blob shapes), V2 today's. Layer names are the release's, so its
     deploy prototxts describe exported D and E nets. See :func:`caffe_layers` for `preprocessing`."""
@@ -480,6 +551,7 @@ def export_caffe(model: VGG, path, format: str = "V2", preprocessing: dict | Non
             f.write(head)
             for layer in layers:  # one layer at a time: fc6 alone is 392 MB at full size
                 f.write(_encode_layer(layer, fmt))
+
     return atomic_write(path, write)
 
 
@@ -528,19 +600,24 @@ def _table1_items(config: str, width: float) -> list[_Item]:
 
 def _weights(layer: CaffeLayer, kind: str, where: str) -> tuple[np.ndarray, np.ndarray]:
     if len(layer.blobs) != 2:
-        raise VGGError(f"{where}: layer {layer.name}: {len(layer.blobs)} blobs, expected 2 (weights and "
-                       f"biases)")
+        raise VGGError(
+            f"{where}: layer {layer.name}: {len(layer.blobs)} blobs, expected 2 (weights and biases)"
+        )
     weight, bias = layer.blobs
     if kind == CONV:
         if weight.ndim != 4 or weight.shape[2] != weight.shape[3]:
-            raise VGGError(f"{where}: layer {layer.name}: convolution weights of shape {weight.shape}, "
-                           f"expected (out, in, k, k)")
+            raise VGGError(
+                f"{where}: layer {layer.name}: convolution weights of shape {weight.shape}, "
+                f"expected (out, in, k, k)"
+            )
     else:
         while weight.ndim > 2 and weight.shape[0] == 1:  # legacy (1, 1, out, in)
             weight = weight.reshape(weight.shape[1:])
         if weight.ndim != 2:
-            raise VGGError(f"{where}: layer {layer.name}: fully connected weights of shape {weight.shape}, "
-                           f"expected (out, in)")
+            raise VGGError(
+                f"{where}: layer {layer.name}: fully connected weights of shape {weight.shape}, "
+                f"expected (out, in)"
+            )
         if layer.transpose:
             weight = np.ascontiguousarray(weight.T)
     if bias.size != weight.shape[0]:
@@ -559,12 +636,16 @@ def match_table1(layers: list[CaffeLayer], where: str = "<caffe>") -> tuple[dict
         kind = _canon(layer.type)
         if kind not in (CONV, FC, LRN):
             if layer.blobs:
-                raise VGGError(f"{where}: layer {layer.name}: a {layer.type} layer with weights; Table 1 nets "
-                               f"hold weights only in Convolution and InnerProduct layers")
+                raise VGGError(
+                    f"{where}: layer {layer.name}: a {layer.type} layer with weights; Table 1 nets "
+                    f"hold weights only in Convolution and InnerProduct layers"
+                )
             continue
         if fcs and kind != FC:
-            raise VGGError(f"{where}: layer {layer.name}: {layer.type} after the fully connected layer "
-                           f"{fcs[0].name}; Table 1 nets end with three fully connected layers")
+            raise VGGError(
+                f"{where}: layer {layer.name}: {layer.type} after the fully connected layer "
+                f"{fcs[0].name}; Table 1 nets end with three fully connected layers"
+            )
         if kind == LRN:
             items.append(_Item(layer.name, LRN))
             continue
@@ -603,8 +684,10 @@ def match_table1(layers: list[CaffeLayer], where: str = "<caffe>") -> tuple[dict
         text = f"{want[best].name} ({want[best].describe()})" if best < len(want) else "fc6 (fully connected)"
         expected.setdefault(text, []).append(config)
     alternatives = " or ".join(f"{text} of config {', '.join(configs)}" for text, configs in expected.items())
-    raise VGGError(f"{where}: {what}; expected {alternatives}: the layers match no Table 1 configuration "
-                   f"({', '.join(TABLE1)})")
+    raise VGGError(
+        f"{where}: {what}; expected {alternatives}: the layers match no Table 1 configuration "
+        f"({', '.join(TABLE1)})"
+    )
 
 
 def _infer_width(items: list[_Item], config: str) -> float:
@@ -629,27 +712,38 @@ def _finish(config, width, items, weights, fcs, where):
     conv_names = [i.name for i in _table1_items(config, width) if i.kind == CONV]
     if len(fcs) != 3:
         extra = f" (the fourth is {fcs[3].name})" if len(fcs) > 3 else ""
-        raise VGGError(f"{where}: {len(fcs)} fully connected layers{extra}, expected 3 (fc6, fc7, fc8; Table 1)")
+        raise VGGError(
+            f"{where}: {len(fcs)} fully connected layers{extra}, expected 3 (fc6, fc7, fc8; Table 1)"
+        )
     (w6, _), (w7, _), (w8, _) = (fc.blobs for fc in fcs)
     pool5 = [i for i in items if i.kind == CONV][-1].out
     fc_dim, fc6_in = w6.shape
     side = math.isqrt(fc6_in // pool5) if fc6_in % pool5 == 0 else 0
     if side < 1 or side * side * pool5 != fc6_in:
-        raise VGGError(f"{where}: layer {fcs[0].name}: {fc6_in} inputs, not {pool5} pool5 channels x s x s for "
-                       f"a whole s (the crop size is 32 s)")
+        raise VGGError(
+            f"{where}: layer {fcs[0].name}: {fc6_in} inputs, not {pool5} pool5 channels x s x s for "
+            f"a whole s (the crop size is 32 s)"
+        )
     if w7.shape != (fc_dim, fc_dim):
-        raise VGGError(f"{where}: layer {fcs[1].name}: weights of shape {w7.shape}, expected {(fc_dim, fc_dim)}")
+        raise VGGError(
+            f"{where}: layer {fcs[1].name}: weights of shape {w7.shape}, expected {(fc_dim, fc_dim)}"
+        )
     if w8.shape[1] != fc_dim:
-        raise VGGError(f"{where}: layer {fcs[2].name}: {w8.shape[1]} inputs, expected {fc_dim} (fc7's outputs)")
-    kwargs = dict(arch=config, num_classes=int(w8.shape[0]), width=width, fc_dim=int(fc_dim),
-                  crop_size=32 * side)
+        raise VGGError(
+            f"{where}: layer {fcs[2].name}: {w8.shape[1]} inputs, expected {fc_dim} (fc7's outputs)"
+        )
+    kwargs = dict(
+        arch=config, num_classes=int(w8.shape[0]), width=width, fc_dim=int(fc_dim), crop_size=32 * side
+    )
     named = dict(zip(conv_names, weights))
     named.update(zip(FC_NAMES, (tuple(fc.blobs) for fc in fcs)))
     return kwargs, named
 
 
 # -- prototxt -------------------------------------------------------------------------------------
-_TOKEN = re.compile(r"""\s+|\#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[{}\[\]:,;<>]|[^\s{}\[\]:,;<>"'\#]+""")
+_TOKEN = re.compile(
+    r"""\s+|\#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[{}\[\]:,;<>]|[^\s{}\[\]:,;<>"'\#]+"""
+)
 
 
 def _tokens(text: str, where: str) -> list[tuple[str, int]]:
@@ -657,7 +751,7 @@ def _tokens(text: str, where: str) -> list[tuple[str, int]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None:
-            raise VGGError(f"{where}:{line}: cannot read {text[pos:pos + 10]!r}")
+            raise VGGError(f"{where}:{line}: cannot read {text[pos : pos + 10]!r}")
         tok = m.group()
         if not (tok[0].isspace() or tok[0] == "#"):
             tokens.append((tok, line))
@@ -701,8 +795,9 @@ def _parse_text(tokens, i: int, depth: int, close: str | None, where: str):
             i += 1
             while i < len(tokens) and tokens[i][0] != "]":
                 if tokens[i][0] in ("{", "<"):
-                    value, i = _parse_text(tokens, i + 1, depth + 1, "}" if tokens[i][0] == "{" else ">",
-                                           where)
+                    value, i = _parse_text(
+                        tokens, i + 1, depth + 1, "}" if tokens[i][0] == "{" else ">", where
+                    )
                     entries.append((tok, value))
                 elif tokens[i][0] != ",":
                     entries.append((tok, _unquote(tokens[i][0])))
@@ -738,7 +833,9 @@ def read_prototxt(path) -> list[tuple[str, str]]:
             continue
         fields = dict((k, v) for k, v in value if isinstance(v, str))
         if any(k == "layer" for k, _ in value):
-            raise VGGError(f"{path}: a V0 (2013) net definition; convert it with Caffe's upgrade_net_proto_text")
+            raise VGGError(
+                f"{path}: a V0 (2013) net definition; convert it with Caffe's upgrade_net_proto_text"
+            )
         layers.append((fields.get("name", ""), fields.get("type", "")))
     if not layers:
         raise VGGError(f"{path}: no 'layer' or 'layers' blocks: not a Caffe net definition")
@@ -760,8 +857,10 @@ def _apply_prototxt(layers: list[CaffeLayer], proto: list[tuple[str, str]], wher
             if source is None:
                 raise VGGError(f"{proto_where}: layer {name} ({type_name}) has no weights in {where}")
             if _canon(source.type) != kind:
-                raise VGGError(f"{proto_where}: layer {name} is a {type_name} layer, but {where} holds a "
-                               f"{source.type} layer of that name")
+                raise VGGError(
+                    f"{proto_where}: layer {name} is a {type_name} layer, but {where} holds a "
+                    f"{source.type} layer of that name"
+                )
             out.append(CaffeLayer(name, source.type, source.blobs, source.transpose))
         else:
             out.append(CaffeLayer(name, type_name))

@@ -5,22 +5,48 @@ the paper's own notation: ``conv3-64`` is a 3x3 convolution with 64 output chann
 a 1x1 convolution (config C), ``conv5-128`` a 5x5 one (the "shallow" net of §4.1) and ``LRN`` a
 local response normalisation layer (A-LRN). Adding a configuration is adding a row.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 TABLE1: dict[str, tuple[str, ...]] = {
     "A": ("conv3-64", "conv3-128", "conv3-256 conv3-256", "conv3-512 conv3-512", "conv3-512 conv3-512"),
-    "A-LRN": ("conv3-64 LRN", "conv3-128", "conv3-256 conv3-256", "conv3-512 conv3-512",
-              "conv3-512 conv3-512"),
-    "B": ("conv3-64 conv3-64", "conv3-128 conv3-128", "conv3-256 conv3-256", "conv3-512 conv3-512",
-          "conv3-512 conv3-512"),
-    "C": ("conv3-64 conv3-64", "conv3-128 conv3-128", "conv3-256 conv3-256 conv1-256",
-          "conv3-512 conv3-512 conv1-512", "conv3-512 conv3-512 conv1-512"),
-    "D": ("conv3-64 conv3-64", "conv3-128 conv3-128", "conv3-256 conv3-256 conv3-256",
-          "conv3-512 conv3-512 conv3-512", "conv3-512 conv3-512 conv3-512"),
-    "E": ("conv3-64 conv3-64", "conv3-128 conv3-128", "conv3-256 conv3-256 conv3-256 conv3-256",
-          "conv3-512 conv3-512 conv3-512 conv3-512", "conv3-512 conv3-512 conv3-512 conv3-512"),
+    "A-LRN": (
+        "conv3-64 LRN",
+        "conv3-128",
+        "conv3-256 conv3-256",
+        "conv3-512 conv3-512",
+        "conv3-512 conv3-512",
+    ),
+    "B": (
+        "conv3-64 conv3-64",
+        "conv3-128 conv3-128",
+        "conv3-256 conv3-256",
+        "conv3-512 conv3-512",
+        "conv3-512 conv3-512",
+    ),
+    "C": (
+        "conv3-64 conv3-64",
+        "conv3-128 conv3-128",
+        "conv3-256 conv3-256 conv1-256",
+        "conv3-512 conv3-512 conv1-512",
+        "conv3-512 conv3-512 conv1-512",
+    ),
+    "D": (
+        "conv3-64 conv3-64",
+        "conv3-128 conv3-128",
+        "conv3-256 conv3-256 conv3-256",
+        "conv3-512 conv3-512 conv3-512",
+        "conv3-512 conv3-512 conv3-512",
+    ),
+    "E": (
+        "conv3-64 conv3-64",
+        "conv3-128 conv3-128",
+        "conv3-256 conv3-256 conv3-256 conv3-256",
+        "conv3-512 conv3-512 conv3-512 conv3-512",
+        "conv3-512 conv3-512 conv3-512 conv3-512",
+    ),
     # §4.1: net B with each pair of 3x3 convs replaced by one 5x5 conv (same receptive field).
     "B-5x5": ("conv5-64", "conv5-128", "conv5-256", "conv5-512", "conv5-512"),
 }
@@ -64,7 +90,7 @@ def parse_config(name: str) -> list[list[Layer]]:
                 continue
             kind, width = token.split("-")
             index += 1
-            layers.append(Layer(f"conv{s}_{index}", int(kind[len("conv"):]), int(width)))
+            layers.append(Layer(f"conv{s}_{index}", int(kind[len("conv") :]), int(width)))
         stages.append(layers)
     return stages
 

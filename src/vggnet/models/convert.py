@@ -12,15 +12,26 @@ std) and with its class names. Both travel in every direction:
   from the one-pixel border only, is measured on random images and must stay below
   ``FOLD_TOLERANCE``, else the export is refused); the class names go to ``NAME.classes.txt``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..data.preprocessing import PRESETS
 from ..errors import VGGError
 from ..fileio import claim_output
-from .meta import PRESETS
-from .weights import (classes_file, export_torchvision, fold_check, fold_preprocessing, import_torchvision,
-                      is_vggnet_file, load_model, read_class_names, save_weights)
+from .caffe import import_caffe
+from .weights import (
+    classes_file,
+    export_torchvision,
+    fold_check,
+    fold_preprocessing,
+    import_torchvision,
+    is_vggnet_file,
+    load_model,
+    read_class_names,
+    save_weights,
+)
 
 FOLD_TOLERANCE = 0.01  # largest change of a soft-max output accepted from folding (border effect)
 
@@ -40,30 +51,46 @@ def to_torchvision(src, dst, force: bool = False) -> dict:
         folded = fold_preprocessing(model, meta.preprocessing, target)
         change = fold_check(model, folded, meta.preprocessing, target)
         if change > FOLD_TOLERANCE:
-            raise VGGError(f"{src} expects {meta.preprocessing.describe()}; folded into conv1_1 for torchvision's "
-                           f"input it would change soft-max outputs by up to {change:.3f} (border effect); keep "
-                           f"it in vggnet's format instead")
-        model, note = folded, f"{meta.preprocessing.describe()} folded into conv1_1 (largest change of a soft-max " \
-                              f"output on random images: {change:.1e})"
+            raise VGGError(
+                f"{src} expects {meta.preprocessing.describe()}; folded into conv1_1 for torchvision's "
+                f"input it would change soft-max outputs by up to {change:.3f} (border effect); keep "
+                f"it in vggnet's format instead"
+            )
+        model, note = (
+            folded,
+            f"{meta.preprocessing.describe()} folded into conv1_1 (largest change of a soft-max "
+            f"output on random images: {change:.1e})",
+        )
     export_torchvision(model, dst, classes=meta.classes)
-    return dict(dst=str(dst), classes_file=str(classes_file(dst)), arch=model.arch, batch_norm=model.spec.batch_norm,
-                folded=note)
+    return dict(
+        dst=str(dst),
+        classes_file=str(classes_file(dst)),
+        arch=model.arch,
+        batch_norm=model.spec.batch_norm,
+        folded=note,
+    )
 
 
-def to_vggnet(src, dst, arch: str | None = None, classes_path=None, prototxt=None, force: bool = False) -> dict:
+def to_vggnet(
+    src, dst, arch: str | None = None, classes_path=None, prototxt=None, force: bool = False
+) -> dict:
     src = Path(src)
     dst = claim_output(dst, "vggnet weights", force)
     classes = read_class_names(classes_path) if classes_path else None
     if src.suffix.lower() == ".caffemodel":
-        from .caffe import import_caffe
         model, meta = import_caffe(src, prototxt=prototxt, classes=classes)
     else:
         if prototxt:
             raise VGGError("--prototxt goes with a .caffemodel file")
         model, meta = import_torchvision(src, arch=arch, classes=classes)
     save_weights(dst, model, meta)
-    return dict(dst=str(dst), arch=model.arch, classes=len(meta.classes), preprocessing=meta.preprocessing.describe(),
-                source=meta.source.get("kind") if meta.source else "?")
+    return dict(
+        dst=str(dst),
+        arch=model.arch,
+        classes=len(meta.classes),
+        preprocessing=meta.preprocessing.describe(),
+        source=meta.source.get("kind") if meta.source else "?",
+    )
 
 
 def convert(src, dst, to: str | None = None, **options) -> dict:

@@ -11,9 +11,14 @@ contract -- layout, dtype, channel order, the size an image is resized and cropp
 class names (id and readable name) to ``NAME.json`` beside it and into the model's metadata_props
 (``vggnet.input``, ``vggnet.classes``, JSON), so a deployment needs nothing else to feed it.
 """
+
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
+import warnings
 
 import torch
 from torch import nn
@@ -45,7 +50,9 @@ def _imports():
         import onnxruntime
         import onnxscript  # noqa: F401
     except ImportError as e:
-        raise VGGError(f"ONNX export needs the onnx extra ({e.name} is missing): pip install 'vggnet[onnx]'") from None
+        raise VGGError(
+            f"ONNX export needs the onnx extra ({e.name} is missing): pip install 'vggnet[onnx]'"
+        ) from None
     return onnxruntime
 
 
@@ -66,10 +73,14 @@ def check_onnx(path, module: Deployable, crop: int, dense: bool) -> float:
             ref = module(x)
             got = torch.from_numpy(session.run(None, {name: x.numpy()})[0])
             if got.shape != ref.shape:
-                raise VGGError(f"{path}: ONNX output shape {tuple(got.shape)} differs from PyTorch's {tuple(ref.shape)}")
+                raise VGGError(
+                    f"{path}: ONNX output shape {tuple(got.shape)} differs from PyTorch's {tuple(ref.shape)}"
+                )
             worst = max(worst, float((got - ref).abs().max() / ref.abs().max().clamp(min=1e-6)))
     if worst > TOLERANCE:
-        raise VGGError(f"{path}: ONNX Runtime's outputs differ from PyTorch's by {worst:.1e} (relative); not exported")
+        raise VGGError(
+            f"{path}: ONNX Runtime's outputs differ from PyTorch's by {worst:.1e} (relative); not exported"
+        )
     return worst
 
 
@@ -78,12 +89,24 @@ def input_contract(meta, crop: int, dense: bool, output: str) -> dict:
     net's test scale Q (§4.1: S, or the middle of a jittered range) and, for the crop-sized graph,
     the centre crop; the normalisation is inside the graph."""
     q = default_scales(Scale(*meta.train.scale) if meta.train else None, crop)[0]
-    return dict(input="images", layout="NCHW", dtype="uint8", channels="RGB", value_range="0-255",
-                shape=["N", 3, "H", "W"] if dense else ["N", 3, crop, crop], resize_smallest_side=q,
-                crop=None if dense else crop, min_side=crop,
-                steps=(f"resize the smallest side to {q}, keep the whole image (H, W >= {crop})" if dense else
-                       f"resize the smallest side to {q}, take the centre {crop}x{crop} crop"),
-                preprocessing_in_graph=meta.preprocessing.describe(), output=output)
+    return dict(
+        input="images",
+        layout="NCHW",
+        dtype="uint8",
+        channels="RGB",
+        value_range="0-255",
+        shape=["N", 3, "H", "W"] if dense else ["N", 3, crop, crop],
+        resize_smallest_side=q,
+        crop=None if dense else crop,
+        min_side=crop,
+        steps=(
+            f"resize the smallest side to {q}, keep the whole image (H, W >= {crop})"
+            if dense
+            else f"resize the smallest side to {q}, take the centre {crop}x{crop} crop"
+        ),
+        preprocessing_in_graph=meta.preprocessing.describe(),
+        output=output,
+    )
 
 
 def class_table(classes: list[str]) -> list[dict]:
@@ -101,7 +124,10 @@ def export_onnx(checkpoint, out, dense: bool = False, force: bool = False) -> di
     crop = model.crop_size
     example = _examples(crop, dense)[0]
     batch = torch.export.Dim("batch", min=1, max=4096)
-    shapes = {2: torch.export.Dim("height", min=crop, max=8192), 3: torch.export.Dim("width", min=crop, max=8192)}
+    shapes = {
+        2: torch.export.Dim("height", min=crop, max=8192),
+        3: torch.export.Dim("width", min=crop, max=8192),
+    }
     dynamic = {"images": {0: batch, **(shapes if dense else {})}}
     report = {}
 
@@ -110,23 +136,30 @@ def export_onnx(checkpoint, out, dense: bool = False, force: bool = False) -> di
     contract, classes = input_contract(meta, crop, dense, output), class_table(meta.classes)
 
     def write(tmp):
-        import contextlib
-        import io
-        import logging
-        import warnings
         quiet = logging.getLogger("torch.onnx")
         level = quiet.level
         quiet.setLevel(logging.ERROR)  # the exporter's notes about optional torchvision operators
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
-                program = torch.onnx.export(module, (example,), dynamo=True, input_names=["images"],
-                                            output_names=[output], dynamic_shapes=dynamic, verbose=False)
+                program = torch.onnx.export(
+                    module,
+                    (example,),
+                    dynamo=True,
+                    input_names=["images"],
+                    output_names=[output],
+                    dynamic_shapes=dynamic,
+                    verbose=False,
+                )
         finally:
             quiet.setLevel(level)
-        program.model.metadata_props.update({"vggnet.input": json.dumps(contract),
-                                              "vggnet.classes": json.dumps(classes),
-                                              "vggnet.input_steps": contract["steps"]})
+        program.model.metadata_props.update(
+            {
+                "vggnet.input": json.dumps(contract),
+                "vggnet.classes": json.dumps(classes),
+                "vggnet.input_steps": contract["steps"],
+            }
+        )
         program.save(tmp)
         report["gap"] = check_onnx(tmp, module, crop, dense)
 
@@ -135,10 +168,22 @@ def export_onnx(checkpoint, out, dense: bool = False, force: bool = False) -> di
     except VGGError:
         raise
     except Exception as e:  # the exporter's own failures: one line, named
-        raise VGGError(f"ONNX export of {checkpoint} failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+        raise VGGError(
+            f"ONNX export of {checkpoint} failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+        ) from None
     write_text(classes_file(out), "".join(f"{c}\n" for c in meta.classes))
-    write_json(out.with_suffix(".json"),
-               dict(model=out.name, arch=model.arch, input=contract, classes=classes))
-    return dict(out=str(out), dense=dense, gap=report["gap"], classes_file=str(classes_file(out)),
-                arch=model.arch, preprocessing=meta.preprocessing.describe(), crop=crop, output=output,
-                contract=contract, contract_file=str(out.with_suffix(".json")))
+    write_json(
+        out.with_suffix(".json"), dict(model=out.name, arch=model.arch, input=contract, classes=classes)
+    )
+    return dict(
+        out=str(out),
+        dense=dense,
+        gap=report["gap"],
+        classes_file=str(classes_file(out)),
+        arch=model.arch,
+        preprocessing=meta.preprocessing.describe(),
+        crop=crop,
+        output=output,
+        contract=contract,
+        contract_file=str(out.with_suffix(".json")),
+    )

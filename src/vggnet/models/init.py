@@ -1,4 +1,5 @@
 """Initialisation (§3.1): Gaussian, Glorot, and warm start of a deeper net from a trained net A."""
+
 from __future__ import annotations
 
 import torch
@@ -67,8 +68,10 @@ def warm_start(target: VGG, source: VGG, layers=None) -> list[str]:
         for attr in ("weight", "bias"):
             a, b = getattr(src[name], attr), getattr(dst[name], attr)
             if a.shape != b.shape:
-                raise VGGError(f"cannot warm-start layer {name}: source {attr} has shape {tuple(a.shape)}, "
-                               f"target has {tuple(b.shape)}" + _shape_hint(source, target))
+                raise VGGError(
+                    f"cannot warm-start layer {name}: source {attr} has shape {tuple(a.shape)}, "
+                    f"target has {tuple(b.shape)}" + _shape_hint(source, target)
+                )
     for name in layers:
         dst[name].weight.copy_(src[name].weight)
         dst[name].bias.copy_(src[name].bias)
@@ -80,10 +83,14 @@ def warm_start(target: VGG, source: VGG, layers=None) -> list[str]:
 
 def _shape_hint(source, target) -> str:
     """What to change when the nets differ in width or FC size (a narrow net warm-starting a full one)."""
-    pairs = (("width", source.spec.width, target.spec.width),
-             ("fc-dim", source.spec.fc_dim, target.spec.fc_dim))
+    pairs = (
+        ("width", source.spec.width, target.spec.width),
+        ("fc-dim", source.spec.fc_dim, target.spec.fc_dim),
+    )
     changes = [f"--{flag} {value:g}" for flag, value, mine in pairs if value != mine]
     if not changes:
         return ""
-    return (f"; the source net has width x{source.spec.width:g} and FC {source.spec.fc_dim}: build the "
-            f"target with the same ({' '.join(changes)})")
+    return (
+        f"; the source net has width x{source.spec.width:g} and FC {source.spec.fc_dim}: build the "
+        f"target with the same ({' '.join(changes)})"
+    )

@@ -15,43 +15,24 @@ Everything read from a file is checked here, so a hand-edited or foreign header 
 message naming the file and the field, never passed on to ``create_model`` unchecked. Files of
 the first format version (architecture under ``arch`` with the letter as ``name``) are read too.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 
+from ..data.preprocessing import PRESETS, Preprocessing
+from ..data.transforms import MAX_SIDE
 from ..errors import VGGError
+from ..fields import fail, int_field, number_field
 from ..fileio import loads_json
+from .arch import HEADS, check_model_args
+from .configs import TABLE1
+from .transforms import create_transform
 
 FORMAT = "vggnet-weights/1"
-HEADS = ("classifier", "scr", "pcr")  # class scores; single-class / per-class box regression (App. A)
 MAX_CLASSES = 100_000
-
-
-def _fail(where, what) -> VGGError:
-    return VGGError(f"{where}: metadata {what}" if where else f"metadata {what}")
-
-
-def _int(value, name, where, lo=1, hi=None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
-        bound = f"an integer >= {lo}" + (f" and <= {hi:,}" if hi is not None else "")
-        raise _fail(where, f"field {name!r} must be {bound}, got {value!r}")
-    return value
-
-
-def _number(value, name, where, positive=False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or (positive and value <= 0):
-        raise _fail(where, f"field {name!r} must be a finite{' positive' if positive else ''} number, got {value!r}")
-    return float(value)
-
-
-def _triple(value, name, where, positive=False) -> tuple[float, float, float]:
-    if not isinstance(value, (list, tuple)) or len(value) != 3:
-        raise _fail(where, f"field {name!r} must be 3 numbers (one per channel), got {value!r}")
-    return tuple(_number(v, name, where, positive) for v in value)
 
 
 @dataclass(frozen=True)
@@ -80,109 +61,40 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, d, where="") -> "ArchSpec":
-        from .configs import TABLE1
         if not isinstance(d, dict):
-            raise _fail(where, f"'model' must be an object, got {type(d).__name__}")
+            raise fail(where, f"'model' must be an object, got {type(d).__name__}")
         d = dict(d)
         if "name" in d and "arch" not in d:  # first format version
             d["arch"] = d.pop("name")
         unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise _fail(where, f"'model' has unknown fields {unknown}")
+            raise fail(where, f"'model' has unknown fields {unknown}")
         arch = d.get("arch")
         if arch not in TABLE1:
-            raise _fail(where, f"names an unknown configuration {arch!r}; valid: {', '.join(TABLE1)}")
-        spec = cls(arch=arch, num_classes=_int(d.get("num_classes", 1000), "num_classes", where, 1, MAX_CLASSES),
-                   width=_number(d.get("width", 1.0), "width", where, positive=True),
-                   fc_dim=_int(d.get("fc_dim", 4096), "fc_dim", where, 1, 65_536),
-                   crop_size=_int(d.get("crop_size", 224), "crop_size", where, 32, 4096),
-                   dropout=_number(d.get("dropout", 0.5), "dropout", where),
-                   batch_norm=d.get("batch_norm", False), head=d.get("head", "classifier"))
+            raise fail(where, f"names an unknown configuration {arch!r}; valid: {', '.join(TABLE1)}")
+        spec = cls(
+            arch=arch,
+            num_classes=int_field(d.get("num_classes", 1000), "num_classes", where, 1, MAX_CLASSES),
+            width=number_field(d.get("width", 1.0), "width", where, positive=True),
+            fc_dim=int_field(d.get("fc_dim", 4096), "fc_dim", where, 1, 65_536),
+            crop_size=int_field(d.get("crop_size", 224), "crop_size", where, 32, 4096),
+            dropout=number_field(d.get("dropout", 0.5), "dropout", where),
+            batch_norm=d.get("batch_norm", False),
+            head=d.get("head", "classifier"),
+        )
         if spec.width > 16:
-            raise _fail(where, f"field 'width' must be <= 16, got {spec.width}")
+            raise fail(where, f"field 'width' must be <= 16, got {spec.width}")
         if not isinstance(spec.batch_norm, bool):
-            raise _fail(where, f"field 'batch_norm' must be true or false, got {spec.batch_norm!r}")
+            raise fail(where, f"field 'batch_norm' must be true or false, got {spec.batch_norm!r}")
         if spec.head not in HEADS:
-            raise _fail(where, f"names an unknown head {spec.head!r}; valid: {', '.join(HEADS)}")
-        from .zoo import check_model_args
+            raise fail(where, f"names an unknown head {spec.head!r}; valid: {', '.join(HEADS)}")
         try:  # every create_model argument checked here, so the error names the file
-            check_model_args(spec.arch, spec.num_classes, spec.width, spec.fc_dim, spec.crop_size, spec.dropout,
-                             spec.head)
+            check_model_args(
+                spec.arch, spec.num_classes, spec.width, spec.fc_dim, spec.crop_size, spec.dropout, spec.head
+            )
         except VGGError as e:
-            raise _fail(where, f"'model': {e}") from None
+            raise fail(where, f"'model': {e}") from None
         return spec
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an input image becomes the net's input : channel order, value range (255 for
-    ours and Caffe's, 1 for torchvision's), mean and std in those units; and the training set's
-    RGB covariance eigen-pairs (0-255 units) for the PCA colour shift of §3.1, when known."""
-
-    channel_order: str = "RGB"
-    value_range: float = 255.0
-    mean: tuple = (0.0, 0.0, 0.0)
-    std: tuple = (1.0, 1.0, 1.0)
-    pca_eigval: tuple | None = None
-    pca_eigvec: tuple | None = None
-
-    @property
-    def has_pca(self) -> bool:
-        return self.pca_eigval is not None and self.pca_eigvec is not None
-
-    def to_dict(self) -> dict:
-        d = dict(channel_order=self.channel_order, value_range=self.value_range, mean=list(self.mean),
-                 std=list(self.std))
-        if self.has_pca:
-            d.update(pca_eigval=list(self.pca_eigval), pca_eigvec=[list(r) for r in self.pca_eigvec])
-        return d
-
-    def same_input(self, other: "Preprocessing") -> bool:
-        """Whether two nets expect the same input (the PCA pairs are a training matter only)."""
-        return (self.channel_order, self.value_range, self.mean, self.std) == \
-            (other.channel_order, other.value_range, other.mean, other.std)
-
-    def describe(self) -> str:
-        mean = "/".join(f"{v:g}" for v in self.mean)
-        std = "" if self.std == (1.0, 1.0, 1.0) else " std " + "/".join(f"{v:g}" for v in self.std)
-        return f"{self.channel_order}, 0-{self.value_range:g}, mean {mean}{std}"
-
-    @classmethod
-    def from_dict(cls, d, where="") -> "Preprocessing":
-        if isinstance(d, Preprocessing):
-            return d
-        if not isinstance(d, dict):
-            raise _fail(where, f"'preprocessing' must be an object, got {type(d).__name__}")
-        order = str(d.get("channel_order", "RGB")).upper()
-        if order not in ("RGB", "BGR"):
-            raise _fail(where, f"field 'channel_order' must be RGB or BGR, got {d.get('channel_order')!r}")
-        eigval, eigvec = d.get("pca_eigval"), d.get("pca_eigvec")
-        if (eigval is None) != (eigvec is None):
-            raise _fail(where, "has only one of pca_eigval / pca_eigvec")
-        if eigval is not None:
-            eigval = _triple(eigval, "pca_eigval", where)
-            if not isinstance(eigvec, (list, tuple)) or len(eigvec) != 3:
-                raise _fail(where, "field 'pca_eigvec' must be a 3x3 matrix")
-            eigvec = tuple(_triple(row, "pca_eigvec", where) for row in eigvec)
-        return cls(order, _number(d.get("value_range", 255.0), "value_range", where, positive=True),
-                   _triple(d.get("mean", [0.0, 0.0, 0.0]), "mean", where),
-                   _triple(d.get("std", [1.0, 1.0, 1.0]), "std", where, positive=True), eigval, eigvec)
-
-    @classmethod
-    def from_stats(cls, stats: dict) -> "Preprocessing":
-        """Ours (§2.1): RGB, 0-255, the training set's mean RGB subtracted, nothing divided."""
-        return cls.from_dict(dict(channel_order="RGB", value_range=255.0, mean=stats["mean_rgb"],
-                                  pca_eigval=stats["pca_eigval"], pca_eigvec=stats["pca_eigvec"]), "statistics")
-
-
-# Preprocessing conventions users meet: ours (RGB, 0-255, mean subtraction only, §2),
-# torchvision's (RGB, 0-1, mean/std) and the original Caffe release's (BGR, 0-255, mean pixel).
-IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
-PRESETS = {
-    "vggnet": Preprocessing("RGB", 255.0, IMAGENET_MEAN_RGB),
-    "torchvision": Preprocessing("RGB", 1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "caffe": Preprocessing("BGR", 255.0, IMAGENET_MEAN_RGB[::-1]),
-}
 
 
 @dataclass(frozen=True)
@@ -199,26 +111,37 @@ class TrainInfo:
     precision: str = ""  # what the device policy chose, and why: "bf16 autocast (auto: CPU has amx_bf16)"
 
     def to_dict(self) -> dict:
-        return dict(scale=list(self.scale), crop=self.crop, val_scale=self.val_scale, recipe=self.recipe,
-                    config=self.config, warm_start=self.warm_start, objective=self.objective,
-                    precision=self.precision)
+        return dict(
+            scale=list(self.scale),
+            crop=self.crop,
+            val_scale=self.val_scale,
+            recipe=self.recipe,
+            config=self.config,
+            warm_start=self.warm_start,
+            objective=self.objective,
+            precision=self.precision,
+        )
 
     @classmethod
     def from_dict(cls, d, where="") -> "TrainInfo":
         if not isinstance(d, dict):
-            raise _fail(where, f"'train' must be an object, got {type(d).__name__}")
+            raise fail(where, f"'train' must be an object, got {type(d).__name__}")
         scale = d.get("scale")
         if not isinstance(scale, (list, tuple)) or len(scale) != 2:
-            raise _fail(where, f"field 'train.scale' must be [Smin, Smax], got {scale!r}")
+            raise fail(where, f"field 'train.scale' must be [Smin, Smax], got {scale!r}")
         # No run trains or validates at a larger S or Q than MAX_SIDE.
-        from ..data.transforms import MAX_SIDE
-        lo, hi = (_int(v, "train.scale", where, 1, MAX_SIDE) for v in scale)
+        lo, hi = (int_field(v, "train.scale", where, 1, MAX_SIDE) for v in scale)
         val_scale = d.get("val_scale")
-        return cls((lo, hi), _int(d.get("crop", 224), "train.crop", where, 1, MAX_SIDE),
-                   None if val_scale is None else _int(val_scale, "train.val_scale", where, 1, MAX_SIDE),
-                   str(d.get("recipe") or ""), d.get("config") if isinstance(d.get("config"), dict) else {},
-                   d.get("warm_start") if isinstance(d.get("warm_start"), dict) else None,
-                   str(d.get("objective") or "classification"), str(d.get("precision") or ""))
+        return cls(
+            (lo, hi),
+            int_field(d.get("crop", 224), "train.crop", where, 1, MAX_SIDE),
+            None if val_scale is None else int_field(val_scale, "train.val_scale", where, 1, MAX_SIDE),
+            str(d.get("recipe") or ""),
+            d.get("config") if isinstance(d.get("config"), dict) else {},
+            d.get("warm_start") if isinstance(d.get("warm_start"), dict) else None,
+            str(d.get("objective") or "classification"),
+            str(d.get("precision") or ""),
+        )
 
 
 @dataclass
@@ -235,11 +158,15 @@ class WeightsMeta:
 
     def __post_init__(self):
         if len(self.classes) != self.model.num_classes:
-            raise VGGError(f"metadata lists {len(self.classes)} classes for a net with {self.model.num_classes}")
+            raise VGGError(
+                f"metadata lists {len(self.classes)} classes for a net with {self.model.num_classes}"
+            )
         if len(set(self.classes)) != len(self.classes):
             twice = next(c for i, c in enumerate(self.classes) if c in self.classes[:i])
-            raise VGGError(f"class names must differ, but {twice!r} names two outputs (images of that class "
-                           f"would be scored against one of them only)")
+            raise VGGError(
+                f"class names must differ, but {twice!r} names two outputs (images of that class "
+                f"would be scored against one of them only)"
+            )
 
     def replace(self, **changes) -> "WeightsMeta":
         return dataclasses.replace(self, **changes)
@@ -247,12 +174,15 @@ class WeightsMeta:
     def transforms(self, scale: int | None = None, crop: bool = True):
         """The net's test-time preprocessing as a ready transform (torchvision's ``weights.transforms()``):
         image -> normalised tensor at its test scale and crop; see :func:`vggnet.models.create_transform`."""
-        from .transforms import create_transform  # that module builds on this one
         return create_transform(self, scale, crop)
 
     def to_json(self) -> str:
-        d = dict(format=FORMAT, model=self.model.kwargs(), classes=list(self.classes),
-                 preprocessing=self.preprocessing.to_dict())
+        d = dict(
+            format=FORMAT,
+            model=self.model.kwargs(),
+            classes=list(self.classes),
+            preprocessing=self.preprocessing.to_dict(),
+        )
         for name in ("train", "source", "val", "train_state"):
             value = getattr(self, name)
             if value is not None:
@@ -264,30 +194,34 @@ class WeightsMeta:
         try:
             d = loads_json(text)
         except ValueError as e:
-            raise _fail(where, f"is not valid JSON ({e})") from None
+            raise fail(where, f"is not valid JSON ({e})") from None
         return cls.from_dict(d, where)
 
     @classmethod
     def from_dict(cls, d, where="", model: ArchSpec | None = None) -> "WeightsMeta":
         """Read and check a metadata document; `model` (the net's own spec) wins over the file's."""
         if not isinstance(d, dict):
-            raise _fail(where, f"must be a JSON object, got {type(d).__name__}")
+            raise fail(where, f"must be a JSON object, got {type(d).__name__}")
         if model is None:
             if "model" not in d and "arch" not in d:
-                raise _fail(where, "has no architecture ('model')")
+                raise fail(where, "has no architecture ('model')")
             model = ArchSpec.from_dict(d.get("model", d.get("arch")), where)
         classes = d.get("classes")
         if classes is None:
             classes = [str(i) for i in range(model.num_classes)]
         if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-            raise _fail(where, "field 'classes' must be a list of names")
+            raise fail(where, "field 'classes' must be a list of names")
         if len(classes) != model.num_classes:
-            raise _fail(where, f"lists {len(classes)} classes for a net with {model.num_classes}")
+            raise fail(where, f"lists {len(classes)} classes for a net with {model.num_classes}")
         if len(set(classes)) != len(classes):
-            raise _fail(where, "field 'classes' names one class twice")
+            raise fail(where, "field 'classes' names one class twice")
         train = d.get("train")
-        return cls(model, classes, Preprocessing.from_dict(d.get("preprocessing") or {}, where),
-                   TrainInfo.from_dict(train, where) if train else None,
-                   d.get("source") if isinstance(d.get("source"), dict) else None,
-                   d.get("val") if isinstance(d.get("val"), dict) else None,
-                   d.get("train_state") if isinstance(d.get("train_state"), dict) else None)
+        return cls(
+            model,
+            classes,
+            Preprocessing.from_dict(d.get("preprocessing") or {}, where),
+            TrainInfo.from_dict(train, where) if train else None,
+            d.get("source") if isinstance(d.get("source"), dict) else None,
+            d.get("val") if isinstance(d.get("val"), dict) else None,
+            d.get("train_state") if isinstance(d.get("train_state"), dict) else None,
+        )

@@ -13,6 +13,7 @@ the weights' recorded preprocessing applied (channel order, value range, mean, s
 functions, so the tensors are equal. A file path is decoded as evaluation decodes it (a large JPEG
 at a reduced size no smaller than Q, DCT scaling); a PIL image or a tensor is taken as given.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,13 +44,15 @@ class EvalTransform:
             return load_rgb(image, min_side=self.scale)  # decoded as evaluation decodes it
         if isinstance(image, torch.Tensor):
             if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != 3:
-                raise VGGError(f"a tensor image must be uint8 RGB (3, H, W), "
-                               f"got {image.dtype} {tuple(image.shape)}")
+                raise VGGError(
+                    f"a tensor image must be uint8 RGB (3, H, W), got {image.dtype} {tuple(image.shape)}"
+                )
             return Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).numpy()), "RGB")
         if isinstance(image, Image.Image):
             return _to_rgb(image)
-        raise VGGError(f"the transform takes a PIL image, a uint8 (3, H, W) tensor or a path, "
-                       f"got {type(image).__name__}")
+        raise VGGError(
+            f"the transform takes a PIL image, a uint8 (3, H, W) tensor or a path, got {type(image).__name__}"
+        )
 
     def __call__(self, image) -> torch.Tensor:
         scaled = np.array(rescale(self.picture(image), self.scale), dtype=np.uint8)

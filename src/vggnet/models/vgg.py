@@ -6,6 +6,7 @@ layers and *reused* as convolutions in dense mode (§3.2): fc6 becomes a (crop/3
 convolution over pool5 and fc7/fc8 become 1x1 convolutions, by a reshape of the same weights.
 Dense evaluation is therefore a mode of the one model, not a second model.
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,16 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import VGGError
+from .arch import check_crop_size, check_model_args, resolve_arch
 from .configs import LRN_PARAMS, parse_config
 from .meta import ArchSpec
 
 FC_NAMES = ("fc6", "fc7", "fc8")
-
-
-def check_crop_size(crop_size: int) -> int:
-    if not isinstance(crop_size, int) or crop_size < 32 or crop_size % 32:
-        raise VGGError(f"crop size must be a multiple of 32 and >= 32 (five 2x2 poolings), got {crop_size}")
-    return crop_size
 
 
 def _check_input(x: torch.Tensor, crop: int, dense: bool) -> None:
@@ -35,7 +31,9 @@ def _check_input(x: torch.Tensor, crop: int, dense: bool) -> None:
         if min(x.shape[-2:]) < crop:
             raise VGGError(f"dense() needs both image sides >= crop size {crop}, got {tuple(x.shape[-2:])}")
     elif tuple(x.shape[-2:]) != (crop, crop):
-        raise VGGError(f"forward() takes {crop}x{crop} crops, got {tuple(x.shape[-2:])}; use dense() for other sizes")
+        raise VGGError(
+            f"forward() takes {crop}x{crop} crops, got {tuple(x.shape[-2:])}; use dense() for other sizes"
+        )
 
 
 torch.fx.wrap("_check_input")
@@ -50,8 +48,18 @@ class VGG(nn.Module):
     ``head`` says what the last layer (fc8) predicts: class scores, or boxes (App. A: one box for
     all classes, ``scr``, or one per class, ``pcr``)."""
 
-    def __init__(self, arch: str, num_classes: int = 1000, *, width: float = 1.0, fc_dim: int = 4096,
-                 crop_size: int = 224, dropout: float = 0.5, batch_norm: bool = False, head: str = "classifier"):
+    def __init__(
+        self,
+        arch: str,
+        num_classes: int = 1000,
+        *,
+        width: float = 1.0,
+        fc_dim: int = 4096,
+        crop_size: int = 224,
+        dropout: float = 0.5,
+        batch_norm: bool = False,
+        head: str = "classifier",
+    ):
         super().__init__()
         self.spec = ArchSpec(arch, num_classes, width, fc_dim, crop_size, dropout, batch_norm, head)
         self.arch = arch
@@ -86,8 +94,12 @@ class VGG(nn.Module):
         self.pool5_channels = channels
         # Dropout acts on the outputs of fc6 and fc7 after their ReLU (§3.1).
         self.classifier = nn.Sequential(
-            nn.Linear(channels * self.kernel * self.kernel, fc_dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(fc_dim, fc_dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(channels * self.kernel * self.kernel, fc_dim),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(fc_dim, fc_dim),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
             nn.Linear(fc_dim, self.spec.outputs),
         )
 
@@ -119,7 +131,7 @@ class VGG(nn.Module):
         `wanted`; yields (name, activation) for each layer passed: fc6/fc7 after ReLU and dropout
         (dropout is the identity in eval mode), fc8 raw."""
         x, last = pool5, max(FC_NAMES.index(n) for n in wanted)
-        for i, name in enumerate(FC_NAMES[:last + 1]):
+        for i, name in enumerate(FC_NAMES[: last + 1]):
             x = self._fc_as_conv(3 * i, x)
             if name != "fc8":
                 x = F.dropout(F.relu(x), self.dropout, self.training)
@@ -127,9 +139,8 @@ class VGG(nn.Module):
 
     def dense_head(self, pool5: torch.Tensor, upto: str = "fc8") -> torch.Tensor:
         """Apply fc6..`upto` as convolutions to a pool5 map (§3.2)."""
-        for _, x in self._head(pool5, (upto,)):
-            pass
-        return x
+        *_, (_, out) = self._head(pool5, (upto,))  # the last layer's output
+        return out
 
     def dense(self, x: torch.Tensor) -> torch.Tensor:
         """The fully-convolutional net's output map (N, outputs, h, w) on any image with both sides
@@ -162,7 +173,26 @@ class VGG(nn.Module):
                 out[index_to_name[i]] = x  # no in-place op follows a named output
         if need_fc:
             crop = x.shape[-2:] == (self.kernel, self.kernel)
-            for name, x in self._head(x, [n for n in names if n in FC_NAMES]):
+            for name, y in self._head(x, [n for n in names if n in FC_NAMES]):
                 if name in wanted:
-                    out[name] = torch.flatten(x, 1) if crop else x
+                    out[name] = torch.flatten(y, 1) if crop else y
         return {n: out[n] for n in names}
+
+
+def model_from_spec(spec: ArchSpec) -> VGG:
+    """The net `spec` describes, its arguments checked (a torchvision name such as ``vgg16_bn``
+    resolved to its letter and batch norm); PyTorch's default initialisation."""
+    letter, bn = resolve_arch(spec.arch)
+    check_model_args(
+        letter, spec.num_classes, spec.width, spec.fc_dim, spec.crop_size, spec.dropout, spec.head
+    )
+    return VGG(
+        letter,
+        spec.num_classes,
+        width=spec.width,
+        fc_dim=spec.fc_dim,
+        crop_size=spec.crop_size,
+        dropout=spec.dropout,
+        batch_norm=spec.batch_norm if bn is None else bn,
+        head=spec.head,
+    )

@@ -9,15 +9,17 @@
 A multi-label source is a :class:`~vggnet.data.datasets.Source` (so the test-time loaders read it
 unchanged) with the (N, C) int8 label matrix beside it.
 """
+
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from ..data.datasets import Source, open_source
+from ..data.datasets import open_source
+from ..data.source import Source
 from ..errors import VGGError
 
 LABEL_VALUES = (1, -1, 0)
@@ -32,8 +34,7 @@ class MultiLabelSource(Source):
 
     def subset(self, indices) -> "MultiLabelSource":
         indices = list(indices)
-        return MultiLabelSource([self.samples[i] for i in indices], self.classes, self.root, self.kind,
-                                [self.ids[i] for i in indices], self.targets[indices])
+        return replace(super().subset(indices), targets=self.targets[indices])
 
 
 def _delimiter(path: Path) -> str:
@@ -59,15 +60,19 @@ def multilabel_csv(path, root=None) -> MultiLabelSource:
             row = [v.strip() for v in row]
             if header is None:
                 if row[0].lower() not in ("path", "file", "filename", "image") or len(row) < 2:
-                    raise VGGError(f"{path}:{n}: expected a header 'path,<class>,<class>,...', got {row[:4]!r}")
+                    raise VGGError(
+                        f"{path}:{n}: expected a header 'path,<class>,<class>,...', got {row[:4]!r}"
+                    )
                 header = row
                 duplicated = sorted({c for c in header[1:] if header[1:].count(c) > 1})
                 if duplicated:
                     raise VGGError(f"{path}:{n}: class names appear twice in the header: {duplicated[:5]}")
                 continue
             if len(row) != len(header):
-                raise VGGError(f"{path}:{n}: {len(row)} columns, the header has {len(header)} "
-                               f"(path and {len(header) - 1} classes)")
+                raise VGGError(
+                    f"{path}:{n}: {len(row)} columns, the header has {len(header)} "
+                    f"(path and {len(header) - 1} classes)"
+                )
             values = []
             for name, v in zip(header[1:], row[1:]):
                 try:
@@ -75,8 +80,10 @@ def multilabel_csv(path, root=None) -> MultiLabelSource:
                 except ValueError:
                     value = None
                 if value not in LABEL_VALUES:
-                    raise VGGError(f"{path}:{n}: class {name!r} has value {v!r}; valid: 1 (present), "
-                                   f"-1 (absent), 0 (difficult only, ignored)")
+                    raise VGGError(
+                        f"{path}:{n}: class {name!r} has value {v!r}; valid: 1 (present), "
+                        f"-1 (absent), 0 (difficult only, ignored)"
+                    )
                 values.append(value)
             rows.append((row[0], values))
             lines.append(n)
@@ -90,11 +97,14 @@ def multilabel_csv(path, root=None) -> MultiLabelSource:
     missing = [(p, n) for (p, _), n in zip(rows, lines) if not (root / p).is_file()]
     if missing:
         p, n = missing[0]
-        raise VGGError(f"{path}:{n}: image {p!r} does not exist under {root} "
-                       f"({len(missing)} listed images are missing)")
+        raise VGGError(
+            f"{path}:{n}: image {p!r} does not exist under {root} ({len(missing)} listed images are missing)"
+        )
     targets = np.array([v for _, v in rows], dtype=np.int8)
     samples = [(str(root / p), tuple(int(x) for x in v)) for p, v in rows]
-    return MultiLabelSource(samples, list(header[1:]), str(root), "multilabel", [p for p, _ in rows], targets)
+    return MultiLabelSource(
+        samples, list(header[1:]), str(root), "multilabel", [p for p, _ in rows], targets=targets
+    )
 
 
 def _is_multilabel_csv(path: Path) -> bool:

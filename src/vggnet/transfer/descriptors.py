@@ -14,6 +14,7 @@ Late fusion of several nets (the paper's D&E) stacks the nets' descriptors. Deci
 multi-scale descriptor is L2-normalised on its own before stacking, so each net weighs the same
 whatever the scale of its activations; the stack is normalised again (a constant 1/sqrt(#nets)).
 """
+
 from __future__ import annotations
 
 import time
@@ -23,25 +24,24 @@ import numpy as np
 import torch
 
 from ..data.loaders import scaled_loader
-from ..data.transforms import Normalizer
-from ..eval.batching import SizeBatcher
-from ..progress import progress as progress_bar
+from ..data.transforms import Normalizer, resolve_test_scales
 from ..errors import VGGError, unknown
+from ..eval.batching import SizeBatcher
+from ..models.weights import load_model
+from ..progress import progress as progress_bar
+from ..runtime.device import DevicePolicy, make_policy, resolve_device
+from ..runtime.forward import forward
 from .datasets import open_transfer_source, source_labels
 
 COMBINE_MODES = ("stack", "average", "max")
 PIXEL_BUDGET = 4 * 512 * 683  # pixels per batch before flipping: bounds memory at large Q
 
 
-def check_scales(scales, crop_size: int) -> list[int]:
-    qs = sorted({int(q) for q in scales})
-    if not qs:
-        raise VGGError("no test scale Q given")
-    small = [q for q in qs if q < crop_size]
-    if small:
-        raise VGGError(f"test scale Q={small[0]} is smaller than the crop size {crop_size}: dense "
-                       f"application needs the smallest side >= the crop (Appendix B, §3.2)")
-    return qs
+PAPER_SCALES = (256, 384, 512)  # Appendix B: Q in {256, 384, 512} (VOC also 640, 768), scaled by crop/224
+
+
+def default_feature_scales(crop: int) -> list[int]:
+    return sorted({max(crop, round(q * crop / 224)) for q in PAPER_SCALES})
 
 
 def pooled_descriptor(model, images: torch.Tensor, layer: str) -> torch.Tensor:
@@ -86,40 +86,51 @@ def descriptor_matrix(features: dict, combine: str = "stack", scales=None) -> np
     blocks, start = [], 0
     for net in features["nets"]:
         stop = start + int(net["dim"])
-        blocks.append(l2_normalise(combine_scales([features["per_scale"][q][:, start:stop] for q in qs], combine)))
+        blocks.append(
+            l2_normalise(combine_scales([features["per_scale"][q][:, start:stop] for q in qs], combine))
+        )
         start = stop
     return blocks[0] if len(blocks) == 1 else l2_normalise(np.concatenate(blocks, axis=1))
 
 
 @torch.no_grad()
-def compute_features(model, normalizer: Normalizer, source, scales, layer: str = "fc7", policy=None,
-                     workers: int = 0, batch_size: int = 16, progress: bool = False,
-                     skip_unreadable: bool = False, pixel_budget: int = PIXEL_BUDGET) -> dict:
+def compute_features(
+    model,
+    normalizer: Normalizer,
+    source,
+    scales,
+    layer: str = "fc7",
+    *,
+    policy=None,
+    workers: int = 0,
+    batch_size: int = 16,
+    progress: bool = False,
+    skip_unreadable: bool = False,
+    pixel_budget: int = PIXEL_BUDGET,
+) -> dict:
     """Per-scale descriptors of every image of `source` (see the module doc).
 
     Returns a features dict: ``per_scale`` {Q: (N, D) float32, un-normalised}, ``scales``, ``ids``,
     ``classes``, ``labels`` ((N,) int64 or (N, C) int8), ``label_kind``, ``layer``, ``nets``
     (provenance per net, here one), ``unreadable`` ("path: reason" of the images left out, only
     with `skip_unreadable`; otherwise an unreadable image is an error), ``seconds``.
-    `policy` (a :class:`vggnet.engine.device.DevicePolicy`; default the CPU in fp32) says where and
+    `policy` (a :class:`vggnet.runtime.device.DevicePolicy`; default the CPU in fp32) says where and
     how the net runs: bf16 autocast and channels_last as for evaluation.
     """
-    from ..engine.device import DevicePolicy
     policy = policy or DevicePolicy(torch.device("cpu"))
-    device = policy.device
-    qs = check_scales(scales, model.crop_size)
+    qs = resolve_test_scales(
+        scales, False, None, model.crop_size, default=default_feature_scales(model.crop_size)
+    )
     if layer not in model.feature_names():
         raise unknown("layer", layer, model.feature_names())
     model.eval()  # fc6/fc7 dropout off: the descriptor is deterministic
-    normalizer = normalizer.to(device)
+    normalizer = normalizer.to(policy.device)
     n = len(source)
     per_scale: dict[int, torch.Tensor] = {}
 
     def run(key, indices, batch):
         q = key[0]
-        x = normalizer(batch.to(device, non_blocking=True), channels_last=policy.channels_last)
-        with policy.autocast():
-            d = pooled_descriptor(model, x, layer).float().cpu()
+        d = forward(lambda x: pooled_descriptor(model, x, layer), normalizer, policy, batch).cpu()
         if q not in per_scale:
             per_scale[q] = torch.zeros(n, d.shape[1])
         per_scale[q][indices] = d
@@ -133,8 +144,10 @@ def compute_features(model, normalizer: Normalizer, source, scales, layer: str =
         if "error" in item:
             path, reason = item["error"]
             if not skip_unreadable:
-                raise VGGError(f"unreadable image {path}: {reason} (--skip-unreadable leaves such images out; "
-                               f"they are listed)")
+                raise VGGError(
+                    f"unreadable image {path}: {reason} (--skip-unreadable leaves such images out; "
+                    f"they are listed)"
+                )
             unreadable.append(f"{path}: {reason}")
             continue
         done[item["index"]] = True
@@ -147,29 +160,58 @@ def compute_features(model, normalizer: Normalizer, source, scales, layer: str =
         raise VGGError("no readable images to describe")
     kind, labels = source_labels(source)
 
-    return dict(per_scale={q: per_scale[q][keep].numpy().astype(np.float32) for q in qs}, scales=qs,
-                ids=[source.ids[i] for i in keep], classes=list(source.classes), labels=labels[keep],
-                label_kind=kind, layer=layer, data=str(source.root), unreadable=unreadable,
-                nets=[dict(checkpoint=None, arch=model.arch, layer=layer,
-                           dim=int(per_scale[qs[0]].shape[1]))],
-                seconds=seconds, images_per_s=len(keep) / max(seconds, 1e-9), amp=policy.amp, device=policy.describe())
+    return dict(
+        per_scale={q: per_scale[q][keep].numpy().astype(np.float32) for q in qs},
+        scales=qs,
+        ids=[source.ids[i] for i in keep],
+        classes=list(source.classes),
+        labels=labels[keep],
+        label_kind=kind,
+        layer=layer,
+        data=str(source.root),
+        unreadable=unreadable,
+        nets=[dict(checkpoint=None, arch=model.arch, layer=layer, dim=int(per_scale[qs[0]].shape[1]))],
+        seconds=seconds,
+        images_per_s=len(keep) / max(seconds, 1e-9),
+        amp=policy.amp,
+        device=policy.describe(),
+    )
 
 
-def features_from_checkpoint(checkpoint, data, scales, layer: str = "fc7", data_root=None, device="auto",
-                             workers: int = 0, batch_size: int = 16, amp: str = "auto", channels_last: str = "auto",
-                             progress: bool = False, skip_unreadable: bool = False) -> dict:
+def features_from_checkpoint(
+    checkpoint,
+    data,
+    scales,
+    layer: str = "fc7",
+    data_root=None,
+    device="auto",
+    workers: int = 0,
+    batch_size: int = 16,
+    amp: str = "auto",
+    channels_last: str = "auto",
+    progress: bool = False,
+    skip_unreadable: bool = False,
+) -> dict:
     """Load a weights file and a target data set, and compute the features under the device
     policy (bf16 on CUDA unless `amp` is "off"). The features dict records the checkpoint, its
     architecture and the data path."""
-    from ..engine.device import make_policy, resolve_device
-    from ..models.weights import load_model
 
     policy = make_policy(resolve_device(device), amp, channels_last)
     model, meta = load_model(checkpoint, policy.device)
     policy.prepare(model)
     source = open_transfer_source(data, data_root)
-    features = compute_features(model, Normalizer(meta.preprocessing), source, scales, layer, policy, workers,
-                                batch_size, progress=progress, skip_unreadable=skip_unreadable)
+    features = compute_features(
+        model,
+        Normalizer(meta.preprocessing),
+        source,
+        scales,
+        layer,
+        policy=policy,
+        workers=workers,
+        batch_size=batch_size,
+        progress=progress,
+        skip_unreadable=skip_unreadable,
+    )
     features["data"] = str(data)
     features["nets"][0]["checkpoint"] = str(Path(checkpoint))
     return features

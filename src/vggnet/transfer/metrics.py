@@ -24,12 +24,12 @@ Decisions:
 Mean class recall (Caltech-101/256): the mean over classes of the fraction of each class's test
 images classified correctly, so classes with more test images do not weigh more.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from ..errors import VGGError
-
 
 
 def matlab_colon(start: float, step: float, stop: float, intervals: int) -> np.ndarray:
@@ -102,8 +102,13 @@ def _per_class(scores, labels, ap_one, name: str) -> dict:
             per_class.append(float("nan"))
             no_pos.append(c)
     scored = [v for v in per_class if not np.isnan(v)]
-    return dict(kind=name, per_class=per_class, mean=float(np.mean(scored)) if scored else float("nan"),
-                classes_scored=len(scored), no_positives=no_pos)
+    return dict(
+        kind=name,
+        per_class=per_class,
+        mean=float(np.mean(scored)) if scored else float("nan"),
+        classes_scored=len(scored),
+        no_positives=no_pos,
+    )
 
 
 def voc07_ap(scores, labels) -> dict:
@@ -140,5 +145,9 @@ def mean_class_recall(y_true, y_pred, n_classes: int) -> dict:
     present = counts > 0
     if not present.any():
         raise VGGError("no test images: mean class recall is undefined")
-    return dict(mean=float(recall[present].mean()), per_class=[float(v) for v in recall],
-                counts=[int(v) for v in counts], absent=np.flatnonzero(~present).tolist())
+    return dict(
+        mean=float(recall[present].mean()),
+        per_class=[float(v) for v in recall],
+        counts=[int(v) for v in counts],
+        absent=np.flatnonzero(~present).tolist(),
+    )

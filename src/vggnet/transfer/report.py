@@ -1,6 +1,7 @@
 """Table 11 of the paper from saved transfer results: one row per net / descriptor setting, one
 column per data set; VOC-style cells are mean AP (the AP definition is named in the header),
 Caltech-style cells are mean class recall, mean ± std over the splits. All in percent."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +26,9 @@ def _header(dataset: str, result: dict, ap_kind: str) -> str:
     return f"{dataset} (mean class recall, {result['summary']['splits']} splits)"
 
 
-def table11(results, ap_kind: str = "VOC07 11-point", title: str | None = None, style: str = "markdown") -> str:
+def table11(
+    results, ap_kind: str = "VOC07 11-point", title: str | None = None, style: str = "markdown"
+) -> str:
     """Table 11 from result dicts (or paths to them). Rows and columns keep first-seen order; a
     setting not run on a data set shows "-"."""
     results = [load_results(r) if not isinstance(r, dict) else r for r in results]
@@ -41,5 +44,9 @@ def table11(results, ap_kind: str = "VOC07 11-point", title: str | None = None, 
                 label = f"{label} #{n + 1}"
         rows.setdefault(label, {"net / descriptor": label})[header] = _cell(r, ap_kind)
     cols = columns("net / descriptor", *headers.values())
-    return render([{h: row.get(h, "-") for h in ["net / descriptor", *headers.values()]} for row in rows.values()],
-                  cols, style, title)
+    return render(
+        [{h: row.get(h, "-") for h in ["net / descriptor", *headers.values()]} for row in rows.values()],
+        cols,
+        style,
+        title,
+    )

@@ -9,6 +9,7 @@ and a split file cannot silently be applied to other images.
 Within the training part, 20% of the images are held out to choose the SVM's C (Appendix B):
 stratified per class for single-label data, uniformly at random for multi-label data.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,24 +28,36 @@ def _class_name(classes, c: int) -> str:
     return repr(classes[c]) if classes is not None and c < len(classes) else f"#{c}"
 
 
-def random_splits(labels, n_splits: int, train_per_class: int, test_per_class: int | None = None,
-                  seed: int = 0, classes=None) -> list[dict]:
+def random_splits(
+    labels,
+    n_splits: int,
+    train_per_class: int,
+    test_per_class: int | None = None,
+    seed: int = 0,
+    classes=None,
+) -> list[dict]:
     """`n_splits` splits of single-label data: per class, `train_per_class` random training images
     and `test_per_class` (None: all the rest) random test images from the others. Every class
     must have at least ``train_per_class + 1`` images. Indices are sorted lists of ints."""
     labels = np.asarray(labels)
     if labels.ndim != 1:
-        raise VGGError("random splits are for single-label data (one class per image); multi-label "
-                       "data has a fixed train/test split")
+        raise VGGError(
+            "random splits are for single-label data (one class per image); multi-label "
+            "data has a fixed train/test split"
+        )
     if n_splits < 1 or train_per_class < 1 or (test_per_class is not None and test_per_class < 1):
-        raise VGGError(f"need n_splits >= 1, train_per_class >= 1 and test_per_class >= 1 or all; got "
-                       f"{n_splits}, {train_per_class}, {test_per_class}")
+        raise VGGError(
+            f"need n_splits >= 1, train_per_class >= 1 and test_per_class >= 1 or all; got "
+            f"{n_splits}, {train_per_class}, {test_per_class}"
+        )
     n_classes = int(labels.max()) + 1 if labels.size else 0
     members = [np.flatnonzero(labels == c) for c in range(n_classes)]
     for c, m in enumerate(members):
         if len(m) < train_per_class + 1:
-            raise VGGError(f"class {_class_name(classes, c)} has {len(m)} images; {train_per_class} "
-                           f"training images per class leave it none to test (need >= {train_per_class + 1})")
+            raise VGGError(
+                f"class {_class_name(classes, c)} has {len(m)} images; {train_per_class} "
+                f"training images per class leave it none to test (need >= {train_per_class + 1})"
+            )
     splits = []
     for s in range(n_splits):
         rng = np.random.default_rng([seed, s])
@@ -95,8 +108,13 @@ def save_splits(path, splits: list[dict], ids, settings: dict | None = None, for
     path = Path(path)
     if path.exists() and not force:
         raise VGGError(f"{path} already exists; refusing to overwrite it (choose another path, or force)")
-    doc = dict(format=FORMAT, images=len(ids), ids_sha256=ids_digest(ids), settings=settings or {},
-               splits=[dict(train=list(map(int, s["train"])), test=list(map(int, s["test"]))) for s in splits])
+    doc = dict(
+        format=FORMAT,
+        images=len(ids),
+        ids_sha256=ids_digest(ids),
+        settings=settings or {},
+        splits=[dict(train=list(map(int, s["train"])), test=list(map(int, s["test"]))) for s in splits],
+    )
     return write_json(path, doc)
 
 
@@ -112,6 +130,8 @@ def load_splits(path, ids=None) -> list[dict]:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise VGGError(f"{path}: not a splits file (format is not {FORMAT!r})")
     if ids is not None and (doc["images"] != len(ids) or doc["ids_sha256"] != ids_digest(ids)):
-        raise VGGError(f"{path}: the splits were drawn over other images ({doc['images']} images) than these "
-                       f"features ({len(ids)} images, or another order)")
+        raise VGGError(
+            f"{path}: the splits were drawn over other images ({doc['images']} images) than these "
+            f"features ({len(ids)} images, or another order)"
+        )
     return [dict(train=list(s["train"]), test=list(s["test"])) for s in doc["splits"]]

@@ -11,12 +11,15 @@ the C with the best mean class recall (single-label) or mean area-under-curve AP
 less quantised than the 11-point AP on a small validation set). On equal scores the smallest C
 wins (the most regularised). The SVM is then refitted on the whole training set.
 """
+
 from __future__ import annotations
 
 import time
 import warnings
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.svm import LinearSVC
 
 from ..errors import VGGError
 from .metrics import auc_ap, mean_class_recall
@@ -48,7 +51,6 @@ class PerClassSVM:
 
 
 def _linear_svc(C: float, seed: int, max_iter: int):
-    from sklearn.svm import LinearSVC
     return LinearSVC(C=C, dual="auto", max_iter=max_iter, random_state=seed)
 
 
@@ -62,11 +64,11 @@ def _check_xy(x, y, kind):
     return x, y
 
 
-def fit_linear_svm(x, y, kind: str, C: float, seed: int = 0, max_iter: int = MAX_ITER,
-                   classes=None, final: bool = True) -> dict:
+def fit_linear_svm(
+    x, y, kind: str, C: float, seed: int = 0, max_iter: int = MAX_ITER, classes=None, final: bool = True
+) -> dict:
     """One fit at a given C. Returns dict(model, seconds, converged). With `final`, a multi-label
     class without positive (or negative) training images is an error naming the class."""
-    from sklearn.exceptions import ConvergenceWarning
 
     x, y = _check_xy(x, y, kind)
     t0 = time.perf_counter()
@@ -84,8 +86,10 @@ def fit_linear_svm(x, y, kind: str, C: float, seed: int = 0, max_iter: int = MAX
                 if target.all() or not target.any():
                     if final:
                         name = classes[c] if classes is not None else f"#{c}"
-                        raise VGGError(f"class {name!r} has {'no negative' if target.any() else 'no positive'} "
-                                       f"training image; its SVM cannot be trained")
+                        raise VGGError(
+                            f"class {name!r} has {'no negative' if target.any() else 'no positive'} "
+                            f"training image; its SVM cannot be trained"
+                        )
                     estimators.append(_Constant(1.0 if target.any() else -1.0))
                 else:
                     estimators.append(_linear_svc(C, seed, max_iter).fit(x[keep], target))
@@ -109,8 +113,16 @@ def validation_score(model, x, y, kind: str, n_classes: int) -> float:
     return auc_ap(predict_scores(model, x), y)["mean"]
 
 
-def select_C(x_train, y_train, kind: str, Cs=DEFAULT_CS, val_fraction: float = 0.2, seed: int = 0,
-             n_classes: int | None = None, max_iter: int = MAX_ITER) -> dict:
+def select_C(
+    x_train,
+    y_train,
+    kind: str,
+    Cs=DEFAULT_CS,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    n_classes: int | None = None,
+    max_iter: int = MAX_ITER,
+) -> dict:
     """Choose C from training data alone (see the module doc). Returns dict(C, val_scores
     {C: score}, val_metric, fit_images, val_images, seconds)."""
     x, y = _check_xy(x_train, y_train, kind)
@@ -121,7 +133,11 @@ def select_C(x_train, y_train, kind: str, Cs=DEFAULT_CS, val_fraction: float = 0
     t0 = time.perf_counter()
     if len(Cs) == 1:
         return dict(C=Cs[0], val_scores={}, val_metric=None, fit_images=len(x), val_images=0, seconds=0.0)
-    part = stratified_holdout(y, val_fraction, seed) if kind == "single" else random_holdout(len(y), val_fraction, seed)
+    part = (
+        stratified_holdout(y, val_fraction, seed)
+        if kind == "single"
+        else random_holdout(len(y), val_fraction, seed)
+    )
     fit, val = np.asarray(part["fit"]), np.asarray(part["val"])
     if len(val) == 0:
         raise VGGError(f"too few training images ({len(y)}) to hold out {val_fraction:.0%} for choosing C")
@@ -131,19 +147,44 @@ def select_C(x_train, y_train, kind: str, Cs=DEFAULT_CS, val_fraction: float = 0
         scores[C] = validation_score(m, x[val], y[val], kind, n_classes)
     valid = {C: s for C, s in scores.items() if not np.isnan(s)}
     if not valid:
-        raise VGGError("the validation part of the training set has no positive image of any class; "
-                       "C cannot be chosen")
+        raise VGGError(
+            "the validation part of the training set has no positive image of any class; C cannot be chosen"
+        )
     best = max(valid.values())
     chosen = min(C for C, s in valid.items() if s == best)
     metric = "mean class recall" if kind == "single" else "mean AP (area under curve)"
-    return dict(C=chosen, val_scores=scores, val_metric=metric,
-                fit_images=len(fit), val_images=len(val), seconds=time.perf_counter() - t0)
+    return dict(
+        C=chosen,
+        val_scores=scores,
+        val_metric=metric,
+        fit_images=len(fit),
+        val_images=len(val),
+        seconds=time.perf_counter() - t0,
+    )
 
 
-def fit_svm(x_train, y_train, kind: str, Cs=DEFAULT_CS, val_fraction: float = 0.2, seed: int = 0,
-            n_classes: int | None = None, classes=None, max_iter: int = MAX_ITER) -> dict:
+def fit_svm(
+    x_train,
+    y_train,
+    kind: str,
+    Cs=DEFAULT_CS,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    n_classes: int | None = None,
+    classes=None,
+    max_iter: int = MAX_ITER,
+) -> dict:
     """Choose C on 20% of the training set, then refit on all of it. Returns the selection dict
     plus ``model``, ``fit_seconds`` and ``converged``."""
-    chosen = select_C(x_train, y_train, kind, Cs, val_fraction, seed, n_classes, max_iter)
+    chosen = select_C(
+        x_train,
+        y_train,
+        kind,
+        Cs,
+        val_fraction=val_fraction,
+        seed=seed,
+        n_classes=n_classes,
+        max_iter=max_iter,
+    )
     fitted = fit_linear_svm(x_train, y_train, kind, chosen["C"], seed, max_iter, classes=classes, final=True)
     return dict(chosen, model=fitted["model"], fit_seconds=fitted["seconds"], converged=fitted["converged"])

@@ -2,6 +2,7 @@
 under bf16 autocast, and the memory format of activations. Made once per run from the user's
 settings (``auto`` chooses what was measured to pay on each device) and used everywhere else, so
 training, validation, ``evaluate`` and feature extraction treat a device the same way."""
+
 from __future__ import annotations
 
 import contextlib
@@ -82,8 +83,13 @@ def cpu_native_bf16(flags: frozenset[str] | None = None) -> str | None:
     return next((f for f in ("amx_bf16", "avx512_bf16") if f in flags), None)
 
 
-def make_policy(device: torch.device, amp: str = "auto", channels_last: str = "auto",
-                training: bool = False, flags: frozenset[str] | None = None) -> DevicePolicy:
+def make_policy(
+    device: torch.device,
+    amp: str = "auto",
+    channels_last: str = "auto",
+    training: bool = False,
+    flags: frozenset[str] | None = None,
+) -> DevicePolicy:
     """The settings resolved for `device`; ``auto`` chooses what was measured to pay there
     (docs/BENCHMARKS.md):
 
@@ -110,7 +116,9 @@ def why(device: torch.device, amp: str, bf16: bool, flags: frozenset[str] | None
     if device.type == "cuda":
         return "auto: CUDA"
     native = cpu_native_bf16(flags)
-    return f"auto: CPU has {native}" if bf16 else "auto: CPU has no native bf16 (no amx_bf16/avx512_bf16 flag)"
+    return (
+        f"auto: CPU has {native}" if bf16 else "auto: CPU has no native bf16 (no amx_bf16/avx512_bf16 flag)"
+    )
 
 
 def configure_backends(policy: DevicePolicy, deterministic: bool = False) -> None:
