@@ -26,7 +26,7 @@ from vggnet.models import load_model
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
-    make_synthetic(root / "d", classes=3, per_class=8, val_per_class=2, size=44, seed=4, workers=0)
+    make_synthetic(root / "d", classes=3, per_class=16, val_per_class=2, size=44, seed=4, workers=0)
     for split in ("train", "val"):
         assert (
             main(
@@ -133,7 +133,7 @@ def _cli(data, out, *extra):
         "--lr",
         "0.01",
         "--epochs",
-        "2",
+        "4",  # the kill lands in epoch 2 of 4: the run cannot finish before it is seen
         "--workers",
         "0",
         "--out",
