@@ -214,14 +214,16 @@ def main():
     commands["stats"] = shown(cmd)
     run(cmd, log, stats)
     only = set(args.only.split(",")) if args.only else None
-    for r in plan(p, Path(".")):
+    runs = plan(p, Path("."))
+    needed = parents_needed(runs, results)
+    for r in runs:
         if only and r["name"] not in only:
             continue
         cmd = train_cmd(r, p, args, lists, out, stats)
         commands[f"train {r['name']}"] = shown(cmd)
         rd = out / r["name"]
         done = (results / "eval" / f"{r['name']}-multi" / "results.json").exists()
-        if not done and not (rd / "final.safetensors").exists():
+        if (not done or r["name"] in needed) and not (rd / "final.safetensors").exists():
             run(cmd + (["--resume"] if (rd / "last.safetensors").exists() else []), log)
             copy_log(rd, results / "logs" / f"{r['name']}.jsonl")
         evaluate(r, p, args, lists, out, results, commands, log)
@@ -238,6 +240,22 @@ def main():
         shutil.copyfile(fd / "results.json", kept)
     write_results(Path(args.results), results, p, args, commands)
     print(f"wrote {args.results}")
+
+
+def parents_needed(runs: list[dict], results: Path) -> set[str]:
+    """Nets whose weights a net still to be evaluated starts from: on a fresh machine (committed
+    results, no run folders) they are trained again even though their own results are kept."""
+
+    def done(name):
+        return (results / "eval" / f"{name}-multi" / "results.json").exists()
+
+    return {
+        q["name"]
+        for r in runs
+        if not done(r["name"])
+        for q in runs
+        if any(f"/{q['name']}/" in a for a in r["init"])
+    }
 
 
 def copy_log(run_dir: Path, dest: Path) -> None:
