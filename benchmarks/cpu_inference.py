@@ -1,8 +1,8 @@
 """CPU inference: ``vggnet evaluate``'s own path (the device policy: channels_last, and bf16
 autocast where the CPU has native bf16: amx_bf16 or avx512_bf16) against a plain eager PyTorch
-VGG-16 (NCHW, fp32, same weights, same threads, same batches), in the same run, with the agreement of their top-1 classes;
-and the peak memory (RSS) of dense evaluation at Q = 512 and of ``vggnet features`` over three
-scales, each against the process's RSS with the net loaded.
+VGG-16 (NCHW, fp32, same weights, same threads, same batches), in the same run, with the agreement
+of their top-1 classes; and the peak memory (RSS) of dense evaluation at Q = 512 and of
+``vggnet features`` over three scales, each against the process's RSS with the net loaded.
 
     python benchmarks/cpu_inference.py ../shared/data/imagenet-sample [--images 24 --dense-images 4]
         [--width 1 --fc-dim 4096] [--compile]
