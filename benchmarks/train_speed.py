@@ -84,7 +84,7 @@ def main():
             colour_shift=False,
             amp=amp,
         )
-        policy = make_policy(dev, cfg.amp, cfg.channels_last, training=True)
+        policy = make_policy(dev, cfg.amp, cfg.channels_last)
         configure_backends(policy)
         net = policy.prepare(
             init_weights(
@@ -115,7 +115,7 @@ def main():
         step = iter(range(10**9))
         return bench(lambda: train_step(run, batch, 0, next(step), sums), args.steps, args.warmup, dev)
 
-    chosen = make_policy(dev, "auto", "auto", training=True)
+    chosen = make_policy(dev, "auto", "auto")
     results[f"vggnet ({chosen.precision}{', channels_last' if chosen.channels_last else ''})"] = (
         measure_ours()
     )

@@ -782,24 +782,7 @@ def _commands_data(sub) -> None:
     d.add_argument("--images", help="the validation image folder, to check every listed image exists")
     add_output_flags(d, "CSV to write", required=True)
     d.set_defaults(func=cmd_data_imagenet_labels)
-    d = dsub.add_parser(
-        "shard", help="copy a data set into uncompressed tar shards (WebDataset naming, indexed)"
-    )
-    d.add_argument("data", help="image folder (class sub-folders) or .csv/.tsv label file")
-    d.add_argument("--root", help="root of the paths in a label file")
-    d.add_argument("--out", required=True, help="folder for shard-NNNNNN.tar and shards.json")
-    d.add_argument("--per-shard", type=integer(1, 10_000_000), default=1000, help="images per shard")
-    d.add_argument("--force", action="store_true", help="replace shards written before")
-    d.set_defaults(func=cmd_data_shard)
-    d = dsub.add_parser("tiny-imagenet", help="Tiny ImageNet-200's layout -> label and box CSVs (train, val)")
-    d.add_argument("root", help="the tiny-imagenet-200 folder (wnids.txt, words.txt, train/, val/)")
-    add_output_flags(
-        d,
-        "folder for train.csv, val.csv, train-boxes.csv, val-boxes.csv, classes.tsv",
-        required=True,
-        force="replace those files if they exist",
-    )
-    d.set_defaults(func=cmd_data_tiny_imagenet)
+    _data_format_commands(dsub)
     d = dsub.add_parser("check", help="decode every image and list the unreadable ones with their reason")
     d.add_argument("data", help="image folder (any layout) or .csv/.tsv label file")
     d.add_argument("--root", help="root of the paths in a label file (default: its folder)")
@@ -830,6 +813,30 @@ def _commands_data(sub) -> None:
     d.add_argument("--force", action="store_true", help="replace parts written before")
     d.set_defaults(func=cmd_data_split)
 
+
+def _data_format_commands(dsub) -> None:
+    """Commands that write a data set in another storage format (tar shards, Tiny ImageNet's CSVs)."""
+    d = dsub.add_parser(
+        "shard", help="copy a data set into uncompressed tar shards (WebDataset naming, indexed)"
+    )
+    d.add_argument("data", help="image folder (class sub-folders) or .csv/.tsv label file")
+    d.add_argument("--root", help="root of the paths in a label file")
+    d.add_argument("--out", required=True, help="folder for shard-NNNNNN.tar and shards.json")
+    d.add_argument("--per-shard", type=integer(1, 10_000_000), default=1000, help="images per shard")
+    d.add_argument("--force", action="store_true", help="replace shards written before")
+    d.set_defaults(func=cmd_data_shard)
+    d = dsub.add_parser("tiny-imagenet", help="Tiny ImageNet-200's layout -> label and box CSVs (train, val)")
+    d.add_argument("root", help="the tiny-imagenet-200 folder (wnids.txt, words.txt, train/, val/)")
+    add_output_flags(
+        d,
+        "folder for train.csv, val.csv, train-boxes.csv, val-boxes.csv, classes.tsv",
+        required=True,
+        force="replace those files if they exist",
+    )
+    d.set_defaults(func=cmd_data_tiny_imagenet)
+
+
+def _commands_stats(sub) -> None:
     s = sub.add_parser(
         "stats", help="training-set mean RGB and RGB covariance eigen-pairs (for PCA colour shift)"
     )
@@ -917,6 +924,7 @@ COMMAND_GROUPS = [
     _commands_demo,
     _commands_weights,
     _commands_data,
+    _commands_stats,
     _commands_train,
     _commands_evaluation,
     _commands_localisation,

@@ -374,12 +374,31 @@ def wrap(cfg: TrainConfig, dist: Dist, net: VGG) -> torch.nn.Module:
     return torch.compile(model) if cfg.compile else model
 
 
+def claim_run_dir(cfg: TrainConfig, dist: Dist, run_dir: Path):
+    """Rank 0 locks the run folder and writes the run's config.yaml (a new run's, or kept on resume)."""
+    if not dist.is_main:
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = lock_run_dir(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not cfg.resume:
+        save_config(run_dir / "config.yaml", cfg)
+    return lock
+
+
+def new_schedule(cfg: TrainConfig) -> PlateauSchedule:
+    """§3.1's plateau rule, or the fixed milestones of ``--lr-milestones``."""
+    milestones = parse_milestones(cfg.lr_milestones)
+    return PlateauSchedule(
+        cfg.lr, cfg.lr_factor, cfg.lr_patience, cfg.lr_drops, cfg.min_delta, milestones=milestones
+    )
+
+
 def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
     check_run_dir(cfg)
     # Every rank decides --resume auto before rank 0 writes anything; rank 0's answer is everyone's.
     cfg.resume = dist.broadcast_object(cfg.resume)
     run_dir = Path(cfg.out)
-    policy = make_policy(dist.device, cfg.amp, cfg.channels_last, training=True)
+    policy = make_policy(dist.device, cfg.amp, cfg.channels_last)
     configure_backends(policy, cfg.deterministic)  # --deterministic; cuDNN autotuning and TF32 on CUDA
     train_source, val_source = objective.open_data(cfg)
     objective.check_source(train_source)
@@ -390,12 +409,7 @@ def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
     stats = given_stats(cfg)
     check_inheritance(cfg, source_preprocessing, stats)
     freeze(net, cfg.finetune)
-    lock = None
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = lock_run_dir(run_dir)
-        if not (run_dir / "config.yaml").is_file() or not cfg.resume:
-            save_config(run_dir / "config.yaml", cfg)
+    lock = claim_run_dir(cfg, dist, run_dir)
     preprocessing = inherited_preprocessing(
         cfg, source_preprocessing, colour_stats(cfg, dist, run_dir, train_source, stats)
     )
@@ -410,14 +424,7 @@ def build_run(cfg: TrainConfig, dist: Dist, objective) -> Run:
     val_scale = cfg.val_scale or default_scales(cfg.scale, cfg.crop)[0]
     policy.prepare(net)
     optimizer = make_optimizer(cfg, net, policy)
-    schedule = PlateauSchedule(
-        cfg.lr,
-        cfg.lr_factor,
-        cfg.lr_patience,
-        cfg.lr_drops,
-        cfg.min_delta,
-        milestones=parse_milestones(cfg.lr_milestones),
-    )
+    schedule = new_schedule(cfg)
     info = TrainInfo(
         tuple(cfg.scale),
         cfg.crop,

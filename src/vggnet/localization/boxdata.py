@@ -350,6 +350,23 @@ def _find_image(image_dir: Path, sub: Path, filename: str, stem: str) -> Path | 
     return None
 
 
+def _voc_box(o, name: str, classes, base: int, scale: tuple[float, float], size) -> list[float]:
+    """One ``<object>``'s box in max-exclusive pixels of the image file (inclusive corners from
+    `base`, scaled from the XML's size to the file's); ValueError says what is wrong."""
+    if not name:
+        raise ValueError("object has no <name>")
+    if classes is not None and name not in classes:
+        raise ValueError(
+            f"unknown class {name!r} (not among the {len(classes)} classes, e.g. {', '.join(classes[:3])})"
+        )
+    bb = o.find("bndbox")
+    if bb is None:
+        raise ValueError("object has no <bndbox>")
+    x0, y0, x1, y1 = (_number(bb.findtext(k, ""), k) for k in CSV_COLUMNS[2:])
+    sx, sy = scale
+    return _check_box([(x0 - base) * sx, (y0 - base) * sy, (x1 - base + 1) * sx, (y1 - base + 1) * sy], size)
+
+
 def read_voc_annotations(
     ann_dir, image_dir, classes: list[str] | None = None, on_bad: str = "fail", pixel_base: int | None = None
 ) -> BoxSource:
@@ -373,7 +390,6 @@ def read_voc_annotations(
     files = sorted(p for p in ann_dir.rglob("*") if p.suffix.lower() == ".xml" and p.is_file())
     if not files:
         raise VGGError(f"{ann_dir}: no .xml annotation files")
-    known = None if classes is None else set(classes)
     sizes, col, names = _ImageSizes(), _Collector(), set()
     for xml_path in files:
         try:
@@ -407,31 +423,13 @@ def read_voc_annotations(
             continue
         image_id = os.path.relpath(image_path, image_dir)
         col.see(image_id, image_path, str(xml_path))
+        base = _pixel_base(root_el) if pixel_base is None else pixel_base
         for n, o in enumerate(objects, start=1):
             name = (o.findtext("name") or "").strip()
-            where = f"{xml_path}:object {n}"
             try:
-                if not name:
-                    raise ValueError("object has no <name>")
-                if known is not None and name not in known:
-                    raise ValueError(
-                        f"unknown class {name!r} (not among the {len(classes)} classes, "
-                        f"e.g. {', '.join(classes[:3])})"
-                    )
-                bb = o.find("bndbox")
-                if bb is None:
-                    raise ValueError("object has no <bndbox>")
-                raw = [_number(bb.findtext(k, ""), k) for k in CSV_COLUMNS[2:]]
-                base = _pixel_base(root_el) if pixel_base is None else pixel_base
-                box = [
-                    (raw[0] - base) * sx,
-                    (raw[1] - base) * sy,
-                    (raw[2] - base + 1) * sx,
-                    (raw[3] - base + 1) * sy,
-                ]
-                box = _check_box(box, size)
+                box = _voc_box(o, name, classes, base, (sx, sy), size)
             except ValueError as e:
-                col.problems.append(f"{where}: {e}")
+                col.problems.append(f"{xml_path}:object {n}: {e}")
                 continue
             col.add(image_id, size, box, name)
     return _result(col, classes, names, on_bad, image_dir, ann_dir)

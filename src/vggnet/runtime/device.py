@@ -6,6 +6,7 @@ training, validation, ``evaluate`` and feature extraction treat a device the sam
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -64,6 +65,7 @@ class DevicePolicy:
         return f"{self.device}, {self.precision}{layout}" + (f" ({self.reason})" if self.reason else "")
 
 
+@functools.cache  # the CPU does not change while a process runs
 def cpu_flags() -> frozenset[str]:
     """The CPU's own feature flags (Linux /proc/cpuinfo: x86 ``flags``, ARM ``Features``)."""
     try:
@@ -87,7 +89,6 @@ def make_policy(
     device: torch.device,
     amp: str = "auto",
     channels_last: str = "auto",
-    training: bool = False,
     flags: frozenset[str] | None = None,
 ) -> DevicePolicy:
     """The settings resolved for `device`; ``auto`` chooses what was measured to pay there
@@ -97,27 +98,25 @@ def make_policy(
     - bf16 autocast (fp32 master weights, fp32 checkpoints): on CUDA, and on CPUs with native
       bf16 (AMX or AVX512_BF16), for training and inference alike (training measured 1.5-2.5x
       over fp32 on an AVX512_BF16 CPU); elsewhere bf16 is emulated and slower, so fp32.
-    `training` is kept for callers that log it; both modes follow the same rule.
     """
     amp = "on" if amp == "bf16" else amp
     if amp not in AMP_CHOICES:
         raise unknown("amp", amp, AMP_CHOICES)
     if channels_last not in SWITCHES:
         raise unknown("channels-last", channels_last, SWITCHES)
-    auto_bf16 = device.type == "cuda" or (device.type == "cpu" and cpu_native_bf16(flags) is not None)
-    bf16 = amp == "on" or (amp == "auto" and auto_bf16)
-    return DevicePolicy(device, bf16, channels_last in ("on", "auto"), why(device, amp, bf16, flags))
+    native = cpu_native_bf16(flags) if device.type == "cpu" else None
+    bf16 = amp == "on" or (amp == "auto" and (device.type == "cuda" or native is not None))
+    return DevicePolicy(device, bf16, channels_last in ("on", "auto"), why(device, amp, native))
 
 
-def why(device: torch.device, amp: str, bf16: bool, flags: frozenset[str] | None) -> str:
+def why(device: torch.device, amp: str, native: str | None) -> str:
     """One phrase saying why the precision is what it is (written to the run's log and metadata)."""
     if amp != "auto":
         return f"--amp {amp}"
     if device.type == "cuda":
         return "auto: CUDA"
-    native = cpu_native_bf16(flags)
     return (
-        f"auto: CPU has {native}" if bf16 else "auto: CPU has no native bf16 (no amx_bf16/avx512_bf16 flag)"
+        f"auto: CPU has {native}" if native else "auto: CPU has no native bf16 (no amx_bf16/avx512_bf16 flag)"
     )
 
 
