@@ -13,7 +13,9 @@ experiments/results/tiny-<profile>/ (committed: they survive a fresh machine; ru
 
 Fairness rules (docs/RESULTS.md repeats them):
 - equal schedules: every net of a stage gets the same epochs and the same fixed learning-rate drops
-  (``--lr-milestones``), never the plateau rule, so no net gets a drop another does not;
+  (``--lr-milestones``), never the plateau rule, so no net gets a drop another does not; the
+  warm-started nets (B-E) ramp the rate up over their first epoch (``--lr-warmup 1``): at the full
+  rate from the first step, D joined to A's trained layers collapsed to a constant output;
 - nothing is chosen on the images that report the result: training validates on a slice of the
   training images (``--val-fraction``) only for its curves, the evaluated weights are the *final*
   ones (no best-epoch pick), and the validation images are read only by ``vggnet evaluate``.
@@ -51,7 +53,7 @@ PROFILES = {
         classes=100,
         batch=64,
         lr=0.05,
-        stages=dict(scratch=(12, "6,9"), warm=(12, "6,9"), finetune=(6, "3,5")),
+        stages=dict(scratch=(12, "6,9", 0), warm=(12, "6,9", 1), finetune=(6, "3,5", 0)),
     ),
     "gpu": dict(
         crop=64,
@@ -62,7 +64,7 @@ PROFILES = {
         classes=0,
         batch=256,
         lr=0.01,
-        stages=dict(scratch=(40, "20,30"), warm=(40, "20,30"), finetune=(15, "8,12")),
+        stages=dict(scratch=(40, "20,30", 0), warm=(40, "20,30", 1), finetune=(15, "8,12", 0)),
     ),
     "smoke": dict(
         crop=32,
@@ -73,7 +75,7 @@ PROFILES = {
         classes=3,
         batch=16,
         lr=0.05,
-        stages=dict(scratch=(1, "1"), warm=(1, "1"), finetune=(1, "1")),
+        stages=dict(scratch=(1, "1", 0), warm=(1, "1", 1), finetune=(1, "1", 0)),
         per_class=24,
     ),
 }
@@ -107,7 +109,7 @@ def make_lists(data: Path, out: Path, p: dict, log: Path) -> Path:
 
 # -- the grid --------------------------------------------------------------------------------------
 def train_cmd(r: dict, p: dict, args, lists: Path, out: Path, stats: Path) -> list:
-    epochs, milestones = p["stages"][r["kind"]]
+    epochs, milestones, warmup = p["stages"][r["kind"]]
     lr = p["lr"] / r.get("lr_div", 1)
     init = [a.format(runs=out).replace("best.safetensors", "final.safetensors") for a in r["init"]]
     return VGGNET + [
@@ -135,6 +137,7 @@ def train_cmd(r: dict, p: dict, args, lists: Path, out: Path, stats: Path) -> li
         epochs,
         "--lr-milestones",
         milestones,
+        *(["--lr-warmup", warmup] if warmup else []),
         "--device",
         args.device,
         "--workers",
@@ -307,7 +310,8 @@ def write_results(path: Path, results: Path, p: dict, args, commands: dict) -> N
     names = [r["name"] for r in plan(p, Path("."))]
     first = next((r for r in (_load(results, f"{n}-single") for n in names) if r), None)
     n_val = first["images"] if first else "?"
-    (ep1, m1), (ep2, m2) = p["stages"]["scratch"], p["stages"]["finetune"]
+    (ep1, m1, _), (ep2, m2, _) = p["stages"]["scratch"], p["stages"]["finetune"]
+    warmup = p["stages"]["warm"][2]
     subset = (
         f"the first {p['classes']} classes of wnids.txt that have training boxes"
         if p["classes"]
@@ -327,7 +331,9 @@ def write_results(path: Path, results: Path, p: dict, args, commands: dict) -> N
         "",
         "**Equal schedules**: every first-scale net (A, A-LRN, B-5x5 from scratch, B-E warm-started from "
         "A) trains "
-        f"{ep1} epochs with the rate divided by 10 after epochs {m1}; every second-scale and jittered net "
+        f"{ep1} epochs with the rate divided by 10 after epochs {m1} (the warm-started ones with the rate "
+        f"raised linearly over their first {warmup} epoch: at the full rate from the first step, D from A "
+        "sat at chance for two epochs, see docs/TRAINING.md); every second-scale and jittered net "
         f"{ep2} epochs from its parent at a tenth of the rate, divided after epochs {m2}. The evaluated "
         "weights are "
         f"the final ones; the curves' validation is a {float(VAL_FRACTION):.0%} slice of the training "

@@ -101,6 +101,12 @@ class TrainConfig:
     lr_milestones: str = setting(
         "", "fixed schedule: divide the rate by lr-factor after these epochs, e.g. 6,9 (plateau rule off)"
     )
+    # not in the paper: a warm-started net can collapse under its first full-rate steps
+    lr_warmup: float = setting(
+        0.0,
+        "linear warm-up: the rate rises step by step to --lr over these first epochs (0: none)",
+        bounds=(0, 1000, False, False),
+    )
     min_delta: float = setting(0.0, "improvement (points) that counts", bounds=(0, 100, False, False))
     init: str = setting(
         "gaussian", "random initialisation: gaussian or glorot", choices=("gaussian", "glorot")

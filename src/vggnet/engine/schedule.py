@@ -4,6 +4,12 @@ improving; after the rate has been decreased 3 times, the next plateau ends trai
 With `milestones` (``--lr-milestones 6,9``) the rate is divided after those epochs instead, and the
 epoch cap ends training: a fixed schedule, so that nets compared with each other get the same
 number of drops at the same epochs (the plateau rule drops earlier for nets that plateau earlier).
+
+``--lr-warmup E`` raises the rate linearly, step by step, from lr/N to lr over the first E epochs
+(N steps), then leaves it to the rule above. Not in the paper: a warm-started net (§3.1) joins
+trained layers to random ones, and at a rate tuned for training from scratch its first large
+gradients can throw it to a constant output (measured: D from A at lr 0.05 sat at chance for two
+epochs, docs/TRAINING.md). The factor is a function of the position alone, so resume stays exact.
 """
 
 from __future__ import annotations
@@ -63,3 +69,11 @@ class PlateauSchedule:
         if state.get("best") is None:
             state["best"] = float("inf")
         return cls(**state)
+
+
+def warmup_factor(warmup_epochs: float, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """The fraction of the rate used by step `step` (0-based) of epoch `epoch` (0-based)."""
+    total = warmup_epochs * steps_per_epoch
+    if total <= 0:
+        return 1.0
+    return min(1.0, (epoch * steps_per_epoch + step + 1) / total)

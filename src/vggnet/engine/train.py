@@ -35,6 +35,7 @@ from .config import validate as validate_config
 from .objectives import objective_for
 from .run import Run, build_run, release_lock, train_mode
 from .runlog import RunLog
+from .schedule import warmup_factor
 
 SYNC_EVERY = 10  # steps between host synchronisations (finiteness check, progress, stop flag)
 
@@ -107,6 +108,10 @@ def train_step(run: Run, batch: dict, epoch: int, step: int, sums: torch.Tensor)
             (loss / share).backward()
         sums[0] += loss.detach()
         sums[1:] += run.objective.train_counts(outputs, chunk)
+    if cfg.lr_warmup:
+        lr = run.schedule.lr * warmup_factor(cfg.lr_warmup, epoch, step, run.steps_per_epoch)
+        for g in run.optimizer.param_groups:
+            g["lr"] = lr
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     return len(batch["labels"])
