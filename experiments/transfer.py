@@ -1,13 +1,21 @@
 """Appendix B on real data: deep features + linear SVMs -> docs/RESULTS.md (Table 11 analogue).
 
     python experiments/transfer.py [--cls runs/imagenette-cpu64]
+    python experiments/transfer.py --setup tiny [--cls runs/tiny-cpu] [--imagenette runs/imagenette-cpu64]
 
-Features of the Imagenette classification nets D and E (crop 64, S = 110, of ``experiments/
-imagenette.py --profile cpu64``) and, as the baseline that says what training bought, the same net
-D at its random initialisation. Two data sets: Oxford Flowers-17 with the Caltech-style protocol
-(3 random splits of 30 training and 50 test images per class; mean class recall) and PASCAL VOC-2007's
-train split divided once into halves (seed 0) with the VOC-2007 mean AP. Q = {73, 110, 146}: the
-paper's {256, 384, 512} times 64/224. Every step is a vggnet command; finished steps are skipped.
+Two setups:
+- ``imagenette``: the Imagenette classification nets D and E (crop 64, S = 110, of ``experiments/
+  imagenette.py --profile cpu64``);
+- ``tiny``: the Tiny ImageNet nets D and E of ``experiments/tiny.py --profile cpu`` (100 classes,
+  S = 73, their final weights), with a second baseline: the Imagenette D of the same shape
+  (``experiments/imagenette.py --profile cpu64 --only A-S73,D-S73``), which says what 100 classes
+  buy over 10.
+Both have, as the baseline that says what training bought, the same net D at its random
+initialisation. Two data sets: Oxford Flowers-17 with the Caltech-style protocol (3 random splits of
+30 training and 50 test images per class; mean class recall) and PASCAL VOC-2007's train split
+divided once into halves (seed 0) with the VOC-2007 mean AP. Q = {73, 110, 146}: the paper's
+{256, 384, 512} times 64/224. Every step is a vggnet command; finished steps are skipped, and a net
+not trained yet leaves its rows pending (run again once it is).
 """
 
 from __future__ import annotations
@@ -23,6 +31,14 @@ from common import ROOT, VGGNET, run, shown, write_section  # noqa: E402
 
 SCALES = "73,110,146"
 DATA = {"flowers17": "flowers17-160", "voc2007": "voc2007-train-160/labels.csv"}
+SETUPS = {
+    "imagenette": dict(
+        section="transfer", cls="imagenette-cpu64", runs="transfer", nets="{c}-S110/best.safetensors"
+    ),
+    "tiny": dict(
+        section="transfer-tiny", cls="tiny-cpu", runs="tiny-transfer", nets="{c}-S73/final.safetensors"
+    ),
+}
 
 
 def random_net(trained: Path, out: Path) -> Path:
@@ -41,68 +57,79 @@ def random_net(trained: Path, out: Path) -> Path:
     return out
 
 
-def settings(features: dict) -> list[tuple[str, list, list]]:
-    """(row label, features files, extra transfer flags) for each data set."""
-    d, e, r = features["D"], features["E"], features["D-random"]
-    return [
-        ("D, stack, 3 Q", [d], ["--combine", "stack"]),
-        ("D, average, 3 Q", [d], ["--combine", "average"]),
-        ("D, 1 Q (110)", [d], ["--scales", "110"]),
-        ("E, stack, 3 Q", [e], ["--combine", "stack"]),
-        ("E, average, 3 Q", [e], ["--combine", "average"]),
-        ("D&E, stack, 3 Q", [d, e], ["--combine", "stack"]),
-        ("D&E, average, 3 Q", [d, e], ["--combine", "average"]),
-        ("D random init, stack, 3 Q", [r], ["--combine", "stack"]),
-        ("D random init, average, 3 Q", [r], ["--combine", "average"]),
+def settings(setup: str) -> list[tuple[str, list, list]]:
+    """(row label, nets whose features it uses, extra transfer flags) for each data set."""
+    rows = [
+        ("D, stack, 3 Q", ["D"], ["--combine", "stack"]),
+        ("D, average, 3 Q", ["D"], ["--combine", "average"]),
+        ("D, 1 Q (110)", ["D"], ["--scales", "110"]),
+        ("E, stack, 3 Q", ["E"], ["--combine", "stack"]),
+        ("E, average, 3 Q", ["E"], ["--combine", "average"]),
+        ("D&E, stack, 3 Q", ["D", "E"], ["--combine", "stack"]),
+        ("D&E, average, 3 Q", ["D", "E"], ["--combine", "average"]),
+        ("D random init, stack, 3 Q", ["D-random"], ["--combine", "stack"]),
+        ("D random init, average, 3 Q", ["D-random"], ["--combine", "average"]),
     ]
+    if setup == "tiny":
+        rows += [
+            ("D Imagenette, stack, 3 Q", ["D-imagenette"], ["--combine", "stack"]),
+            ("D Imagenette, average, 3 Q", ["D-imagenette"], ["--combine", "average"]),
+        ]
+    return rows
+
+
+def nets_of(args, S: dict, out: Path) -> dict:
+    """The checkpoints by name; the random-init D is written from D's shape."""
+    cls = Path(args.cls or ROOT / "runs" / S["cls"])
+    nets = {c: cls / S["nets"].format(c=c) for c in "DE"}
+    if args.setup == "tiny":
+        nets["D-imagenette"] = Path(args.imagenette) / "D-S73" / "best.safetensors"
+    if nets["D"].exists():
+        nets["D-random"] = random_net(nets["D"], out / "D-random.safetensors")
+    return {k: v for k, v in nets.items() if v.exists()}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--setup", choices=SETUPS, default="imagenette")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--cls", default=str(ROOT / "runs" / "imagenette-cpu64"))
-    ap.add_argument("--out", default=str(ROOT / "runs" / "transfer"))
+    ap.add_argument("--cls", help="the classification runs (default runs/imagenette-cpu64 or runs/tiny-cpu)")
+    ap.add_argument(
+        "--imagenette", default=str(ROOT / "runs" / "imagenette-cpu64"), help="tiny: its baseline"
+    )
+    ap.add_argument("--out", help="runs folder (default runs/transfer or runs/tiny-transfer)")
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     ap.add_argument("--results", default=str(ROOT / "docs" / "RESULTS.md"))
     args = ap.parse_args()
-    data, cls, out = Path(args.data), Path(args.cls), Path(args.out)
+    S = SETUPS[args.setup]
+    data, out = Path(args.data), Path(args.out or ROOT / "runs" / S["runs"])
     out.mkdir(parents=True, exist_ok=True)
-    log, cmds = out / "commands.log", {}
-    nets = {"D": cls / "D-S110" / "best.safetensors", "E": cls / "E-S110" / "best.safetensors"}
-    nets["D-random"] = random_net(nets["D"], out / "D-random.safetensors")
+    log, cmds, nets = out / "commands.log", {}, nets_of(args, S, out)
     results = {}
     for ds, rel_path in DATA.items():
         feats = {}
         for net, ckpt in nets.items():
             f = out / f"{ds}-{net}.safetensors"
-            cmd = VGGNET + [
-                "features",
-                "--checkpoint",
-                ckpt,
-                "--data",
-                data / rel_path,
-                "--scales",
-                SCALES,
-                "--workers",
-                str(args.workers),
-                "--out",
-                f,
-            ]
+            cmd = VGGNET + ["features", "--checkpoint", ckpt, "--data", data / rel_path]
+            cmd += ["--scales", SCALES, "--workers", str(args.workers), "--out", f]
             cmds[f"features {net} {ds}"] = cmd
             run(cmd, log, f)
             feats[net] = f
-        for label, files, flags in settings(feats):
+        for label, members, flags in settings(args.setup):
+            if not all(m in feats for m in members):
+                continue  # pending: a net not trained yet
             rd = out / ds / label.replace(", ", "-").replace(" ", "_").replace("&", "+")
             protocol = (
                 ["--train-per-class", "30", "--test-per-class", "50", "--splits", "3"]
                 if ds == "flowers17"
                 else ["--test-fraction", "0.5", "--seed", "0"]
             )
-            cmd = VGGNET + ["transfer", *files, *flags, *protocol, "--dataset", ds, "--out", rd]
+            cmd = VGGNET + ["transfer", *[feats[m] for m in members], *flags, *protocol]
+            cmd += ["--dataset", ds, "--out", rd]
             cmds[f"transfer {ds}: {label}"] = cmd
             run(cmd, log, rd / "results.json")
             results[(ds, label)] = json.loads((rd / "results.json").read_text())
-    write_section(Path(args.results), "transfer", report(results, cmds))
+    write_section(Path(args.results), S["section"], report(args.setup, results, cmds))
     print(f"wrote {args.results}")
 
 
@@ -117,11 +144,14 @@ def _cell(r: dict) -> str:
     return f"{s['mean']:.1f} ± {s['std']:.1f}"
 
 
-def findings(results: dict) -> list[str]:
+def findings(setup: str, results: dict) -> list[str]:
     g = lambda ds, label: _v(results[(ds, label)])  # noqa: E731
     rows = []
 
     def verdict(title, paper, ds, better, worse):
+        if (ds, better) not in results or (ds, worse) not in results:
+            rows.append(f"- **{title}** ({ds}; paper: {paper}): pending (a net not trained yet).")
+            return
         b, w = g(ds, better), g(ds, worse)
         rows.append(
             f"- **{title}** ({ds}; paper: {paper}): **{'shown' if b > w else 'not shown'}**: "
@@ -136,6 +166,15 @@ def findings(results: dict) -> list[str]:
             "D, stack, 3 Q",
             "D random init, stack, 3 Q",
         )
+    if setup == "tiny":
+        for ds in DATA:
+            verdict(
+                "100 classes beat 10 (Tiny ImageNet D vs Imagenette D of the same shape)",
+                "not in the paper: what the breadth of the training classes buys",
+                ds,
+                "D, stack, 3 Q",
+                "D Imagenette, stack, 3 Q",
+            )
     for ds in DATA:
         verdict(
             "E >= D",
@@ -159,14 +198,18 @@ def findings(results: dict) -> list[str]:
         "D, stack, 3 Q",
         "D, average, 3 Q",
     )
-    a, s = g("voc2007", "D, average, 3 Q"), g("voc2007", "D, stack, 3 Q")
-    rows.append(
-        f"- **Averaging is about as good as stacking on VOC** (paper: averaging performed like stacking): "
-        f"**{'shown' if abs(a - s) <= 1.0 else 'not shown'}** (within 1 point): average {a:.1f} vs stack "
-        f"{s:.1f}."
-    )
-    rows += [
-        "",
+    if ("voc2007", "D, stack, 3 Q") in results:
+        a, s = g("voc2007", "D, average, 3 Q"), g("voc2007", "D, stack, 3 Q")
+        rows.append(
+            "- **Averaging is about as good as stacking on VOC** (paper: averaging performed like "
+            f"stacking): **{'shown' if abs(a - s) <= 1.0 else 'not shown'}** (within 1 point): average "
+            f"{a:.1f} vs stack {s:.1f}."
+        )
+    return rows + ["", READING[setup]]
+
+
+READING = {  # each setup's reading of its results, written once they were in
+    "imagenette": (
         "Reading them: these nets are a quarter of the paper's width, see 64-pixel crops and were trained "
         "on 9,469 images of 10 classes (the paper's: 1.3 M images, 1,000 classes), so their fc7 (256-D) is "
         "specialised to 10 classes. On VOC, whose images are ImageNet-like scenes, training still buys "
@@ -174,25 +217,40 @@ def findings(results: dict) -> list[str]:
         "the random-init net's features (a random projection of pooled conv features) do better there. E, "
         "trained for as many epochs as D, ended weaker on Imagenette (30.3% vs 25.8% centre-crop top-1 "
         "error), and its features are weaker too; fusing the two still helps. Multi-scale descriptors and "
-        "stacking behave as in the paper.",
-    ]
-    return rows
+        "stacking behave as in the paper."
+    ),
+    "tiny": "",
+}
+
+INTRO = {
+    "imagenette": (
+        "Generated by `python experiments/transfer.py`. Nets: the Imagenette classification nets D and E "
+        "of the `cpu64` profile (crop 64, widths x1/4, S = 110), and D at its random initialisation as the "
+        "baseline."
+    ),
+    "tiny": (
+        "Generated by `python experiments/transfer.py --setup tiny`. Nets: D and E of the Tiny ImageNet "
+        "grid (`tiny-cpu` profile: 100 classes, 50,000 images, widths x1/4, FC 256, batch norm, crop 64, "
+        "S = 73, final weights); baselines: D at its random initialisation, and the Imagenette D of the "
+        "same shape (`experiments/imagenette.py --profile cpu64 --only A-S73,D-S73`: 10 classes, 9,469 "
+        "images, the plateau rule, its best-epoch weights) - what ten times the classes buy."
+    ),
+}
 
 
-def report(results: dict, cmds: dict) -> str:
-    labels = list(dict.fromkeys(label for _, label in results))
+def report(setup: str, results: dict, cmds: dict) -> str:
+    labels = [label for label, _, _ in settings(setup)]
     first = results[("flowers17", labels[0])]
     voc = results[("voc2007", labels[0])]
+    cell = lambda ds, label: _cell(results[(ds, label)]) if (ds, label) in results else "pending"  # noqa: E731
     L = [
-        "# Deep features and linear SVMs (Appendix B, CPU-sized)",
+        "# Deep features and linear SVMs (Appendix B, CPU-sized"
+        + (", Tiny ImageNet nets)" if setup == "tiny" else ")"),
         "",
-        "Generated by `python experiments/transfer.py`. Descriptors (§B): each image rescaled to Q, the net "
-        "applied densely, fc7 (after ReLU) averaged over space and with the flipped image's, then across Q "
-        "stacked or averaged, L2-normalised; linear SVMs (scikit-learn), C chosen on 20% of each training "
-        "set. "
-        "Nets: the Imagenette classification nets D and E of the `cpu64` profile (crop 64, widths x1/4, "
-        "S = 110), and D at its random initialisation as the baseline. Q = {73, 110, 146} "
-        "(the paper's {256, 384, 512} x 64/224); 1 Q is 110.",
+        f"{INTRO[setup]} Descriptors (§B): each image rescaled to Q, the net applied densely, fc7 (after "
+        "ReLU) averaged over space and with the flipped image's, then across Q stacked or averaged, "
+        "L2-normalised; linear SVMs (scikit-learn), C chosen on 20% of each training set. Q = {73, 110, "
+        "146} (the paper's {256, 384, 512} x 64/224); 1 Q is 110.",
         "",
         f"- **Flowers-17** (`../shared/data/flowers17-160`, 17 classes x 80 images): 3 random splits, "
         f"{first['per_split'][0]['train_images'] // 17} training and "
@@ -209,10 +267,7 @@ def report(results: dict, cmds: dict) -> str:
         "| descriptor | Flowers-17 (mean class recall) | VOC-2007 (mAP) |",
         "|---|---|---|",
     ]
-    for label in labels:
-        L.append(
-            f"| {label} | {_cell(results[('flowers17', label)])} | {_cell(results[('voc2007', label)])} |"
-        )
+    L += [f"| {label} | {cell('flowers17', label)} | {cell('voc2007', label)} |" for label in labels]
     L += [
         "",
         "Paper (Table 11, test sets): VOC-2007 D 89.3, E 89.3, D&E 89.7; Caltech-101 D 91.8 ± 1.0, "
@@ -220,7 +275,7 @@ def report(results: dict, cmds: dict) -> str:
         "",
         "## The paper's findings, one by one",
         "",
-        *findings(results),
+        *findings(setup, results),
         "",
         "## Commands",
         "",
