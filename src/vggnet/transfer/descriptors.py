@@ -135,25 +135,9 @@ def compute_features(
             per_scale[q] = torch.zeros(n, d.shape[1])
         per_scale[q][indices] = d
 
-    batches = SizeBatcher(run, batch_size, pixel_budget)
-    done = np.zeros(n, dtype=bool)
-    unreadable = []
     items = progress_bar(scaled_loader(source, qs, workers), n, "features", progress)
     t0 = time.perf_counter()
-    for item in items:
-        if "error" in item:
-            path, reason = item["error"]
-            if not skip_unreadable:
-                raise VGGError(
-                    f"unreadable image {path}: {reason} (--skip-unreadable leaves such images out; "
-                    f"they are listed)"
-                )
-            unreadable.append(f"{path}: {reason}")
-            continue
-        done[item["index"]] = True
-        for q, image in item["images"].items():
-            batches.add((q, tuple(image.shape[-2:])), item["index"], image)
-    batches.flush()
+    done, unreadable = _feed(items, SizeBatcher(run, batch_size, pixel_budget), n, skip_unreadable)
     seconds = time.perf_counter() - t0
     keep = np.flatnonzero(done)
     if len(keep) == 0:
@@ -176,6 +160,28 @@ def compute_features(
         amp=policy.amp,
         device=policy.describe(),
     )
+
+
+def _feed(items, batches, n: int, skip_unreadable: bool) -> tuple[np.ndarray, list[str]]:
+    """Every decoded image's scales into `batches` (run as they fill); which images were read,
+    and the unreadable ones as "path: reason" (an error unless `skip_unreadable`)."""
+    done = np.zeros(n, dtype=bool)
+    unreadable = []
+    for item in items:
+        if "error" in item:
+            path, reason = item["error"]
+            if not skip_unreadable:
+                raise VGGError(
+                    f"unreadable image {path}: {reason} (--skip-unreadable leaves such images out; "
+                    f"they are listed)"
+                )
+            unreadable.append(f"{path}: {reason}")
+            continue
+        done[item["index"]] = True
+        for q, image in item["images"].items():
+            batches.add((q, tuple(image.shape[-2:])), item["index"], image)
+    batches.flush()
+    return done, unreadable
 
 
 def features_from_checkpoint(
