@@ -263,3 +263,20 @@ def test_sigterm_to_torchrun_checkpoints_every_rank_at_one_agreed_step(synth, tm
     rc, err = finish(torchrun_train(synth, run), timeout=300)  # the requeued job: the same command
     assert rc == 0, err[-3000:]
     assert_same_weights(reference, run / "final.safetensors")
+
+
+def test_sigterm_to_every_process_of_the_job_checkpoints(synth, tmp_path):
+    """A scheduler that signals every process of a job (SLURM's scancel and preemption do) reaches
+    the decoding workers too: they leave the stop to the training loop, which checkpoints and exits
+    with 130, instead of dying and taking the run down with a loader error."""
+    run = tmp_path / "run"
+    argv = ["-m", "vggnet", *train_args(synth, run)]
+    argv[argv.index("--workers") + 1] = "2"
+    process = start(argv)
+    wait_for_checkpoint(run, [process], at=(0, 2))  # the workers are decoding the epoch
+    os.killpg(process.pid, signal.SIGTERM)
+    rc, err = finish(process, timeout=60)
+    assert rc == 130 and "interrupted: SIGTERM: checkpoint written" in err, err[-3000:]
+    assert "vggnet train: error" not in err and position(run) >= (0, 2)
+    rc, err = finish(start(argv), timeout=300)  # the requeued job finishes from there
+    assert rc == 0 and (run / "final.safetensors").exists(), err[-3000:]

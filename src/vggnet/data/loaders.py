@@ -20,6 +20,8 @@ fields to the item, where ``drawn`` says how the image was transformed; tensors 
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -123,6 +125,11 @@ def collate_images(items: list[dict]) -> dict:
 
 def _worker_init(_):
     torch.set_num_threads(1)  # decoding workers: one thread each, the cores are the parallelism
+    # A scheduler may signal every process of the job (SLURM does): the stop is the training loop's
+    # to make (checkpoint, exit 130); a worker that died of it would take the run down instead.
+    # Workers still end with their parent (the loader's watchdog).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def train_loader(
