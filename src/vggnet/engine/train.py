@@ -108,13 +108,17 @@ def train_step(run: Run, batch: dict, epoch: int, step: int, sums: torch.Tensor)
             (loss / share).backward()
         sums[0] += loss.detach()
         sums[1:] += run.objective.train_counts(outputs, chunk)
-    if cfg.lr_warmup:
-        lr = run.schedule.lr * warmup_factor(cfg.lr_warmup, epoch, step, run.steps_per_epoch)
-        for g in run.optimizer.param_groups:
-            g["lr"] = lr
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     return len(batch["labels"])
+
+
+def warm_up(run: Run, epoch: int, step: int) -> None:
+    """The rate of this step under ``--lr-warmup`` (engine/schedule.py); nothing without it."""
+    if run.cfg.lr_warmup:
+        lr = run.schedule.lr * warmup_factor(run.cfg.lr_warmup, epoch, step, run.steps_per_epoch)
+        for g in run.optimizer.param_groups:
+            g["lr"] = lr
 
 
 def check_batch(run: Run, batch: dict) -> list[str]:
@@ -229,6 +233,7 @@ def train_one_epoch(run: Run, epoch: int, stop: StopFlag) -> dict:
         if step >= steps:
             break
         bad += check_batch(run, batch)
+        warm_up(run, epoch, step)
         seen += train_step(run, batch, epoch, step, sums)
         done = step + 1
         if done % SYNC_EVERY == 0 or done == steps:
