@@ -34,6 +34,9 @@ SETUPS = {
     "imagenette": dict(
         section="localisation",
         runs="imagenette-loc",
+        cls="imagenette-cpu64",
+        epochs=30,
+        weights="best.safetensors",  # the evaluated box-net weights
         # name: (head, fine-tuned layers, S) -- Table 8's three rows at the "384" scale, and S=256's PCR
         nets={
             "SCR-fc-S110": ("scr", "fc", 110),
@@ -52,6 +55,9 @@ SETUPS = {
     "tiny": dict(
         section="localisation-tiny",
         runs="tiny-loc",
+        cls="tiny-cpu",
+        epochs=2,
+        weights="final.safetensors",  # the grid's rule: nothing picked on a slice
         nets={
             "SCR-fc-S110": ("scr", "fc", 110),
             "PCR-fc-S110": ("pcr", "fc", 110),
@@ -70,7 +76,6 @@ SETUPS = {
         shown="PCR-all-S110-Q110",
     ),
 }
-DEFAULT_EPOCHS = {"imagenette": 30, "tiny": 2}
 
 
 def divide(setup: str, data: Path, cls: Path, out: Path) -> dict:
@@ -116,15 +121,10 @@ def train_nets(S: dict, args, cls: Path, out: Path, files: dict, cmds: dict) -> 
         cmds[f"train {name}"] = cmd
         run(cmd + (["--resume"] if (rd / "last.safetensors").exists() else []), log, rd / "final.safetensors")
         ev = out / "eval" / f"{name}-p1"
-        cmd = VGGNET + ["loc", "evaluate", "--checkpoint", rd / weights_of(args.setup), "--data", files["p1"]]
+        cmd = VGGNET + ["loc", "evaluate", "--checkpoint", rd / S["weights"], "--data", files["p1"]]
         cmd += ["--root", data, "--protocol", "center", "--workers", str(args.workers), "--out", ev]
         cmds[f"protocol 1 {name}"] = cmd
         run(cmd, log, ev / "results.json")
-
-
-def weights_of(setup: str) -> str:
-    """The evaluated weights: the grid's rule (Tiny ImageNet: final, nothing picked on a slice)."""
-    return "best.safetensors" if setup == "imagenette" else "final.safetensors"
 
 
 def dense_runs(S: dict, args, cls: Path, out: Path, files: dict, cmds: dict) -> None:
@@ -134,7 +134,7 @@ def dense_runs(S: dict, args, cls: Path, out: Path, files: dict, cmds: dict) -> 
         for qs in scales:
             for part in ("tune", "report"):
                 ev = out / "eval" / f"{name}-Q{qs.replace(',', '+')}-{part}"
-                cmd = VGGNET + ["loc", "evaluate", "--checkpoint", out / name / weights_of(args.setup)]
+                cmd = VGGNET + ["loc", "evaluate", "--checkpoint", out / name / S["weights"]]
                 cmd += ["--data", files[part], "--root", data, "--scales", qs]
                 cmd += ["--classifier", cls / S["classifier"], "--workers", str(args.workers), "--out", ev]
                 cmds[f"protocol 2 {name} Q={qs} ({part})"] = cmd
@@ -197,9 +197,8 @@ def main():
         if args.setup != "imagenette":
             raise SystemExit("--data: give the tiny-imagenet-200 folder")
         args.data = str(ROOT.parent / "shared" / "data" / "imagenette-128")
-    args.epochs = args.epochs or DEFAULT_EPOCHS[args.setup]
-    grid = "imagenette-cpu64" if args.setup == "imagenette" else "tiny-cpu"
-    data, cls = Path(args.data).resolve(), Path(args.cls or ROOT / "runs" / grid).resolve()
+    args.epochs = args.epochs or S["epochs"]
+    data, cls = Path(args.data).resolve(), Path(args.cls or ROOT / "runs" / S["cls"]).resolve()
     out = Path(args.out or ROOT / "runs" / S["runs"]).resolve()
     out.mkdir(parents=True, exist_ok=True)
     files, cmds = divide(args.setup, data, cls, out), {}

@@ -114,9 +114,11 @@ def train_step(run: Run, batch: dict, epoch: int, step: int, sums: torch.Tensor)
 
 
 def warm_up(run: Run, epoch: int, step: int) -> None:
-    """The rate of this step under ``--lr-warmup`` (engine/schedule.py); nothing without it."""
-    if run.cfg.lr_warmup:
-        lr = run.schedule.lr * warmup_factor(run.cfg.lr_warmup, epoch, step, run.steps_per_epoch)
+    """The rate of this step under ``--lr-warmup`` (engine/schedule.py): set only on the ramp's
+    steps; after them the schedule's rate stands as end_epoch and resume set it."""
+    steps, warmup = run.steps_per_epoch, run.cfg.lr_warmup
+    if epoch * steps + step < warmup * steps:
+        lr = run.schedule.lr * warmup_factor(warmup, epoch, step, steps)
         for g in run.optimizer.param_groups:
             g["lr"] = lr
 
