@@ -10,7 +10,7 @@ from vggnet.transfer.features_file import subset_features
 from vggnet.transfer.protocols import load_results, run_multilabel, run_splits, save_results
 from vggnet.transfer.report import table11
 from vggnet.transfer.splits import load_splits, random_splits, save_splits, stratified_holdout
-from vggnet.transfer.svm import fit_svm, select_C
+from vggnet.transfer.svm import SVMChoice, fit_svm, select_C
 
 
 def clustered(per_class=(20, 14, 12), dim=8, noise=0.3, seed=0):
@@ -93,7 +93,7 @@ def test_C_is_chosen_on_training_data_only(monkeypatch):
         return real_fit(x_fit, y_fit, *args, **kw)
 
     monkeypatch.setattr(svm_module, "fit_linear_svm", spy)
-    result = run_splits(features, splits, Cs=(0.01, 1.0, 100.0))
+    result = run_splits(features, splits, choice=SVMChoice(Cs=(0.01, 1.0, 100.0)))
     # Every row any SVM was fitted on belongs to that split's training images.
     from vggnet.transfer.descriptors import descriptor_matrix
 
@@ -112,7 +112,9 @@ def test_C_is_chosen_on_training_data_only(monkeypatch):
         x2, y2 = x.copy(), y.copy()
         x2[s["test"]] = rng.normal(0, 1, (len(s["test"]), x.shape[1]))
         y2[s["test"]] = rng.permutation(y2[s["test"]])
-        other = run_splits(as_features(x2, y2), [s], Cs=(0.01, 1.0, 100.0), seed=i)["per_split"][0]
+        other = run_splits(as_features(x2, y2), [s], choice=SVMChoice(Cs=(0.01, 1.0, 100.0), seed=i))[
+            "per_split"
+        ][0]
         assert other["C"] == result["per_split"][i]["C"]
         assert other["val_scores"] == result["per_split"][i]["val_scores"]
         assert other["mean_class_recall"] < result["per_split"][i]["mean_class_recall"]
@@ -120,7 +122,7 @@ def test_C_is_chosen_on_training_data_only(monkeypatch):
 
 def test_select_C_prefers_the_smallest_of_equal_scores_and_refits_on_all():
     x, y = clustered(per_class=(10, 10, 10))
-    chosen = fit_svm(x, y, "single", Cs=(100.0, 1.0, 10.0))
+    chosen = fit_svm(x, y, "single", SVMChoice(Cs=(100.0, 1.0, 10.0)))
     assert chosen["val_images"] == 6 and chosen["fit_images"] == 24  # 20% per class
     assert set(chosen["val_scores"]) == {1.0, 10.0, 100.0}
     assert all(s == 1.0 for s in chosen["val_scores"].values())  # separable: every C is perfect
@@ -134,7 +136,7 @@ def test_select_C_picks_the_validation_best():
     rng = np.random.default_rng(3)
     y = np.repeat([0, 1], [24, 6])
     x = np.stack([np.full(30, 5.0), y + rng.normal(0, 0.1, 30)], axis=1).astype(np.float32)
-    chosen = select_C(x, y, "single", Cs=(1e-4, 1.0, 100.0))
+    chosen = select_C(x, y, "single", SVMChoice(Cs=(1e-4, 1.0, 100.0)))
     assert chosen["val_scores"][1e-4] == pytest.approx(0.5) and chosen["val_scores"][1.0] == pytest.approx(
         1.0
     )
@@ -161,7 +163,7 @@ def test_multilabel_svm_ignores_difficult_images(monkeypatch):
     x, _ = clustered(per_class=(6, 6), dim=4)
     y = np.where(np.arange(12)[:, None] < 6, [[1, -1]], [[-1, 1]])
     y[0, 0] = y[1, 0] = 0
-    fit_svm(x, y, "multi", Cs=(1.0,))
+    fit_svm(x, y, "multi", SVMChoice(Cs=(1.0,)))
     assert sizes == [10, 12]
 
 
@@ -169,13 +171,15 @@ def test_multilabel_class_without_positive_training_image_is_refused():
     x, _ = clustered(per_class=(4, 4), dim=4)
     y = np.array([[1, -1]] * 4 + [[-1, 0]] * 4)
     with pytest.raises(VGGError, match="class 'dog' has no positive training image"):
-        fit_svm(x, y, "multi", Cs=(1.0,), classes=["cat", "dog"])
+        fit_svm(x, y, "multi", SVMChoice(Cs=(1.0,)), classes=["cat", "dog"])
 
 
 # -- protocols, files, table ----------------------------------------------------------------------
 def test_run_splits_reports_recall_per_split(tmp_path):
     x, y = clustered()
-    result = run_splits(as_features(x, y), random_splits(y, 3, 8, seed=0), Cs=(0.1, 1.0), dataset="toy")
+    result = run_splits(
+        as_features(x, y), random_splits(y, 3, 8, seed=0), choice=SVMChoice(Cs=(0.1, 1.0)), dataset="toy"
+    )
     assert result["summary"]["splits"] == 3 and result["summary"]["mean"] == pytest.approx(100.0)
     assert result["setting"] == "D fc7 Q=32" and result["dataset"] == "toy"
     row = result["per_split"][0]
@@ -208,7 +212,7 @@ def test_run_multilabel_reports_both_ap_definitions(tmp_path):
     y[5, 0] = 0  # a difficult image
     f = as_features(x, y, "multi", classes=["cat", "dog"])
     train, test = subset_features(f, range(0, 40, 2)), subset_features(f, range(1, 40, 2))
-    result = run_multilabel(train, test, Cs=(0.1, 1.0), dataset="voc-toy")
+    result = run_multilabel(train, test, choice=SVMChoice(Cs=(0.1, 1.0)), dataset="voc-toy")
     assert set(result["metrics"]) == {"VOC07 11-point", "area under curve"}
     for m in result["metrics"].values():
         assert m["mean"] == pytest.approx(100.0) and len(m["per_class"]) == 2
@@ -222,11 +226,16 @@ def test_run_multilabel_reports_both_ap_definitions(tmp_path):
 
 def test_table11_layout():
     x, y = clustered()
-    caltech = run_splits(as_features(x, y), random_splits(y, 2, 8, seed=0), Cs=(1.0,), dataset="caltech-toy")
+    caltech = run_splits(
+        as_features(x, y), random_splits(y, 2, 8, seed=0), choice=SVMChoice(Cs=(1.0,)), dataset="caltech-toy"
+    )
     xm, ym = multilabel_toy()
     fm = as_features(xm, ym, "multi")
     voc = run_multilabel(
-        subset_features(fm, range(20)), subset_features(fm, range(20, 40)), Cs=(1.0,), dataset="voc-toy"
+        subset_features(fm, range(20)),
+        subset_features(fm, range(20, 40)),
+        choice=SVMChoice(Cs=(1.0,)),
+        dataset="voc-toy",
     )
     fused = dict(
         caltech, setting="D&E fc7 stack Q=256,384,512", summary=dict(caltech["summary"], mean=92.7, std=0.5)

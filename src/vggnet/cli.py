@@ -82,15 +82,7 @@ def cmd_predict(args) -> None:
     from .tables import columns, render
 
     results = predict(
-        args.checkpoint,
-        args.images,
-        protocol=args.protocol,
-        multi_scale=args.multi_scale,
-        scales=args.scales,
-        top=args.top,
-        device=args.device,
-        channels_last=args.channels_last,
-        amp=args.amp,
+        args.checkpoint, args.images, **library_kwargs(predict, args, skip=("weights", "images"))
     )
     if args.json:
         print(json.dumps(results, indent=1))
@@ -122,15 +114,7 @@ def cmd_export(args) -> None:
 def cmd_data_synth(args) -> None:
     from .data.synth import make_synthetic
 
-    info = make_synthetic(
-        args.out,
-        classes=args.classes,
-        per_class=args.per_class,
-        val_per_class=args.val_per_class,
-        size=args.size,
-        seed=args.seed,
-        workers=args.workers,
-    )
+    info = make_synthetic(args.out, **library_kwargs(make_synthetic, args, skip=("out", "progress")))
     print(
         f"wrote {info['train']} training and {info['val']} validation images of {len(info['classes'])} "
         f"classes ({info['size']}px) to {info['root']}"
@@ -202,15 +186,7 @@ def cmd_data_check(args) -> None:
 def cmd_data_split(args) -> None:
     from .data.splitfile import split_file
 
-    r = split_file(
-        args.data,
-        val=args.val,
-        tune=args.tune,
-        seed=args.seed,
-        root=args.root,
-        out_dir=args.out_dir,
-        force=args.force,
-    )
+    r = split_file(args.data, **library_kwargs(split_file, args, skip=("path",)))
     for name, part in r["parts"].items():
         print(f"{name}: {part['images']} images ({part['rows']} rows) -> {part['file']}")
     print(
@@ -318,26 +294,12 @@ def cmd_plot(args) -> None:
 
 # -- evaluate / fuse / report -------------------------------------------------------------------------
 def cmd_evaluate(args) -> None:
-    from .eval.runner import evaluate, format_table
+    from .eval.runner import EvalOptions, evaluate, format_table
 
-    result = evaluate(
-        args.checkpoint,
-        args.data,
-        args.protocol,
-        out=args.out,
-        force=args.force,
-        scales=args.scales,
-        multi_scale=args.multi_scale,
-        device=args.device,
-        amp=args.amp,
-        channels_last=args.channels_last,
-        workers=args.workers,
-        batch_size=args.batch_size,
-        half=args.half,
-        skip_unreadable=args.skip_unreadable,
-        data_root=args.root,
-        progress=sys.stderr.isatty(),
+    options = library_kwargs(
+        EvalOptions, args, protocols=args.protocol, data_root=args.root, progress=sys.stderr.isatty()
     )
+    result = evaluate(args.checkpoint, args.data, out=args.out, force=args.force, **options)
     print(format_table(result))
     if args.out:
         print(f"posteriors and results saved in {args.out}")
@@ -413,30 +375,14 @@ def cmd_loc_train(args) -> None:
 
 
 def cmd_loc_evaluate(args) -> None:
-    from .localization.evaluate import evaluate_loc
+    from .localization.evaluate import LocOptions, evaluate_loc
     from .localization.report import loc_tables
 
+    options = library_kwargs(
+        LocOptions, args, protocols=tuple(args.protocol), data_root=args.root, progress=True
+    )
     r = evaluate_loc(
-        args.checkpoint,
-        args.data,
-        out=args.out,
-        force=args.force,
-        gallery=args.gallery,
-        protocols=tuple(args.protocol),
-        scales=args.scales,
-        multi_scale=args.multi_scale,
-        classifier=args.classifier,
-        posteriors=args.posteriors,
-        top_k=args.top_k,
-        flip=args.flip,
-        threshold=args.threshold,
-        device=args.device,
-        amp=args.amp,
-        channels_last=args.channels_last,
-        workers=args.workers,
-        data_root=args.root,
-        on_bad_box=args.on_bad_box,
-        progress=True,
+        args.checkpoint, args.data, out=args.out, force=args.force, gallery=args.gallery, **options
     )
     print(loc_tables([r], "text"))
     if args.out:
@@ -452,15 +398,7 @@ def cmd_loc_merge(args) -> None:
     from .tables import columns, render
 
     r = merge_runs(
-        args.dirs,
-        args.data,
-        threshold=args.threshold,
-        tune=args.tune,
-        top_k=args.top_k,
-        data_root=args.root,
-        on_bad_box=args.on_bad_box,
-        out=args.out,
-        force=args.force,
+        args.dirs, args.data, **library_kwargs(merge_runs, args, skip=("dirs", "data"), data_root=args.root)
     )
     if r["tuned"]:
         k = args.top_k
@@ -484,22 +422,12 @@ def cmd_loc_merge(args) -> None:
 # -- deep features and linear SVMs (Appendix B) --------------------------------------------------------
 def cmd_features(args) -> None:
     from .transfer.commands import features_command
+    from .transfer.descriptors import features_from_checkpoint
 
+    skip = ("checkpoint", "data", "scales", "layer")
+    options = library_kwargs(features_from_checkpoint, args, skip=skip, data_root=args.root, progress=True)
     r = features_command(
-        args.checkpoint,
-        args.data,
-        args.out,
-        args.scales,
-        args.layer,
-        force=args.force,
-        data_root=args.root,
-        device=args.device,
-        workers=args.workers,
-        batch_size=args.batch_size,
-        amp=args.amp,
-        channels_last=args.channels_last,
-        progress=True,
-        skip_unreadable=args.skip_unreadable,
+        args.checkpoint, args.data, args.out, args.scales, args.layer, force=args.force, **options
     )
     print(
         f"{r['images']} images ({r['label_kind']}-label, {r['classes']} classes): {r['layer']} descriptors "
@@ -992,6 +920,21 @@ def add_output_flags(
     to replace without --force)."""
     s.add_argument("--out", required=required, help=out)
     s.add_argument("--force", action="store_true", help=force)
+
+
+def library_kwargs(target, args, skip=(), **given) -> dict:
+    """The keywords of `target` (an options dataclass, or a function's parameters less `skip`) read
+    from the flags of the same name: one spelling from the command line to the library. `given`:
+    the flags renamed or converted on the way (``--root`` -> ``data_root``)."""
+    import dataclasses
+    import inspect
+
+    if dataclasses.is_dataclass(target):
+        names = [f.name for f in dataclasses.fields(target)]
+    else:
+        params = inspect.signature(target).parameters.values()
+        names = [q.name for q in params if q.kind not in (q.VAR_POSITIONAL, q.VAR_KEYWORD)]
+    return {**{n: getattr(args, n) for n in names if n not in skip and hasattr(args, n)}, **given}
 
 
 def add_runtime_flags(s, workers: bool = True) -> None:

@@ -35,7 +35,7 @@ from .engine.run import open_data
 from .errors import VGGError
 from .eval.runner import evaluate, format_table
 from .fileio import write_text
-from .tables import columns, render
+from .tables import columns, error_columns, render
 
 SYNTH = dict(classes=10, per_class=500, val_per_class=50, size=40, seed=0)
 
@@ -229,8 +229,7 @@ EPOCH_COLUMNS = columns(
 EVAL_COLUMNS = columns(
     "protocol",
     "test Q",
-    ("top-1 err (%)", "top1_err", "{:.1f}"),
-    ("top-5 err (%)", "top5_err", "{:.1f}"),
+    *error_columns(),
     ("images/s", "images_per_s", "{:.0f}"),
 )
 
@@ -313,8 +312,7 @@ def summary_table(result: dict) -> str:
     cols = columns(
         "protocol",
         ("Q", "test Q"),
-        ("top-1 err", "top1_err", "{:.1f}%"),
-        ("top-5 err", "top5_err", "{:.1f}%"),
+        *error_columns("err", fmt="{:.1f}%"),
     )
     return (
         render(_eval_rows(single, multi), cols, title=head)

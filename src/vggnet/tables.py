@@ -23,8 +23,16 @@ class Column:
 
 
 def columns(*specs) -> list[Column]:
-    """``columns(("top-1 err (%)", "top1_err", "{:.1f}"), "images")``: tuples or plain headers."""
-    return [Column(*spec) if isinstance(spec, tuple) else Column(spec) for spec in specs]
+    """``columns(("top-1 err (%)", "top1_err", "{:.1f}"), "images")``: tuples, plain headers or columns."""
+    return [
+        spec if isinstance(spec, Column) else Column(*spec) if isinstance(spec, tuple) else Column(spec)
+        for spec in specs
+    ]
+
+
+def error_columns(label: str = "err (%)", keys=("top1_err", "top5_err"), fmt: str = "{:.1f}") -> list[Column]:
+    """The paper's pair of figures as two columns: top-1 and top-5 `label` (§4: error rates)."""
+    return [Column(f"top-{k} {label}", key, fmt) for k, key in zip((1, 5), keys)]
 
 
 def render(rows: list[dict], cols: list[Column], style: str = "text", title: str | None = None) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import VGGError
-from ..tables import columns, render
+from ..tables import columns, error_columns, render
 from .metrics import topk_errors
 from .posteriors import load_posteriors, save_posteriors, save_results
 
@@ -92,8 +92,7 @@ def save_fusion(out, result: dict) -> None:
 
 FUSION_COLUMNS = columns(
     "protocol",
-    ("top-1 err", "top1_err", "{:.2f}%"),
-    ("top-5 err", "top5_err", "{:.2f}%"),
+    *error_columns("err", fmt="{:.2f}%"),
     ("members' top-1", "members"),
 )
 

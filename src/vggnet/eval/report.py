@@ -5,7 +5,7 @@ folder it came from (``run``): two runs of one setting are two rows that can be 
 from __future__ import annotations
 
 from ..data.transforms import Scale
-from ..tables import columns, render
+from ..tables import columns, error_columns, render
 from .posteriors import read_results
 
 COLUMNS = columns(
@@ -14,8 +14,7 @@ COLUMNS = columns(
     "train S",
     "test Q",
     "protocol",
-    ("top-1 err (%)", "top1_err", "{:.1f}"),
-    ("top-5 err (%)", "top5_err", "{:.1f}"),
+    *error_columns(),
     "images",
 )
 

@@ -25,7 +25,7 @@ from ..fileio import claim_folder
 from ..models.weights import load_model
 from ..progress import progress
 from ..runtime.device import make_policy, resolve_device
-from ..tables import columns, render
+from ..tables import columns, error_columns, render
 from .batching import SizeBatcher
 from .metrics import topk_errors
 from .posteriors import POSTERIORS, RESULTS, save_posteriors, save_results
@@ -213,8 +213,7 @@ def evaluate(checkpoint, data, protocols=("dense",), out=None, force=False, **op
 
 RESULT_COLUMNS = columns(
     "protocol",
-    ("top-1 err", "top1_err", "{:.2f}%"),
-    ("top-5 err", "top5_err", "{:.2f}%"),
+    *error_columns("err", fmt="{:.2f}%"),
     ("images/s", "images_per_s", "{:.1f}"),
 )
 

@@ -210,14 +210,8 @@ def classifier_settings(init_from) -> dict:
     its training scale S."""
     meta = read_meta(init_from)
     spec = meta.model
-    settings = dict(
-        arch=spec.arch,
-        width=spec.width,
-        fc_dim=spec.fc_dim,
-        crop=spec.crop_size,
-        batch_norm=spec.batch_norm,
-        dropout=spec.dropout,
-    )
+    shape = ("arch", "width", "fc_dim", "batch_norm", "dropout")
+    settings = dict({k: getattr(spec, k) for k in shape}, crop=spec.crop_size)
     if meta.train:
         lo, hi = meta.train.scale
         settings["scale"] = str(lo) if lo == hi else f"{lo}:{hi}"

@@ -6,7 +6,7 @@ table without their baselines being mistaken for one another."""
 
 from __future__ import annotations
 
-from ..tables import Column, columns, render
+from ..tables import Column, columns, error_columns, render
 
 TABLE8 = columns("net", "head", "fine-tuned", "train S", "test Q", ("loc err (%)", "err", "{:.1f}"), "images")
 TABLE9 = columns(
@@ -14,8 +14,7 @@ TABLE9 = columns(
     "train S",
     "test Q",
     "method",
-    ("top-1 loc err (%)", "top1", "{:.1f}"),
-    ("top-5 loc err (%)", "top5", "{:.1f}"),
+    *error_columns("loc err (%)", ("top1", "top5")),
     "images",
 )
 

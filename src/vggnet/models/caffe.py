@@ -71,6 +71,19 @@ VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
 NET_NAME, NET_LAYERS_V1, NET_LAYER_V2 = 1, 2, 100
 V2_NAME, V2_TYPE, V2_BLOBS, V2_IP_PARAM = 1, 2, 7, 117
 V1_V0_LAYER, V1_NAME, V1_TYPE, V1_BLOBS, V1_IP_PARAM = 1, 4, 5, 6, 17
+# The fields read from a layer message, by format: number -> (what it is, wire type).
+V2_FIELDS = {
+    V2_NAME: ("layer name", LENGTH),
+    V2_TYPE: ("layer type", LENGTH),
+    V2_BLOBS: ("blobs", LENGTH),
+    V2_IP_PARAM: ("inner_product_param", LENGTH),
+}
+V1_FIELDS = {
+    V1_NAME: ("layer name", LENGTH),
+    V1_TYPE: ("layer type", VARINT),
+    V1_BLOBS: ("blobs", LENGTH),
+    V1_IP_PARAM: ("inner_product_param", LENGTH),
+}
 IP_TRANSPOSE = 6
 BLOB_LEGACY = (1, 2, 3, 4)  # num, channels, height, width
 BLOB_DATA, BLOB_DIFF, BLOB_SHAPE, BLOB_DOUBLE_DATA, BLOB_DOUBLE_DIFF = 5, 6, 7, 8, 9
@@ -244,15 +257,7 @@ class _Decoder:
         return CaffeNet(name, "V1", [self.layer_v1(span, at) for span, at in v1])
 
     def layer_v2(self, span) -> CaffeLayer:
-        f = self.collect(
-            span,
-            {
-                V2_NAME: ("layer name", LENGTH),
-                V2_TYPE: ("layer type", LENGTH),
-                V2_BLOBS: ("blobs", LENGTH),
-                V2_IP_PARAM: ("inner_product_param", LENGTH),
-            },
-        )
+        f = self.collect(span, V2_FIELDS)
         return self.layer_of(f, span, self.last_string(f[V2_TYPE], ""), (V2_NAME, V2_BLOBS, V2_IP_PARAM))
 
     def layer_v1(self, span, at_layer: int) -> CaffeLayer:
@@ -260,16 +265,7 @@ class _Decoder:
             f"the layer at byte {at_layer} is in Caffe's V0 format (2013); convert the file with Caffe's "
             f"upgrade_net_proto_binary first"
         )
-        f = self.collect(
-            span,
-            {
-                V1_NAME: ("layer name", LENGTH),
-                V1_TYPE: ("layer type", VARINT),
-                V1_BLOBS: ("blobs", LENGTH),
-                V1_IP_PARAM: ("inner_product_param", LENGTH),
-            },
-            refuse={V1_V0_LAYER: v0},
-        )
+        f = self.collect(span, V1_FIELDS, refuse={V1_V0_LAYER: v0})
         code = f[V1_TYPE][-1][0] if f[V1_TYPE] else None
         type_name = "None" if code is None else V1_TYPES.get(code, f"V1 type {code}")
         return self.layer_of(f, span, type_name, (V1_NAME, V1_BLOBS, V1_IP_PARAM))

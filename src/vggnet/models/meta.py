@@ -111,16 +111,7 @@ class TrainInfo:
     precision: str = ""  # what the device policy chose, and why: "bf16 autocast (auto: CPU has amx_bf16)"
 
     def to_dict(self) -> dict:
-        return dict(
-            scale=list(self.scale),
-            crop=self.crop,
-            val_scale=self.val_scale,
-            recipe=self.recipe,
-            config=self.config,
-            warm_start=self.warm_start,
-            objective=self.objective,
-            precision=self.precision,
-        )
+        return dict(dataclasses.asdict(self), scale=list(self.scale))
 
     @classmethod
     def from_dict(cls, d, where="") -> "TrainInfo":

@@ -48,24 +48,20 @@ class VGG(nn.Module):
     ``head`` says what the last layer (fc8) predicts: class scores, or boxes (App. A: one box for
     all classes, ``scr``, or one per class, ``pcr``)."""
 
-    def __init__(
-        self,
-        arch: str,
-        num_classes: int = 1000,
-        *,
-        width: float = 1.0,
-        fc_dim: int = 4096,
-        crop_size: int = 224,
-        dropout: float = 0.5,
-        batch_norm: bool = False,
-        head: str = "classifier",
-    ):
+    def __init__(self, spec: ArchSpec):
         super().__init__()
-        self.spec = ArchSpec(arch, num_classes, width, fc_dim, crop_size, dropout, batch_norm, head)
+        self.spec = spec
+        arch, width, fc_dim, dropout, batch_norm = (
+            spec.arch,
+            spec.width,
+            spec.fc_dim,
+            spec.dropout,
+            spec.batch_norm,
+        )
         self.arch = arch
-        self.num_classes = num_classes
-        self.crop_size = check_crop_size(crop_size)
-        self.kernel = crop_size // 32  # fc6's spatial extent as a convolution (7 at 224)
+        self.num_classes = spec.num_classes
+        self.crop_size = check_crop_size(spec.crop_size)
+        self.kernel = spec.crop_size // 32  # fc6's spatial extent as a convolution (7 at 224)
         self.dropout = dropout
         layers: list[nn.Module] = []
         # name -> (index of the module in `features`, index whose output is the named activation)
@@ -186,13 +182,4 @@ def model_from_spec(spec: ArchSpec) -> VGG:
     check_model_args(
         letter, spec.num_classes, spec.width, spec.fc_dim, spec.crop_size, spec.dropout, spec.head
     )
-    return VGG(
-        letter,
-        spec.num_classes,
-        width=spec.width,
-        fc_dim=spec.fc_dim,
-        crop_size=spec.crop_size,
-        dropout=spec.dropout,
-        batch_norm=spec.batch_norm if bn is None else bn,
-        head=spec.head,
-    )
+    return VGG(spec.replace(arch=letter, batch_norm=spec.batch_norm if bn is None else bn))

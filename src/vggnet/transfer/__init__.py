@@ -20,7 +20,7 @@ from .metrics import auc_ap, confusion_matrix, mean_class_recall, voc07_ap
 from .protocols import AP_KINDS, load_results, run_multilabel, run_splits, save_confusion_png, save_results
 from .report import table11
 from .splits import load_splits, random_holdout, random_splits, save_splits, stratified_holdout
-from .svm import DEFAULT_CS, fit_svm, select_C
+from .svm import DEFAULT_CS, SVMChoice, fit_svm, select_C
 
 __all__ = [
     "MultiLabelSource",
@@ -55,6 +55,7 @@ __all__ = [
     "save_splits",
     "stratified_holdout",
     "DEFAULT_CS",
+    "SVMChoice",
     "fit_svm",
     "select_C",
 ]

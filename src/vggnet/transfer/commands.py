@@ -22,7 +22,7 @@ from .descriptors import features_from_checkpoint
 from .features_file import load_features, save_features, stack_nets, subset_features
 from .protocols import run_multilabel, run_splits, save_results
 from .splits import load_splits, random_holdout, random_splits, save_splits
-from .svm import DEFAULT_CS
+from .svm import DEFAULT_CS, SVMChoice
 
 # Appendix B: Caltech stacks the scales (objects fill the image, scales carry different semantics);
 # VOC averages them (objects appear at all scales, averaging performed like stacking).
@@ -111,7 +111,7 @@ def transfer_command(
             drawn = random_splits(
                 train["labels"], splits, train_per_class, test_per_class, seed, train["classes"]
             )
-        result = run_splits(train, drawn, combine, scales, Cs, seed, dataset=dataset)
+        result = run_splits(train, drawn, combine, scales, SVMChoice(tuple(Cs), seed=seed), dataset)
         result["splits_settings"] = dict(
             splits=len(drawn),
             train_per_class=train_per_class,
@@ -127,7 +127,7 @@ def transfer_command(
         else:  # a fixed, seeded division of one labelled set into train and test images
             part = random_holdout(len(train["ids"]), test_fraction, seed)
             train, test = subset_features(train, part["fit"]), subset_features(train, part["val"])
-        result = run_multilabel(train, test, combine, scales, Cs, seed, dataset=dataset)
+        result = run_multilabel(train, test, combine, scales, SVMChoice(tuple(Cs), seed=seed), dataset)
         result["division"] = dict(
             test_features=test_features, test_fraction=None if test_features else test_fraction, seed=seed
         )

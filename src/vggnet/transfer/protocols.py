@@ -24,7 +24,7 @@ from ..fileio import atomic_write, claim_folder, write_json, write_text
 from ..tables import Column, columns, render
 from .descriptors import descriptor_matrix
 from .metrics import auc_ap, confusion_matrix, mean_class_recall, voc07_ap
-from .svm import DEFAULT_CS, fit_svm, predict_scores
+from .svm import DEFAULT_CHOICE, SVMChoice, fit_svm, predict_scores
 
 RESULTS, PER_CLASS, CONFUSION = "results.json", "per_class.csv", "confusion.png"
 AP_KINDS = ("VOC07 11-point", "area under curve")
@@ -71,9 +71,7 @@ def run_splits(
     splits,
     combine: str = "stack",
     scales=None,
-    Cs=DEFAULT_CS,
-    seed: int = 0,
-    val_fraction: float = 0.2,
+    choice: SVMChoice = DEFAULT_CHOICE,
     dataset: str | None = None,
 ) -> dict:
     """Caltech-style evaluation over `splits` (dicts of train/test indices into the features)."""
@@ -95,16 +93,7 @@ def run_splits(
             raise VGGError(f"split {i}: indices must be non-empty and in [0, {n}) for these {n} images")
         if np.intersect1d(train, test).size:
             raise VGGError(f"split {i}: {np.intersect1d(train, test).size} images are in both train and test")
-        svm = fit_svm(
-            x[train],
-            y[train],
-            "single",
-            Cs,
-            val_fraction=val_fraction,
-            seed=seed + i,
-            n_classes=n_classes,
-            classes=features["classes"],
-        )
+        svm = fit_svm(x[train], y[train], "single", choice.for_split(i), n_classes, features["classes"])
         pred = predict_scores(svm["model"], x[test])
         mcr = mean_class_recall(y[test], pred, n_classes)
         rows.append(
@@ -137,12 +126,15 @@ def run_splits(
     return dict(
         _describe(features, combine, qs, dataset),
         kind="single",
-        seed=seed,
-        val_fraction=val_fraction,
-        Cs=[float(c) for c in Cs],
+        **_choice_record(choice),
         summary=summary,
         per_split=rows,
     )
+
+
+def _choice_record(choice: SVMChoice) -> dict:
+    """How C was chosen, as the results file records it."""
+    return dict(seed=choice.seed, val_fraction=choice.val_fraction, Cs=[float(c) for c in choice.Cs])
 
 
 def _check_pair(train: dict, test: dict) -> None:
@@ -167,9 +159,7 @@ def run_multilabel(
     test_features: dict,
     combine: str = "average",
     scales=None,
-    Cs=DEFAULT_CS,
-    seed: int = 0,
-    val_fraction: float = 0.2,
+    choice: SVMChoice = DEFAULT_CHOICE,
     dataset: str | None = None,
 ) -> dict:
     """VOC-style evaluation: per-class SVMs on `train_features` (C chosen on 20% of them), mean
@@ -180,16 +170,7 @@ def run_multilabel(
     x_test = descriptor_matrix(test_features, combine, qs)
     y_train, y_test = np.asarray(train_features["labels"]), np.asarray(test_features["labels"])
     classes = list(train_features["classes"])
-    svm = fit_svm(
-        x_train,
-        y_train,
-        "multi",
-        Cs,
-        val_fraction=val_fraction,
-        seed=seed,
-        n_classes=len(classes),
-        classes=classes,
-    )
+    svm = fit_svm(x_train, y_train, "multi", choice, len(classes), classes)
     scores = predict_scores(svm["model"], x_test)
     metrics = {}
     for ap in (voc07_ap(scores, y_test), auc_ap(scores, y_test)):
@@ -202,9 +183,7 @@ def run_multilabel(
     return dict(
         _describe(train_features, combine, qs, dataset),
         kind="multi",
-        seed=seed,
-        val_fraction=val_fraction,
-        Cs=[float(c) for c in Cs],
+        **_choice_record(choice),
         test_features=test_features.get("path"),
         summary=dict(metric="mean AP", mean=metrics["VOC07 11-point"]["mean"], ap_kind="VOC07 11-point"),
         metrics=metrics,

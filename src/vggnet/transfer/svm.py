@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -27,6 +28,24 @@ from .splits import random_holdout, stratified_holdout
 
 DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 MAX_ITER = 10_000
+
+
+@dataclass(frozen=True)
+class SVMChoice:
+    """How C is chosen and the SVM fitted (the module doc): the C grid, the held-out fraction of the
+    training images, the seed of that hold-out and of the solver, the solver's iteration cap."""
+
+    Cs: tuple = field(default=DEFAULT_CS)
+    val_fraction: float = 0.2
+    seed: int = 0
+    max_iter: int = MAX_ITER
+
+    def for_split(self, i: int) -> SVMChoice:
+        """The choice for the i-th random split: its own seed, so each split can be rerun alone."""
+        return replace(self, seed=self.seed + i)
+
+
+DEFAULT_CHOICE = SVMChoice()
 
 
 class _Constant:
@@ -114,19 +133,12 @@ def validation_score(model, x, y, kind: str, n_classes: int) -> float:
 
 
 def select_C(
-    x_train,
-    y_train,
-    kind: str,
-    Cs=DEFAULT_CS,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    n_classes: int | None = None,
-    max_iter: int = MAX_ITER,
+    x_train, y_train, kind: str, choice: SVMChoice = DEFAULT_CHOICE, n_classes: int | None = None
 ) -> dict:
     """Choose C from training data alone (see the module doc). Returns dict(C, val_scores
     {C: score}, val_metric, fit_images, val_images, seconds)."""
     x, y = _check_xy(x_train, y_train, kind)
-    Cs = sorted({float(c) for c in Cs})
+    Cs, val_fraction, seed = sorted({float(c) for c in choice.Cs}), choice.val_fraction, choice.seed
     if not Cs or min(Cs) <= 0:
         raise VGGError(f"the C grid must hold positive values, got {Cs}")
     n_classes = n_classes or (y.shape[1] if kind == "multi" else int(y.max()) + 1)
@@ -143,7 +155,7 @@ def select_C(
         raise VGGError(f"too few training images ({len(y)}) to hold out {val_fraction:.0%} for choosing C")
     scores = {}
     for C in Cs:
-        m = fit_linear_svm(x[fit], y[fit], kind, C, seed, max_iter, final=False)["model"]
+        m = fit_linear_svm(x[fit], y[fit], kind, C, seed, choice.max_iter, final=False)["model"]
         scores[C] = validation_score(m, x[val], y[val], kind, n_classes)
     valid = {C: s for C, s in scores.items() if not np.isnan(s)}
     if not valid:
@@ -167,24 +179,14 @@ def fit_svm(
     x_train,
     y_train,
     kind: str,
-    Cs=DEFAULT_CS,
-    val_fraction: float = 0.2,
-    seed: int = 0,
+    choice: SVMChoice = DEFAULT_CHOICE,
     n_classes: int | None = None,
     classes=None,
-    max_iter: int = MAX_ITER,
 ) -> dict:
     """Choose C on 20% of the training set, then refit on all of it. Returns the selection dict
     plus ``model``, ``fit_seconds`` and ``converged``."""
-    chosen = select_C(
-        x_train,
-        y_train,
-        kind,
-        Cs,
-        val_fraction=val_fraction,
-        seed=seed,
-        n_classes=n_classes,
-        max_iter=max_iter,
+    chosen = select_C(x_train, y_train, kind, choice, n_classes=n_classes)
+    fitted = fit_linear_svm(
+        x_train, y_train, kind, chosen["C"], choice.seed, choice.max_iter, classes=classes, final=True
     )
-    fitted = fit_linear_svm(x_train, y_train, kind, chosen["C"], seed, max_iter, classes=classes, final=True)
     return dict(chosen, model=fitted["model"], fit_seconds=fitted["seconds"], converged=fitted["converged"])
