@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,16 @@ def run(cmd: list, log: Path, done: Path | None = None) -> None:
         r = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
     if r.returncode:
         raise SystemExit(f"command failed ({r.returncode}); see {log}")
+
+
+def copy_results(src: Path, dest: Path, folders) -> None:
+    """Every ``FOLDER/NAME/results.json`` under `src` (FOLDER in `folders`) that `dest` lacks, at the
+    same place: kept results (committed) stand for finished steps on a fresh machine."""
+    for f in sorted(src.glob("*/*/results.json")):
+        target = dest / f.relative_to(src)
+        if f.parts[-3] in folders and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target)
 
 
 def write_section(path: Path, name: str, text: str) -> None:

@@ -28,7 +28,31 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, VGGNET, rel, run, shown, write_section  # noqa: E402
+from common import ROOT, VGGNET, copy_results, rel, run, shown, write_section  # noqa: E402
+
+
+def within_boxed_training_images(data: Path, cls: Path) -> tuple:
+    """Imagenette: its boxes are on training images only, so all four parts come from them."""
+    from vggnet.localization import read_box_csv, split_by_image
+
+    boxes = read_box_csv(data / "boxes-train.csv")
+    train, val = split_by_image(boxes, 0.2, seed=0)
+    tune, report = split_by_image(val, 0.5, seed=1)
+    return train, val, tune, report
+
+
+def validation_images_report(data: Path, cls: Path) -> tuple:
+    """Tiny ImageNet: the validation images (boxed, unseen by every net) report; 2 x 1,000 training
+    images held out from box training watch it and choose t (half of a small test tree each, so that
+    the script runs end to end on it)."""
+    from vggnet.localization import read_box_csv, split_by_image
+
+    boxes = read_box_csv(cls / "lists" / "train-boxes.csv", root=data)
+    held = 2000 / len(boxes.images) if len(boxes.images) >= 10_000 else 0.5
+    train, held = split_by_image(boxes, held, seed=0)
+    val, tune = split_by_image(held, 0.5, seed=1)
+    return train, val, tune, read_box_csv(cls / "lists" / "val-boxes.csv", root=data)
+
 
 SETUPS = {
     "imagenette": dict(
@@ -51,6 +75,9 @@ SETUPS = {
         train=["--lr", "0.005", "--lr-patience", "3"],
         gallery=ROOT / "docs" / "images" / "localisation-gallery.png",
         shown="PCR-all-S110-Q110",  # the gallery's evaluation
+        division=within_boxed_training_images,
+        p1="val",  # the images Table 8 reports on
+        own_scale={},
     ),
     "tiny": dict(
         section="localisation-tiny",
@@ -74,37 +101,45 @@ SETUPS = {
         train=["--lr-milestones", "1"],
         gallery=ROOT / "docs" / "img" / "tiny-localisation-gallery.png",
         shown="PCR-all-S110-Q110",
+        division=validation_images_report,
+        p1="report",
+        # the same boxes, the classes ranked by the classifier at its own scales (§4.2, multi-scale
+        # at S = 73) instead of densely at the row's Q: the rows of the second protocol-2 table
+        own_scale={"PCR-all-S110": ["110", "110,146"]},
     ),
 }
 
 
-def divide(setup: str, data: Path, cls: Path, out: Path) -> dict:
+def divide(S: dict, data: Path, cls: Path, out: Path) -> dict:
     """The fixed division of the boxed images (files written once, reused by every later run):
     train, val (watches training), tune (chooses t), report (Table 9), p1 (Table 8)."""
-    from vggnet.localization import read_box_csv, split_by_image, write_box_csv
+    from vggnet.localization import write_box_csv
 
     files = {k: out / f"boxes-{k}.csv" for k in ("train", "val", "tune", "report")}
     if not all(f.exists() for f in files.values()):
-        if setup == "imagenette":
-            boxes = read_box_csv(data / "boxes-train.csv")
-            train, val = split_by_image(boxes, 0.2, seed=0)
-            tune, report = split_by_image(val, 0.5, seed=1)
-        else:
-            boxes = read_box_csv(cls / "lists" / "train-boxes.csv", root=data)
-            # 2 x 1,000 images (half of a small test tree, so that the script runs end to end on it)
-            held = 2000 / len(boxes.images) if len(boxes.images) >= 10_000 else 0.5
-            train, held = split_by_image(boxes, held, seed=0)
-            val, tune = split_by_image(held, 0.5, seed=1)
-            report = read_box_csv(cls / "lists" / "val-boxes.csv", root=data)
-        for k, part in (("train", train), ("val", val), ("tune", tune), ("report", report)):
+        for k, part in zip(("train", "val", "tune", "report"), S["division"](data, cls)):
             write_box_csv(part, files[k], force=True)
-    files["p1"] = files["val"] if setup == "imagenette" else files["report"]
+    files["p1"] = files[S["p1"]]
     return files
 
 
+def weights_needed(S: dict, out: Path) -> set[str]:
+    """The box nets a protocol-2 run still to be made starts from."""
+    return {
+        name
+        for rank, dense in (("", S["dense"]), (OWN, S["own_scale"]))
+        for name, scales in dense.items()
+        for qs in scales
+        for part in ("tune", "report")
+        if not (out / "eval" / f"{name}-Q{qs.replace(',', '+')}{rank}-{part}" / "results.json").exists()
+    }
+
+
 def train_nets(S: dict, args, cls: Path, out: Path, files: dict, cmds: dict) -> None:
-    """Table 8's box nets (and Table 9's second scale), each then evaluated by protocol 1."""
+    """Table 8's box nets (and Table 9's second scale), each then evaluated by protocol 1; a net
+    whose results are all in (kept from an earlier machine) is not trained again."""
     data, log = Path(args.data), out / "commands.log"
+    needed = weights_needed(S, out)
     for name, (head, finetune, s) in S["nets"].items():
         rd = out / name
         cmd = VGGNET + ["loc", "train", "--head", head, "--finetune", finetune, "--scale", str(s)]
@@ -119,8 +154,10 @@ def train_nets(S: dict, args, cls: Path, out: Path, files: dict, cmds: dict) -> 
         cmd += ["--workers", str(args.workers), "--no-progress", "--out", rd]
         cmd += ["--recipe", f"{args.setup} loc: {name}"]
         cmds[f"train {name}"] = cmd
-        run(cmd + (["--resume"] if (rd / "last.safetensors").exists() else []), log, rd / "final.safetensors")
         ev = out / "eval" / f"{name}-p1"
+        if name in needed or not (ev / "results.json").exists():
+            resume = ["--resume"] if (rd / "last.safetensors").exists() else []
+            run(cmd + resume, log, rd / "final.safetensors")
         cmd = VGGNET + ["loc", "evaluate", "--checkpoint", rd / S["weights"], "--data", files["p1"]]
         cmd += ["--root", data, "--protocol", "center", "--workers", str(args.workers), "--out", ev]
         cmds[f"protocol 1 {name}"] = cmd
@@ -128,29 +165,52 @@ def train_nets(S: dict, args, cls: Path, out: Path, files: dict, cmds: dict) -> 
 
 
 def dense_runs(S: dict, args, cls: Path, out: Path, files: dict, cmds: dict) -> None:
-    """Protocol 2 at each row's Q, on the tune images (to choose t) and the report images."""
+    """Protocol 2 at each row's Q, on the tune images (to choose t) and the report images: the classes
+    from the classifier run densely at the same Q, and (``own_scale``) from its saved posteriors at
+    its own scales."""
     data, log = Path(args.data), out / "commands.log"
-    for name, scales in S["dense"].items():
-        for qs in scales:
-            for part in ("tune", "report"):
-                ev = out / "eval" / f"{name}-Q{qs.replace(',', '+')}-{part}"
-                cmd = VGGNET + ["loc", "evaluate", "--checkpoint", out / name / S["weights"]]
-                cmd += ["--data", files[part], "--root", data, "--scales", qs]
-                cmd += ["--classifier", cls / S["classifier"], "--workers", str(args.workers), "--out", ev]
-                cmds[f"protocol 2 {name} Q={qs} ({part})"] = cmd
-                run(cmd, log, ev / "results.json")
+    for rank, dense in (("", S["dense"]), (OWN, S["own_scale"])):
+        for name, scales in dense.items():
+            for qs in scales:
+                for part in ("tune", "report"):
+                    ranking = ["--classifier", cls / S["classifier"]]
+                    if rank:
+                        ranking = ["--posteriors", own_posteriors(S, args, cls, out, files, cmds, part)]
+                    ev = out / "eval" / f"{name}-Q{qs.replace(',', '+')}{rank}-{part}"
+                    cmd = VGGNET + ["loc", "evaluate", "--checkpoint", out / name / S["weights"]]
+                    cmd += ["--data", files[part], "--root", data, "--scales", qs, *ranking]
+                    cmd += ["--workers", str(args.workers), "--out", ev]
+                    cmds[f"protocol 2 {name} Q={qs}{rank} ({part})"] = cmd
+                    run(cmd, log, ev / "results.json")
 
 
-def merge_rows(S: dict, args, out: Path, files: dict, cmds: dict) -> list:
-    """Each row's t chosen on `tune`, then applied to `report`; the fusion of the two scales."""
+OWN = "-own"  # the suffix of the runs whose classes come from the classifier at its own scales
+
+
+def own_posteriors(S: dict, args, cls: Path, out: Path, files: dict, cmds: dict, part: str) -> Path:
+    """The classifier's posteriors on `part` at its own test scales (``vggnet evaluate --multi-scale``)."""
+    ev = out / "eval" / f"classifier-own-scales-{part}"
+    cmd = VGGNET + ["evaluate", "--checkpoint", cls / S["classifier"], "--data", files[part]]
+    cmd += ["--root", args.data, "--protocol", "dense", "--multi-scale", "--workers", str(args.workers)]
+    cmd += ["--out", ev]
+    cmds[f"classes at the classifier's own scales ({part})"] = cmd
+    run(cmd, out / "commands.log", ev / "results.json")
+    return ev
+
+
+def merge_rows(S: dict, args, out: Path, files: dict, cmds: dict, rank: str = "") -> list:
+    """Each row's t chosen on `tune`, then applied to `report`; the fusion of the two scales (for the
+    classifier's ranking at the row's Q: the rows of Table 9)."""
     data, log = Path(args.data), out / "commands.log"
-    sets = {(n, q): [f"{n}-Q{q.replace(',', '+')}"] for n, qs in S["dense"].items() for q in qs}
-    (n1, q1), (n2, q2) = [(n, qs[-1]) for n, qs in S["dense"].items()]
-    s1, s2 = n1.split("-")[-1], n2.split("-")[-1]
-    sets[(f"fusion of {s1} and {s2}", f"{q1} + {q2}")] = [sets[(n1, q1)][0], sets[(n2, q2)][0]]
+    dense = S["own_scale"] if rank else S["dense"]
+    sets = {(n, q): [f"{n}-Q{q.replace(',', '+')}{rank}"] for n, qs in dense.items() for q in qs}
+    if not rank:
+        (n1, q1), (n2, q2) = [(n, qs[-1]) for n, qs in dense.items()]
+        s1, s2 = n1.split("-")[-1], n2.split("-")[-1]
+        sets[(f"fusion of {s1} and {s2}", f"{q1} + {q2}")] = [sets[(n1, q1)][0], sets[(n2, q2)][0]]
     rows = []
     for (net, qs), members in sets.items():
-        label = f"{net} Q={qs}"
+        label = f"{net} Q={qs}{rank}"
         tuned = out / "merge" / f"{'fusion' if len(members) > 1 else members[0]}-tune"
         cmd = VGGNET + ["loc", "merge", *[out / "eval" / f"{m}-tune" for m in members]]
         cmd += ["--data", files["tune"], "--root", data, "--tune", "--out", tuned]
@@ -201,12 +261,18 @@ def main():
     data, cls = Path(args.data).resolve(), Path(args.cls or ROOT / "runs" / S["cls"]).resolve()
     out = Path(args.out or ROOT / "runs" / S["runs"]).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    files, cmds = divide(args.setup, data, cls, out), {}
+    kept = ROOT / "experiments" / "results" / S["runs"]
+    copy_results(
+        kept, out, ("eval", "merge")
+    )  # a fresh machine: the committed results stand for the finished steps
+    files, cmds = divide(S, data, cls, out), {}
     train_nets(S, args, cls, out, files, cmds)
     dense_runs(S, args, cls, out, files, cmds)
     rows = merge_rows(S, args, out, files, cmds)
+    own = merge_rows(S, args, out, files, cmds, OWN) if S["own_scale"] else []
     gallery(S, out, files, data)
-    write_section(Path(args.results), S["section"], report(args.setup, out, files, rows, cmds))
+    copy_results(out, kept, ("eval", "merge"))
+    write_section(Path(args.results), S["section"], report(args.setup, out, files, rows, cmds, own))
     print(f"wrote {args.results}")
 
 
@@ -249,7 +315,7 @@ def _load(path: Path) -> dict:
     return json.loads((path / "results.json").read_text())
 
 
-def findings(setup: str, rows: list, t8: list) -> list[str]:
+def findings(setup: str, rows: list, t8: list, own: list = ()) -> list[str]:
     err = {f"{r['head']}-{r['finetune']}-S{r['train_scale'][0]}": r["center"]["gt_class_err"] for r in t8}
     base = t8[0]["center"]
     dense = {(net, qs): _load(final)["dense"]["top5_loc_err"] for net, qs, _, final, _ in rows}
@@ -322,29 +388,54 @@ def findings(setup: str, rows: list, t8: list) -> list[str]:
         "fusion",
         "best member",
     )
+    if own:
+        o = {(net, qs): _load(final)["dense"]["top5_loc_err"] for net, qs, _, final, _ in own}
+        m = _load(own[0][4][0])
+        verdict(
+            "Dense application beats the centre crop, top-5, with the classes from the classifier at its "
+            "own scales (protocol 2, S = 110)",
+            "by far",
+            o[("PCR-all-S110", "110")],
+            m["center_topk"]["top5_loc_err"],
+            "dense + merge",
+            "centre crop",
+        )
+        verdict(
+            "... and beats the whole image as the box (same classes)",
+            "not in the paper: a baseline",
+            min(o.values()),
+            m["baselines"]["whole image"]["top5_loc_err"],
+            "best dense row",
+            "whole image",
+        )
     out_rows += ["", READING[setup]]
     return out_rows
 
 
 def intro(setup: str, files: dict, t8: list, cmds: dict) -> list[str]:
     """The section's title and the paragraph that says which images did what."""
-    n_val = t8[0]["images"]
-    if setup == "imagenette":
-        return [
-            "# Localisation on Imagenette (Appendix A, CPU-sized)",
-            "",
-            f"Generated by `python experiments/localisation.py`. Data: the {n_val * 5} Imagenette training "
-            "images with real ImageNet boxes (`../shared/data/imagenette-128/boxes-train.csv`), divided by "
-            f"image: {n_val * 4} to train the box regressors, {n_val} held out (`{rel(files['val'])}`); "
-            "those are halved into `tune` (chooses the merging threshold t) and `report` (Table 9). Nets: "
-            "D at a quarter of the paper's widths, crop 64, batch norm (the classification nets of the "
-            "`cpu64` profile), the box layer replacing fc8, trained from the classification net of the "
-            "same scale (S = 73 or 110: the paper's 256 and 384 times 64/224) with the Euclidean loss at "
-            "lr 0.005 (the classifier's / 10). Errors in %; a box is right at IoU >= 0.5. **Caveat:** the "
-            "classification net saw these images as training images (Imagenette's boxes are on training "
-            "images), so its class guesses here are optimistic; protocol 1 (Table 8) excludes "
-            "classification and is unaffected.",
-        ]
+    return INTRO[setup](files, t8[0]["images"], cmds)
+
+
+def _intro_imagenette(files: dict, n_val: int, cmds: dict) -> list[str]:
+    return [
+        "# Localisation on Imagenette (Appendix A, CPU-sized)",
+        "",
+        f"Generated by `python experiments/localisation.py`. Data: the {n_val * 5} Imagenette training "
+        "images with real ImageNet boxes (`../shared/data/imagenette-128/boxes-train.csv`), divided by "
+        f"image: {n_val * 4} to train the box regressors, {n_val} held out (`{rel(files['val'])}`); "
+        "those are halved into `tune` (chooses the merging threshold t) and `report` (Table 9). Nets: "
+        "D at a quarter of the paper's widths, crop 64, batch norm (the classification nets of the "
+        "`cpu64` profile), the box layer replacing fc8, trained from the classification net of the "
+        "same scale (S = 73 or 110: the paper's 256 and 384 times 64/224) with the Euclidean loss at "
+        "lr 0.005 (the classifier's / 10). Errors in %; a box is right at IoU >= 0.5. **Caveat:** the "
+        "classification net saw these images as training images (Imagenette's boxes are on training "
+        "images), so its class guesses here are optimistic; protocol 1 (Table 8) excludes "
+        "classification and is unaffected.",
+    ]
+
+
+def _intro_tiny(files: dict, n_val: int, cmds: dict) -> list[str]:
     epochs = cmds["train PCR-all-S110"][cmds["train PCR-all-S110"].index("--epochs") + 1]
     return [
         "# Localisation on Tiny ImageNet (Appendix A, CPU-sized)",
@@ -362,12 +453,40 @@ def intro(setup: str, files: dict, t8: list, cmds: dict) -> list[str]:
     ]
 
 
+INTRO = {"imagenette": _intro_imagenette, "tiny": _intro_tiny}
+
+
 def n_train(path: Path) -> str:
     with open(path) as f:
         return f"{len({line.split(',')[0] for line in f}) - 1:,}"
 
 
-def report(setup: str, out: Path, files: dict, rows: list, cmds: dict) -> str:
+def table9_rows(rows: list) -> list[str]:
+    """Dense + merge per row, then the centre crop, the two baselines and classification alone, all
+    with the rows' class ranking."""
+    L, crops = [], {}
+    for net, qs, t, final, members in rows:
+        r = _load(final)
+        L.append(
+            f"| {net} | {qs} | dense + merge | {r['dense']['top1_loc_err']:.1f} | "
+            f"{r['dense']['top5_loc_err']:.1f} | {t:g} |"
+        )
+        if len(members) == 1 and _load(members[0]).get("center_topk"):
+            crops.setdefault(net, _load(members[0]))
+    for net, m in crops.items():  # the centre crop alone, with the same class guesses
+        L.append(
+            f"| {net} | {m['center_q']} | centre crop | {m['center_topk']['top1_loc_err']:.1f} | "
+            f"{m['center_topk']['top5_loc_err']:.1f} | - |"
+        )
+    base = _load(rows[0][4][0])
+    for name, e in base["baselines"].items():
+        L.append(f"| baseline | - | {name} | {e['top1_loc_err']:.1f} | {e['top5_loc_err']:.1f} | - |")
+    c = base["classification"]
+    L.append(f"| classification alone | - | any box | {c['top1_err']:.1f} | {c['top5_err']:.1f} | - |")
+    return L
+
+
+def report(setup: str, out: Path, files: dict, rows: list, cmds: dict, own: list = ()) -> str:
     from vggnet.localization.report import loc_tables
 
     S = SETUPS[setup]
@@ -395,26 +514,24 @@ def report(setup: str, out: Path, files: dict, rows: list, cmds: dict) -> str:
         "| net | test Q | method | top-1 loc err | top-5 loc err | t |",
         "|---|---|---|---|---|---|",
     ]
-    crops = {}
-    for net, qs, t, final, members in rows:
-        r = _load(final)
-        L.append(
-            f"| {net} | {qs} | dense + merge | {r['dense']['top1_loc_err']:.1f} | "
-            f"{r['dense']['top5_loc_err']:.1f} | {t:g} |"
-        )
-        if len(members) == 1 and _load(members[0]).get("center_topk"):
-            crops.setdefault(net, _load(members[0]))
-    for net, m in crops.items():  # the centre crop alone, with the same class guesses
-        L.append(
-            f"| {net} | {m['center_q']} | centre crop | {m['center_topk']['top1_loc_err']:.1f} | "
-            f"{m['center_topk']['top5_loc_err']:.1f} | - |"
-        )
-    base = _load(rows[0][4][0])
-    for name, e in base["baselines"].items():
-        L.append(f"| baseline | - | {name} | {e['top1_loc_err']:.1f} | {e['top5_loc_err']:.1f} | - |")
-    c = base["classification"]
-    L.append(f"| classification alone | - | any box | {c['top1_err']:.1f} | {c['top5_err']:.1f} | - |")
-    L += ["", "## The paper's findings, one by one", "", *findings(setup, rows, t8), ""]
+    L += table9_rows(rows)
+    if own:
+        clf = S["classifier"].split("/")[0]
+        qs = ", ".join(map(str, _load(out / "eval" / "classifier-own-scales-report")["scales"]))
+        L += [
+            "",
+            f"### The same boxes, the classes from {clf} at its own scales",
+            "",
+            f"The top-5 classes from {clf}'s saved posteriors at its own test scales (dense, multi-scale, "
+            f"§4.2, Q = {qs}) "
+            "instead of densely at the row's Q; every location then scores 1 in the merge (no class "
+            "scores per location). t chosen on the `tune` images as above.",
+            "",
+            "| net | test Q | method | top-1 loc err | top-5 loc err | t |",
+            "|---|---|---|---|---|---|",
+            *table9_rows(own),
+        ]
+    L += ["", "## The paper's findings, one by one", "", *findings(setup, rows, t8, own), ""]
     L += ["## Commands", "", "Run from the repository root, in this order:", ""]
     L += [f"- **{k}**: `{shown(v)}`" for k, v in cmds.items()]
     return "\n".join(L)

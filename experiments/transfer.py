@@ -27,16 +27,28 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, VGGNET, run, shown, write_section  # noqa: E402
+from common import ROOT, VGGNET, copy_results, run, shown, write_section  # noqa: E402
 
 SCALES = "73,110,146"
 DATA = {"flowers17": "flowers17-160", "voc2007": "voc2007-train-160/labels.csv"}
 SETUPS = {
+    # section of docs/RESULTS.md, classification runs, transfer runs, the nets' weights, what the
+    # title says of them, and the baseline net of the same shape trained on Imagenette (under --imagenette)
     "imagenette": dict(
-        section="transfer", cls="imagenette-cpu64", runs="transfer", nets="{c}-S110/best.safetensors"
+        section="transfer",
+        cls="imagenette-cpu64",
+        runs="transfer",
+        nets="{c}-S110/best.safetensors",
+        title="CPU-sized",
+        imagenette_baseline=None,
     ),
     "tiny": dict(
-        section="transfer-tiny", cls="tiny-cpu", runs="tiny-transfer", nets="{c}-S73/final.safetensors"
+        section="transfer-tiny",
+        cls="tiny-cpu",
+        runs="tiny-transfer",
+        nets="{c}-S73/final.safetensors",
+        title="CPU-sized, Tiny ImageNet nets",
+        imagenette_baseline="D-S73/best.safetensors",
     ),
 }
 
@@ -57,7 +69,7 @@ def random_net(trained: Path, out: Path) -> Path:
     return out
 
 
-def settings(setup: str) -> list[tuple[str, list, list]]:
+def settings(S: dict) -> list[tuple[str, list, list]]:
     """(row label, nets whose features it uses, extra transfer flags) for each data set."""
     rows = [
         ("D, stack, 3 Q", ["D"], ["--combine", "stack"]),
@@ -70,7 +82,7 @@ def settings(setup: str) -> list[tuple[str, list, list]]:
         ("D random init, stack, 3 Q", ["D-random"], ["--combine", "stack"]),
         ("D random init, average, 3 Q", ["D-random"], ["--combine", "average"]),
     ]
-    if setup == "tiny":
+    if S["imagenette_baseline"]:
         rows += [
             ("D Imagenette, stack, 3 Q", ["D-imagenette"], ["--combine", "stack"]),
             ("D Imagenette, average, 3 Q", ["D-imagenette"], ["--combine", "average"]),
@@ -79,14 +91,27 @@ def settings(setup: str) -> list[tuple[str, list, list]]:
 
 
 def nets_of(args, S: dict, out: Path) -> dict:
-    """The checkpoints by name; the random-init D is written from D's shape."""
+    """The checkpoints by name (some perhaps not trained yet); the random-init D is written from D's shape."""
     cls = Path(args.cls or ROOT / "runs" / S["cls"])
     nets = {c: cls / S["nets"].format(c=c) for c in "DE"}
-    if args.setup == "tiny":
-        nets["D-imagenette"] = Path(args.imagenette) / "D-S73" / "best.safetensors"
+    if S["imagenette_baseline"]:
+        nets["D-imagenette"] = Path(args.imagenette) / S["imagenette_baseline"]
+    nets["D-random"] = out / "D-random.safetensors"
     if nets["D"].exists():
-        nets["D-random"] = random_net(nets["D"], out / "D-random.safetensors")
-    return {k: v for k, v in nets.items() if v.exists()}
+        random_net(nets["D"], nets["D-random"])
+    return nets
+
+
+def features(args, ckpt: Path, data: Path, stem: Path, cmds: dict, make: bool) -> Path:
+    """The descriptors of `data` from `ckpt` at the three scales (with `make`, computed unless kept)."""
+    f = stem.with_name(stem.name + ".safetensors")
+    cmd = VGGNET + ["features", "--checkpoint", ckpt, "--data", data, "--scales", SCALES]
+    cmd += ["--workers", str(args.workers), "--out", f]
+    ds, net = stem.name.split("-", 1)
+    cmds[f"features {net} {ds}"] = cmd
+    if make:
+        run(cmd, stem.parent / "commands.log", f)
+    return f
 
 
 def main():
@@ -104,21 +129,19 @@ def main():
     S = SETUPS[args.setup]
     data, out = Path(args.data), Path(args.out or ROOT / "runs" / S["runs"])
     out.mkdir(parents=True, exist_ok=True)
+    kept = ROOT / "experiments" / "results" / S["runs"]
+    copy_results(kept, out, DATA)  # a fresh machine: the committed results stand for finished rows
     log, cmds, nets = out / "commands.log", {}, nets_of(args, S, out)
     results = {}
     for ds, rel_path in DATA.items():
         feats = {}
-        for net, ckpt in nets.items():
-            f = out / f"{ds}-{net}.safetensors"
-            cmd = VGGNET + ["features", "--checkpoint", ckpt, "--data", data / rel_path]
-            cmd += ["--scales", SCALES, "--workers", str(args.workers), "--out", f]
-            cmds[f"features {net} {ds}"] = cmd
-            run(cmd, log, f)
-            feats[net] = f
-        for label, members, flags in settings(args.setup):
-            if not all(m in feats for m in members):
-                continue  # pending: a net not trained yet
+        for label, members, flags in settings(S):
             rd = out / ds / label.replace(", ", "-").replace(" ", "_").replace("&", "+")
+            pending = not (rd / "results.json").exists()
+            if pending and not all(nets[m].exists() for m in members):
+                continue  # a net not trained yet: the row says "pending"
+            for net in members:  # features computed only for the rows still to be made
+                feats[net] = features(args, nets[net], data / rel_path, out / f"{ds}-{net}", cmds, pending)
             protocol = (
                 ["--train-per-class", "30", "--test-per-class", "50", "--splits", "3"]
                 if ds == "flowers17"
@@ -129,7 +152,8 @@ def main():
             cmds[f"transfer {ds}: {label}"] = cmd
             run(cmd, log, rd / "results.json")
             results[(ds, label)] = json.loads((rd / "results.json").read_text())
-    write_section(Path(args.results), S["section"], report(args.setup, results, cmds))
+    copy_results(out, kept, DATA)
+    write_section(Path(args.results), S["section"], report(args.setup, S, results, cmds))
     print(f"wrote {args.results}")
 
 
@@ -144,7 +168,7 @@ def _cell(r: dict) -> str:
     return f"{s['mean']:.1f} ± {s['std']:.1f}"
 
 
-def findings(setup: str, results: dict) -> list[str]:
+def findings(setup: str, S: dict, results: dict) -> list[str]:
     g = lambda ds, label: _v(results[(ds, label)])  # noqa: E731
     rows = []
 
@@ -166,7 +190,7 @@ def findings(setup: str, results: dict) -> list[str]:
             "D, stack, 3 Q",
             "D random init, stack, 3 Q",
         )
-    if setup == "tiny":
+    if S["imagenette_baseline"]:
         for ds in DATA:
             verdict(
                 "100 classes beat 10 (Tiny ImageNet D vs Imagenette D of the same shape)",
@@ -250,14 +274,13 @@ INTRO = {
 }
 
 
-def report(setup: str, results: dict, cmds: dict) -> str:
-    labels = [label for label, _, _ in settings(setup)]
+def report(setup: str, S: dict, results: dict, cmds: dict) -> str:
+    labels = [label for label, _, _ in settings(S)]
     first = results[("flowers17", labels[0])]
     voc = results[("voc2007", labels[0])]
     cell = lambda ds, label: _cell(results[(ds, label)]) if (ds, label) in results else "pending"  # noqa: E731
     L = [
-        "# Deep features and linear SVMs (Appendix B, CPU-sized"
-        + (", Tiny ImageNet nets)" if setup == "tiny" else ")"),
+        f"# Deep features and linear SVMs (Appendix B, {S['title']})",
         "",
         f"{INTRO[setup]} Descriptors (§B): each image rescaled to Q, the net applied densely, fc7 (after "
         "ReLU) averaged over space and with the flipped image's, then across Q stacked or averaged, "
@@ -287,7 +310,7 @@ def report(setup: str, results: dict, cmds: dict) -> str:
         "",
         "## The paper's findings, one by one",
         "",
-        *findings(setup, results),
+        *findings(setup, S, results),
         "",
         "## Commands",
         "",
