@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from helpers import write_image
+from vggnet.data.boxfiles import read_box_csv, read_voc_annotations, split_by_image
 from vggnet.data.datasets import image_folder
 from vggnet.errors import VGGError
-from vggnet.localization.boxdata import read_box_csv, read_voc_annotations, split_by_image
 from vggnet.localization.objective import open_boxes
 
 HEADER = "path,wnid,xmin,ymin,xmax,ymax\n"
@@ -234,3 +234,40 @@ def test_split_by_image_keeps_boxes_together_and_is_reproducible(tmp_path):
     again = split_by_image(src, 0.2, seed=1)[1]
     assert [im.id for im in again.images] == [im.id for im in held.images]
     assert [im.id for im in split_by_image(src, 0.2, seed=2)[1].images] != [im.id for im in held.images]
+
+
+# -- one factory: box files are sources ---------------------------------------------------------
+
+
+def test_open_source_reads_a_box_csv_as_a_source_with_its_boxes(folder):
+    from vggnet.data.boxfiles import BoxSource
+    from vggnet.data.datasets import open_source
+
+    src = open_source(write_csv(folder, GOOD))
+    assert isinstance(src, BoxSource) and src.classes == ["cat", "dog"]
+    # one sample per image (not per box row), read and decoded like any other source
+    assert len(src) == 3 and [label for _, label in src.samples] == [im.label for im in src.images]
+    assert src.read(1).size == (30, 30)
+    part = src.subset([2, 0])  # a subset keeps each image's boxes beside it
+    assert [im.id for im in part.images] == part.ids == ["train/dog/d2.jpg", "train/dog/d1.png"]
+    assert len(part.images[1].boxes) == 2
+
+
+def test_open_source_reads_a_folder_of_xml_annotations(voc):
+    from vggnet.data.boxfiles import BoxSource
+    from vggnet.data.datasets import open_source
+
+    ann, img = voc
+    src = open_source(ann, img)
+    assert isinstance(src, BoxSource) and src.ids == ["dog/n1.JPEG", "dog/n2.png"]
+    assert src.read(0).size == (40, 30)
+
+
+def test_open_source_reads_a_plain_label_file_without_boxes(folder):
+    from vggnet.data.boxfiles import BoxSource
+    from vggnet.data.datasets import open_source
+
+    labels = folder / "labels.csv"
+    labels.write_text("path,label\ntrain/dog/d1.png,dog\ntrain/cat/c1.png,cat\n")
+    src = open_source(labels)
+    assert not isinstance(src, BoxSource) and len(src) == 2

@@ -18,11 +18,11 @@ import vggnet
 from conftest import tiny
 from helpers import make_folder, write_image
 from vggnet.cli import main
+from vggnet.data.boxfiles import read_box_csv
 from vggnet.data.datasets import file_list, open_source, split_holdout
 from vggnet.engine.plot import draw
 from vggnet.errors import VGGError
 from vggnet.eval import protocols
-from vggnet.localization.boxdata import read_box_csv
 from vggnet.localization.report import loc_tables
 from vggnet.models import create_model, init_weights, warm_start
 

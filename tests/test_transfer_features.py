@@ -4,12 +4,12 @@ import torch
 
 from conftest import tiny
 from helpers import write_image
-from vggnet.data.datasets import image_folder
+from vggnet.data.datasets import image_folder, open_source
 from vggnet.data.images import load_rgb
+from vggnet.data.multilabel import multilabel_csv
 from vggnet.data.transforms import Normalizer, rescale
 from vggnet.errors import VGGError
 from vggnet.models import init_weights, save_weights
-from vggnet.transfer.datasets import multilabel_csv, open_transfer_source
 from vggnet.transfer.descriptors import combine_scales, compute_features, descriptor_matrix
 from vggnet.transfer.features_file import load_features, save_features, stack_nets
 
@@ -104,7 +104,7 @@ def test_multilabel_csv_reads_the_label_matrix(tmp_path):
     s = multilabel_csv(path)
     assert s.classes == ["cat", "dog"] and s.ids == ["im/x.png", "im/y.png", "im/z.png"]
     assert s.targets.dtype == np.int8 and s.targets.tolist() == [[1, -1], [0, 1], [-1, -1]]
-    assert open_transfer_source(path).targets.tolist() == s.targets.tolist()
+    assert open_source(path).targets.tolist() == s.targets.tolist()
     assert s.subset([2, 0]).targets.tolist() == [[-1, -1], [1, -1]]
 
 

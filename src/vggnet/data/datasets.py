@@ -15,12 +15,12 @@ import csv
 import os
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import VGGError
+from .boxfiles import is_annotation_folder, is_box_csv, read_box_csv, read_voc_annotations
 from .images import is_image_file
+from .multilabel import is_multilabel_csv, multilabel_csv
 from .shards import is_shard_index, open_shards
-from .source import Source
+from .source import Source, split_holdout  # noqa: F401  (the hold-out of every source)
 from .tinyimagenet import is_tiny_root, is_tiny_val_folder, val_samples
 
 MAX_FILES = 20_000_000  # a walk that finds more is refused: no data set of this field is that large
@@ -202,8 +202,10 @@ def label_columns(header: list[str], path) -> tuple[int, int]:
 
 def open_source(spec, root=None, classes: list[str] | None = None) -> Source:
     """The one factory of labelled image sets, keyed by what the user gives: a folder of tar
-    shards (its ``shards.json``), a folder (ImageFolder layout; Tiny ImageNet's ``val/``) or a
-    label file (``.csv``/``.tsv``/``.txt``)."""
+    shards (its ``shards.json``), a folder of ILSVRC/VOC XML annotations (images under `root`,
+    default its parent: a :class:`BoxSource`), a folder (ImageFolder layout; Tiny ImageNet's
+    ``val/``), or a file: a multi-label CSV (a :class:`MultiLabelSource`), a box CSV (a
+    :class:`BoxSource`) or a ``path,label`` file (``.csv``/``.tsv``/``.txt``)."""
     spec = Path(spec)
     if is_shard_index(spec):
         return open_shards(spec, classes)
@@ -211,34 +213,19 @@ def open_source(spec, root=None, classes: list[str] | None = None) -> Source:
         raise VGGError(f"{spec} is a Tiny ImageNet folder: give {spec / 'train'} or {spec / 'val'}")
     if spec.is_dir() and is_tiny_val_folder(spec):
         return tiny_val_folder(spec, classes)
+    if spec.is_dir() and is_annotation_folder(spec):
+        return read_voc_annotations(spec, Path(root) if root else spec.parent, classes=classes)
     if spec.is_dir():
         return image_folder(spec, classes)
-    if spec.suffix.lower() in (".csv", ".tsv", ".txt"):
+    if spec.suffix.lower() in (".csv", ".tsv", ".txt") and spec.is_file():
+        if is_box_csv(spec):  # first: its header also starts with "path" and has more columns
+            return read_box_csv(spec, root, classes)
+        if is_multilabel_csv(spec):
+            return multilabel_csv(spec, root)
         return file_list(spec, root, classes)
     if not spec.exists():
         raise VGGError(f"data not found: {spec} (give an image folder or a .csv/.tsv label file)")
     raise VGGError(f"{spec}: not a folder or a .csv/.tsv label file")
-
-
-def split_holdout(source: Source, fraction: float, seed: int = 0) -> tuple[Source, Source]:
-    """Split off a deterministic, class-stratified held-out part (for validation)."""
-
-    if not 0 < fraction < 1:
-        raise VGGError(f"held-out fraction must be in (0, 1), got {fraction}")
-    rng = np.random.default_rng(seed)
-    by_class: dict[int, list[int]] = {}
-    for i, (_, label) in enumerate(source.samples):
-        by_class.setdefault(label, []).append(i)
-    held = []
-    for label in sorted(by_class):
-        members = by_class[label]
-        k = max(1, int(round(len(members) * fraction))) if len(members) > 1 else 0
-        held.extend(rng.choice(members, size=k, replace=False).tolist())
-    held_set = set(held)
-    train = [i for i in range(len(source)) if i not in held_set]
-    if not held or not train:
-        raise VGGError(f"cannot hold out {fraction:.0%} of {len(source)} images")
-    return source.subset(train), source.subset(sorted(held))
 
 
 def unlabelled_source(target, root=None) -> Source:

@@ -7,8 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+import numpy as np
 from PIL import Image
 
+from ..errors import VGGError
 from .images import load_rgb
 
 
@@ -39,3 +41,24 @@ class Source:
         """The images `indices`, in that order (the same class: a subclass keeps its own fields)."""
         indices = list(indices)
         return replace(self, samples=[self.samples[i] for i in indices], ids=[self.ids[i] for i in indices])
+
+
+def split_holdout(source: Source, fraction: float, seed: int = 0) -> tuple[Source, Source]:
+    """Split off a deterministic, class-stratified held-out part (for validation)."""
+
+    if not 0 < fraction < 1:
+        raise VGGError(f"held-out fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, (_, label) in enumerate(source.samples):
+        by_class.setdefault(label, []).append(i)
+    held = []
+    for label in sorted(by_class):
+        members = by_class[label]
+        k = max(1, int(round(len(members) * fraction))) if len(members) > 1 else 0
+        held.extend(rng.choice(members, size=k, replace=False).tolist())
+    held_set = set(held)
+    train = [i for i in range(len(source)) if i not in held_set]
+    if not held or not train:
+        raise VGGError(f"cannot hold out {fraction:.0%} of {len(source)} images")
+    return source.subset(train), source.subset(sorted(held))

@@ -3,7 +3,14 @@ greedy merging, the ILSVRC localisation error and a contact sheet. Pure function
 localisation net, its training and the CLI build on these. Importing the package registers box
 regression (``objective.py``) with the one training loop."""
 
-from .boxdata import BoxImage, BoxSource, read_box_csv, read_voc_annotations, split_by_image, write_box_csv
+from ..data.boxfiles import (
+    BoxImage,
+    BoxSource,
+    read_box_csv,
+    read_voc_annotations,
+    split_by_image,
+    write_box_csv,
+)
 from .boxes import (
     area,
     as_boxes,

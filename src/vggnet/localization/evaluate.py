@@ -33,6 +33,7 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
+from ..data.boxfiles import split_by_image
 from ..data.imagenet import readable_names
 from ..data.loaders import scaled_loader
 from ..data.transforms import Normalizer, Scale, center_crop, default_scales, resolve_test_scales
@@ -44,7 +45,6 @@ from ..models.weights import load_model
 from ..progress import progress
 from ..runtime.device import make_policy, resolve_device
 from ..runtime.forward import forward
-from .boxdata import split_by_image
 from .boxes import clip, decode, dense_windows, window_to_image
 from .gallery import contact_sheet
 from .merge import merge_per_class, rank_guesses

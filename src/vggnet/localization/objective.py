@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.boxfiles import BoxSource, read_box_csv, read_voc_annotations, split_by_image
 from ..engine.config import TrainConfig, load_config
 from ..engine.objectives import register_objective
 from ..errors import VGGError
 from ..models.weights import read_meta
-from .boxdata import BoxSource, read_box_csv, read_voc_annotations, split_by_image
 from .boxes import training_target
 from .metrics import gt_class_box_ious, gt_class_box_misses
 

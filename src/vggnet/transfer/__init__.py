@@ -5,7 +5,7 @@ Pipeline: :func:`compute_features` (per-scale descriptors of a fixed net) -> :fu
 or :func:`run_multilabel` (VOC-style, mean AP) -> :func:`save_results` -> :func:`table11`.
 """
 
-from .datasets import MultiLabelSource, multilabel_csv, open_transfer_source, source_labels
+from ..data.multilabel import MultiLabelSource, multilabel_csv, source_labels
 from .descriptors import (
     COMBINE_MODES,
     combine_scales,
@@ -25,7 +25,6 @@ from .svm import DEFAULT_CS, SVMChoice, fit_svm, select_C
 __all__ = [
     "MultiLabelSource",
     "multilabel_csv",
-    "open_transfer_source",
     "source_labels",
     "COMBINE_MODES",
     "combine_scales",

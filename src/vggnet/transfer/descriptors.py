@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.datasets import open_source
 from ..data.loaders import scaled_loader
+from ..data.multilabel import source_labels
 from ..data.transforms import Normalizer, resolve_test_scales
 from ..errors import VGGError, unknown
 from ..eval.batching import SizeBatcher
@@ -31,7 +33,6 @@ from ..models.weights import load_model
 from ..progress import progress as progress_bar
 from ..runtime.device import DevicePolicy, make_policy, resolve_device
 from ..runtime.forward import forward
-from .datasets import open_transfer_source, source_labels
 
 COMBINE_MODES = ("stack", "average", "max")
 PIXEL_BUDGET = 4 * 512 * 683  # pixels per batch before flipping: bounds memory at large Q
@@ -205,7 +206,7 @@ def features_from_checkpoint(
     policy = make_policy(resolve_device(device), amp, channels_last)
     model, meta = load_model(checkpoint, policy.device)
     policy.prepare(model)
-    source = open_transfer_source(data, data_root)
+    source = open_source(data, data_root)  # classes from the data, not from the net
     features = compute_features(
         model,
         Normalizer(meta.preprocessing),

@@ -1,13 +1,10 @@
-"""The target data sets of Appendix B.
+"""Multi-label image sets (Appendix B's PASCAL VOC classification): a CSV with a ``path`` column
+then one column per class holding the VOC devkit's values, 1 = present, -1 = absent, 0 = present
+only as "difficult" objects (such an image is ignored for that class when VOC-2007 AP is computed).
 
-- Single-label (Caltech-101/256 style, one class per image): an image folder or a ``path,label``
-  file, read by :mod:`vggnet.data.datasets` as for the ILSVRC nets.
-- Multi-label (PASCAL VOC classification): a CSV with a ``path`` column then one column per class
-  holding the VOC devkit's values, 1 = present, -1 = absent, 0 = present only as "difficult"
-  objects (such an image is ignored for that class when VOC-2007 AP is computed).
-
-A multi-label source is a :class:`~vggnet.data.datasets.Source` (so the test-time loaders read it
-unchanged) with the (N, C) int8 label matrix beside it.
+A multi-label source is a :class:`~vggnet.data.source.Source` (so the test-time loaders read it
+unchanged) with the (N, C) int8 label matrix as its annotation; ``open_source`` returns one for
+such a CSV.
 """
 
 from __future__ import annotations
@@ -18,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.datasets import open_source
-from ..data.source import Source
 from ..errors import VGGError
+from .source import Source
 
 LABEL_VALUES = (1, -1, 0)
 
@@ -107,21 +103,12 @@ def multilabel_csv(path, root=None) -> MultiLabelSource:
     )
 
 
-def _is_multilabel_csv(path: Path) -> bool:
+def is_multilabel_csv(path: Path) -> bool:
     with open(path, newline="") as f:
         for row in csv.reader(f, delimiter=_delimiter(path)):
             if row and not row[0].startswith("#"):
                 return len(row) > 2 and row[0].strip().lower() in ("path", "file", "filename", "image")
     return False
-
-
-def open_transfer_source(spec, root=None) -> Source:
-    """A target data set: an image folder or ``path,label`` file (single-label), or a CSV with one
-    column per class (multi-label). Classes come from the data, not from the net."""
-    spec = Path(spec)
-    if spec.is_file() and spec.suffix.lower() in (".csv", ".tsv", ".txt") and _is_multilabel_csv(spec):
-        return multilabel_csv(spec, root)
-    return open_source(spec, root)
 
 
 def source_labels(source: Source) -> tuple[str, np.ndarray]:

@@ -13,6 +13,10 @@ Everything is validated before any work starts, and every problem is reported as
 :class:`VGGError` naming the first problem and the total; ``on_bad="skip"`` drops the bad boxes
 (and images left without boxes) and lists them in ``BoxSource.skipped``.
 
+A :class:`BoxSource` is a :class:`~vggnet.data.source.Source` (the image and its class, read and
+decoded like any other) with its boxes as the annotation beside each image: ``open_source`` returns
+one for a box CSV or a folder of XML annotations, and the localisation code reads the boxes.
+
 Class order is that of a classification :class:`vggnet.data.datasets.Source` on the same folder:
 sorted class names (or the order given, e.g. a checkpoint's), so a localisation net initialised
 from a classifier (Appendix A) indexes the same classes.
@@ -32,11 +36,10 @@ from xml.parsers import expat
 import numpy as np
 from PIL import Image
 
-from ..data.datasets import split_holdout
-from ..data.images import IMAGE_EXTENSIONS
-from ..data.source import Source
 from ..errors import VGGError
 from ..fileio import claim_output, write_text
+from .images import IMAGE_EXTENSIONS
+from .source import Source, split_holdout
 
 BOX_TOLERANCE = 1.0  # px: coordinates this far outside the image are float rounding, clipped
 MAX_XML_BYTES = 1 << 20  # an annotation is a few KB; anything this large is not one
@@ -62,29 +65,26 @@ class BoxImage:
 
 
 @dataclass
-class BoxSource:
-    """A localisation data set: images with boxes, classes in index order, and what was skipped."""
+class BoxSource(Source):
+    """A localisation data set: a :class:`Source` of (image, class) whose ``images`` hold each
+    image's boxes, and what was skipped while reading."""
 
-    images: list[BoxImage]
-    classes: list[str]
-    root: str
+    images: list[BoxImage] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
-    def __len__(self) -> int:
-        return len(self.images)
+    @classmethod
+    def of(cls, images: list[BoxImage], classes: list[str], root, skipped=()) -> "BoxSource":
+        samples = [(im.path, im.label) for im in images]
+        ids = [im.id for im in images]
+        return cls(samples, list(classes), str(root), "boxes", ids, images=images, skipped=list(skipped))
 
     def subset(self, indices) -> "BoxSource":
-        return BoxSource([self.images[i] for i in indices], self.classes, self.root, list(self.skipped))
+        indices = list(indices)
+        return BoxSource.of([self.images[i] for i in indices], self.classes, self.root, self.skipped)
 
     def as_source(self) -> Source:
-        """The classification view (path, image label), for the existing loaders and hold-out."""
-        return Source(
-            [(im.path, im.label) for im in self.images],
-            self.classes,
-            self.root,
-            "boxes",
-            [im.id for im in self.images],
-        )
+        """The classification view alone (path, image label)."""
+        return Source(list(self.samples), self.classes, self.root, "boxes", list(self.ids))
 
 
 def _check_on_bad(on_bad: str) -> None:
@@ -213,7 +213,7 @@ def _result(col: _Collector, classes, found_names, on_bad: str, root, what) -> B
     if not images:
         first = f" ({len(col.problems)} problems, first: {col.problems[0]})" if col.problems else ""
         raise VGGError(f"{what}: no usable boxes{first}{_missing_images_hint(col.problems, root, found_any)}")
-    return BoxSource(images, classes, str(root), col.problems + dropped)
+    return BoxSource.of(images, classes, root, col.problems + dropped)
 
 
 def read_box_csv(path, root=None, classes: list[str] | None = None, on_bad: str = "fail") -> BoxSource:
@@ -296,6 +296,24 @@ def _header_columns(header: list[str], where: str) -> list[int]:
     return [find(("path", "file", "filename", "image")), find(_CLASS_ALIASES)] + [
         find((c,)) for c in CSV_COLUMNS[2:]
     ]
+
+
+def is_box_csv(path: Path) -> bool:
+    """A CSV whose header names the box columns (``open_source`` reads it with :func:`read_box_csv`)."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        for row in csv.reader(f):
+            if row and not row[0].startswith("#"):
+                return set(CSV_COLUMNS[2:]) <= {c.strip().lower() for c in row}
+    return False
+
+
+def is_annotation_folder(folder: Path, looked_at: int = 200) -> bool:
+    """A folder of XML annotations (at most one level of sub-folders, as ILSVRC's training
+    annotations): its first files are .xml and none is an image."""
+    seen = []
+    for sub in (folder, *sorted(p for p in folder.iterdir() if p.is_dir())[:5]):
+        seen += [p.suffix.lower() for p in sorted(sub.iterdir())[:looked_at] if p.is_file()]
+    return ".xml" in seen and not any(ext in IMAGE_EXTENSIONS for ext in seen)
 
 
 # -- XML (ImageNet CLS-LOC, PASCAL VOC) ----------------------------------------------------------
@@ -454,14 +472,12 @@ def _xml_scale(root_el: ET.Element, size: tuple[int, int]) -> tuple[float, float
 
 def split_by_image(source: BoxSource, fraction: float, seed: int = 0) -> tuple[BoxSource, BoxSource]:
     """A deterministic hold-out of `fraction` of the images (all of an image's boxes go to the
-    same side), class-stratified by image label exactly as ``datasets.split_holdout``, which it
+    same side), class-stratified by image label exactly as :func:`source.split_holdout`, which it
     uses: (kept, held out)."""
     ids = [im.id for im in source.images]
     if len(set(ids)) != len(ids):
         raise VGGError(f"{source.root}: image ids are not unique; cannot split by image")
-    train, held = split_holdout(source.as_source(), fraction, seed)
-    where = {image_id: i for i, image_id in enumerate(ids)}
-    return (source.subset([where[i] for i in train.ids]), source.subset([where[i] for i in held.ids]))
+    return split_holdout(source, fraction, seed)  # a BoxSource's subsets keep their boxes
 
 
 def write_box_csv(source: BoxSource, path, force: bool = False) -> Path:
