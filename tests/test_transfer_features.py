@@ -225,3 +225,13 @@ def test_stack_nets_refuses_different_images(tmp_path):
     # A common subset of scales can be asked for explicitly.
     fused = stack_nets([d, load_features(tmp_path / "scales.safetensors")], scales=[32])
     assert fused["scales"] == [32] and fused["per_scale"][32].shape == (4, 6)
+
+
+def test_a_multilabel_csv_is_refused_by_training_and_evaluation_in_one_line(tmp_path, capsys):
+    from vggnet.cli import main
+
+    path = write_csv(tmp_path, "path,cat,dog\nim/x.png,1,-1\nim/y.png,0,1\nim/z.png,-1,-1\n")
+    assert main(["train", "--data", str(path), "--out", str(tmp_path / "run"), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "multi-label CSV" in err and "vggnet features" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run" / "last.safetensors").exists()

@@ -143,10 +143,11 @@ def cmd_data_imagenet_labels(args) -> None:
 
 
 def cmd_data_shard(args) -> None:
-    from .data.datasets import open_source
+    from .data.datasets import open_source, single_label
     from .data.shards import write_shards
 
-    r = write_shards(open_source(args.data, args.root), args.out, args.per_shard, force=args.force)
+    source = single_label(open_source(args.data, args.root), args.data)
+    r = write_shards(source, args.out, args.per_shard, force=args.force)
     print(
         f"wrote {r['images']} images of {r['classes']} classes in {r['shards']} tar shards to {r['out']}; "
         f"train on them with --data {r['out']}"

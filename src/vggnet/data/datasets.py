@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import VGGError
 from .boxfiles import is_annotation_folder, is_box_csv, read_box_csv, read_voc_annotations
 from .images import is_image_file
-from .multilabel import is_multilabel_csv, multilabel_csv
+from .multilabel import MultiLabelSource, is_multilabel_csv, multilabel_csv
 from .shards import is_shard_index, open_shards
 from .source import Source, split_holdout  # noqa: F401  (the hold-out of every source)
 from .tinyimagenet import is_tiny_root, is_tiny_val_folder, val_samples
@@ -226,6 +226,18 @@ def open_source(spec, root=None, classes: list[str] | None = None) -> Source:
     if not spec.exists():
         raise VGGError(f"data not found: {spec} (give an image folder or a .csv/.tsv label file)")
     raise VGGError(f"{spec}: not a folder or a .csv/.tsv label file")
+
+
+def single_label(source: Source, spec) -> Source:
+    """`source`, refused with one line if it is multi-label: a classifier trains and is evaluated on
+    one class per image (multi-label sets are for ``vggnet features`` and ``vggnet transfer``)."""
+    if isinstance(source, MultiLabelSource):
+        raise VGGError(
+            f"{spec}: a multi-label CSV (one column per class); training, evaluation and shards take "
+            "one class per image (a folder, a path,label file or a box file): use it with vggnet "
+            "features and transfer"
+        )
+    return source
 
 
 def unlabelled_source(target, root=None) -> Source:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.datasets import open_source, split_holdout
+from ..data.datasets import open_source, single_label, split_holdout
 from ..data.loaders import TrainBatches, train_loader
 from ..data.preprocessing import Preprocessing
 from ..data.source import Source
@@ -190,7 +190,7 @@ def release_lock(run: "Run") -> None:
 
 def open_data(cfg: TrainConfig) -> tuple[Source, Source]:
     """The training and validation sources: ``val_data``, or a stratified hold-out of ``data``."""
-    source = open_source(cfg.data, cfg.data_root)
+    source = single_label(open_source(cfg.data, cfg.data_root), cfg.data)
     if cfg.val_data:
         return source, open_source(cfg.val_data, cfg.data_root, classes=source.classes)
     return split_holdout(source, cfg.val_fraction, cfg.seed)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.datasets import open_source
+from ..data.datasets import open_source, single_label
 from ..data.loaders import scaled_loader
 from ..data.transforms import Normalizer, Scale, resolve_test_scales
 from ..errors import VGGError, unknown
@@ -67,7 +67,7 @@ def plan(checkpoint, data, opts: EvalOptions) -> dict:
     policy.prepare(model)
     crop = model.crop_size
     qs = resolve_test_scales(opts.scales, opts.multi_scale, meta.train.scale if meta.train else None, crop)
-    source = open_source(data, opts.data_root, classes=meta.classes)
+    source = single_label(open_source(data, opts.data_root, classes=meta.classes), data)
     evaluator = Evaluator(model, Normalizer(meta.preprocessing).to(policy.device), policy)
     return dict(
         meta=meta,
