@@ -60,7 +60,13 @@ def write_section(path: Path, name: str, text: str) -> None:
     path.write_text(doc)
 
 
-def grid_arguments(doc: str, profiles: dict, data_default: str | None, default_profile: str = "cpu"):
+def grid_arguments(
+    doc: str,
+    profiles: dict,
+    data_default: str | None,
+    default_profile: str = "cpu",
+    report_only: bool = False,
+):
     """The command line every grid script shares (data, profile, folders, device, workers)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=data_default, required=data_default is None)
@@ -70,4 +76,10 @@ def grid_arguments(doc: str, profiles: dict, data_default: str | None, default_p
     ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     ap.add_argument("--results", default=str(ROOT / "docs" / "RESULTS.md"))
     ap.add_argument("--only", help="comma-separated run names to train (default: all, in the chain's order)")
+    if report_only:
+        ap.add_argument(
+            "--report-only",
+            action="store_true",
+            help="rewrite the results section from the kept results only",
+        )
     return ap.parse_args()

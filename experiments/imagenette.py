@@ -393,6 +393,12 @@ def findings(out: Path, p: dict) -> list[str]:
             f"{seq} (dense, S={s1}); falling A→B→D: **{'shown' if mono else 'not shown'}**; "
             f"E vs D: {depth[3][1] - depth[2][1]:+.1f} points."
         )
+    else:
+        have = ", ".join(f"{c} {v:.1f}%" for c, v in depth if v is not None) or "none"
+        rows.append(
+            "- **Error falls with depth A→E, saturating at 19 layers** (paper: 29.6, 28.7, 27.0, 27.3): "
+            f"not measured yet (so far, dense at S={s1}: {have})."
+        )
     verdict(
         "C (1x1) is worse than D (3x3) at the same depth",
         "28.1 vs 27.0",

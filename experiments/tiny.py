@@ -2,6 +2,7 @@
 
     python experiments/tiny.py --data /path/to/tiny-imagenet-200            # resumes where it stopped
     python experiments/tiny.py --data ... --profile gpu --device cuda       # the same grid, wider
+    python experiments/tiny.py --data ... --report-only                     # the section from kept results
 
 Every step is a ``vggnet`` command (printed, logged to RUNS/commands.log and listed in
 docs/RESULTS.md). Order: the data lists; the colour statistics; then each net of the paper's chain
@@ -160,8 +161,17 @@ def protocols(r: dict, p: dict, tag: str) -> list[str]:
 
 
 def evaluate(
-    r: dict, p: dict, args, lists: Path, out: Path, results: Path, commands: dict, log: Path
+    r: dict,
+    p: dict,
+    args,
+    lists: Path,
+    out: Path,
+    results: Path,
+    commands: dict,
+    log: Path,
+    dry: bool = False,
 ) -> None:
+    """Net `r` on the validation images at one and three test scales (with `dry`, only listed)."""
     ckpt = out / r["name"] / "final.safetensors"
     for tag, extra in (("single", []), ("multi", ["--multi-scale"])):
         ed = out / "eval" / f"{r['name']}-{tag}"
@@ -186,6 +196,8 @@ def evaluate(
         ]
         commands[f"evaluate {r['name']} {tag}"] = shown(cmd)
         kept = results / "eval" / f"{r['name']}-{tag}" / "results.json"
+        if dry:
+            continue
         if ckpt.exists() and not (ed / "results.json").exists() and not kept.exists():
             run(cmd, log)
         if (ed / "results.json").exists() and not kept.exists():
@@ -194,7 +206,7 @@ def evaluate(
 
 
 def main():
-    args = grid_arguments(__doc__, PROFILES, None)
+    args = grid_arguments(__doc__, PROFILES, None, report_only=True)
     p = PROFILES[args.profile]
     args.data = Path(args.data).resolve()
     out = Path(args.out or ROOT / "runs" / f"tiny-{args.profile}").resolve()
@@ -215,15 +227,17 @@ def main():
         args.workers,
     ]
     commands["stats"] = shown(cmd)
-    run(cmd, log, stats)
+    if not args.report_only:
+        run(cmd, log, stats)
     only = set(args.only.split(",")) if args.only else None
     runs = plan(p, Path("."))
     needed = parents_needed(runs, results)
-    for r in runs:
-        if only and r["name"] not in only:
-            continue
+    for r in runs:  # every command is listed; those of --only (all by default) are run
         cmd = train_cmd(r, p, args, lists, out, stats)
         commands[f"train {r['name']}"] = shown(cmd)
+        if args.report_only or (only and r["name"] not in only):
+            evaluate(r, p, args, lists, out, results, commands, log, dry=True)
+            continue
         rd = out / r["name"]
         done = (results / "eval" / f"{r['name']}-multi" / "results.json").exists()
         if (not done or r["name"] in needed) and not (rd / "final.safetensors").exists():
@@ -237,7 +251,8 @@ def main():
     cmd = VGGNET + ["fuse", *members, "--out", fd]
     commands["fuse D+E"] = shown(cmd)
     kept = results / "eval" / fd.name / "results.json"
-    if all((m / "posteriors.safetensors").exists() for m in members) and not kept.exists():
+    ready = all((m / "posteriors.safetensors").exists() for m in members)
+    if ready and not kept.exists() and not args.report_only:
         run(cmd, log, fd / "results.json")
         kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(fd / "results.json", kept)
@@ -400,11 +415,15 @@ def write_results(path: Path, results: Path, p: dict, args, commands: dict) -> N
         "## Commands",
         "",
         "Run from the repository root, in this order (`tiny-imagenet-200` is where the data set was "
-        "unpacked; "
-        f"`{rel(ROOT / 'runs')}/...` the runs folder):",
+        f"unpacked; `runs/tiny-{args.profile}` the runs folder):",
         "",
     ]
-    L += [f"- **{k}**: `{c.replace(str(args.data), 'tiny-imagenet-200')}`" for k, c in commands.items()]
+    out = rel(Path(args.out or ROOT / "runs" / f"tiny-{args.profile}").resolve())
+    places = {rel(args.data): "tiny-imagenet-200", out: f"runs/tiny-{args.profile}"}
+    for k, c in commands.items():
+        for where, shown_as in places.items():  # the same words on every machine
+            c = c.replace(where, shown_as)
+        L.append(f"- **{k}**: `{c}`")
     write_section(path, f"tiny-{args.profile}", "\n".join(L))
 
 
