@@ -15,9 +15,20 @@ ROOT = Path(__file__).resolve().parents[1]
 VGGNET = [sys.executable, "-m", "vggnet"]
 
 
+SHOWN_FROM = ("runs", "tiny-imagenet-200")  # folders the docs' commands name as if at the root
+
+
 def rel(arg) -> str:
-    """A path as seen from the repository root."""
-    return str(arg).replace(str(ROOT) + "/", "").replace(str(ROOT.parent) + "/", "../")
+    """A path as seen from the repository root; a runs folder or the Tiny ImageNet tree, wherever
+    this machine keeps it, as the docs name it (``runs/...``, ``tiny-imagenet-200/...``), so that the
+    listed commands read the same from every machine."""
+    text = str(arg)
+    if text.startswith("/"):
+        parts = Path(text).parts
+        for name in SHOWN_FROM:
+            if name in parts:
+                return "/".join(parts[parts.index(name) :])
+    return text.replace(str(ROOT) + "/", "").replace(str(ROOT.parent) + "/", "../")
 
 
 def shown(cmd: list) -> str:
