@@ -288,6 +288,22 @@ def _load(results: Path, name: str) -> dict | None:
     return json.loads(f.read_text()) if f.exists() else None
 
 
+def _log(results: Path, name: str) -> list[dict]:
+    f = results / "logs" / f"{name}.jsonl"
+    return [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.exists() else []
+
+
+def final_losses(results: Path, names: list[str]) -> str:
+    """How well each net fits its training images at the end of the budget: a deeper net that ends
+    with a higher training loss than a shallower one underfits (it is not overfitting)."""
+    ends = [(n, rows[-1]["train_loss"]) for n in names if (rows := _log(results, n))]
+    return (
+        "Training loss at the last epoch (the same budget for each stage): "
+        + ", ".join(f"{n} {v:.2f}" for n, v in ends)
+        + "."
+    )
+
+
 def curves(results: Path, names: list[str]) -> Path | None:
     """Every net's validation error (on the held-out training slice) per epoch, one PNG."""
     import matplotlib
@@ -295,11 +311,7 @@ def curves(results: Path, names: list[str]) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    logs = {
-        n: [json.loads(x) for x in (results / "logs" / f"{n}.jsonl").read_text().splitlines() if x.strip()]
-        for n in names
-        if (results / "logs" / f"{n}.jsonl").exists()
-    }
+    logs = {n: rows for n in names if (rows := _log(results, n))}
     if not logs:
         return None
     fig, ax = plt.subplots(1, 2, figsize=(13, 4.5))
@@ -358,6 +370,7 @@ def write_results(path: Path, results: Path, p: dict, args, commands: dict) -> N
     png = curves(results, names)
     if png:
         L += [f"![training curves]({os.path.relpath(png, path.parent)})", ""]
+        L += [final_losses(results, names), ""]
 
     def scale_table(tag: str, title: str) -> list[str]:
         rows = [
