@@ -263,9 +263,8 @@ def main():
     out = Path(args.out or ROOT / "runs" / S["runs"]).resolve()
     out.mkdir(parents=True, exist_ok=True)
     kept = ROOT / "experiments" / "results" / S["runs"]
-    copy_results(
-        kept, out, ("eval", "merge")
-    )  # a fresh machine: the committed results stand for the finished steps
+    # a fresh machine: the committed results stand for the finished steps
+    copy_results(kept, out, ("eval", "merge"))
     files, cmds = divide(S, data, cls, out), {}
     train_nets(S, args, cls, out, files, cmds)
     dense_runs(S, args, cls, out, files, cmds)

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, VGGNET, grid_arguments, rel, run, shown, write_section  # noqa: E402
+from common import ROOT, VGGNET, grid_arguments, run, shown, write_section  # noqa: E402
 from imagenette import _cell, _err, _fmt_s, findings, plan  # noqa: E402
 
 NARROW = ["--width", "0.25", "--fc-dim", "256", "--batch-norm", "--dropout", "0"]
@@ -431,12 +431,7 @@ def write_results(path: Path, results: Path, p: dict, args, commands: dict) -> N
         f"unpacked; `runs/tiny-{args.profile}` the runs folder):",
         "",
     ]
-    out = rel(Path(args.out or ROOT / "runs" / f"tiny-{args.profile}").resolve())
-    places = {rel(args.data): "tiny-imagenet-200", out: f"runs/tiny-{args.profile}"}
-    for k, c in commands.items():
-        for where, shown_as in places.items():  # the same words on every machine
-            c = c.replace(where, shown_as)
-        L.append(f"- **{k}**: `{c}`")
+    L += [f"- **{k}**: `{c}`" for k, c in commands.items()]  # paths as common.rel shows them
     write_section(path, f"tiny-{args.profile}", "\n".join(L))
 
 

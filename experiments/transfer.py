@@ -102,15 +102,13 @@ def nets_of(args, S: dict, out: Path) -> dict:
     return nets
 
 
-def features(args, ckpt: Path, data: Path, stem: Path, cmds: dict, make: bool) -> Path:
-    """The descriptors of `data` from `ckpt` at the three scales (with `make`, computed unless kept)."""
-    f = stem.with_name(stem.name + ".safetensors")
+def features(args, ckpt: Path, data: Path, f: Path, cmds: dict, key: str, make: bool) -> Path:
+    """The descriptors of `data` from `ckpt` at the three scales, in `f` (with `make`, computed
+    unless there already)."""
     cmd = VGGNET + ["features", "--checkpoint", ckpt, "--data", data, "--scales", SCALES]
-    cmd += ["--workers", str(args.workers), "--out", f]
-    ds, net = stem.name.split("-", 1)
-    cmds[f"features {net} {ds}"] = cmd
+    cmds[key] = cmd + ["--workers", str(args.workers), "--out", f]
     if make:
-        run(cmd, stem.parent / "commands.log", f)
+        run(cmds[key], f.parent / "commands.log", f)
     return f
 
 
@@ -141,7 +139,10 @@ def main():
             if pending and not all(nets[m].exists() for m in members):
                 continue  # a net not trained yet: the row says "pending"
             for net in members:  # features computed only for the rows still to be made
-                feats[net] = features(args, nets[net], data / rel_path, out / f"{ds}-{net}", cmds, pending)
+                f = out / f"{ds}-{net}.safetensors"
+                feats[net] = features(
+                    args, nets[net], data / rel_path, f, cmds, f"features {net} {ds}", pending
+                )
             protocol = (
                 ["--train-per-class", "30", "--test-per-class", "50", "--splits", "3"]
                 if ds == "flowers17"
