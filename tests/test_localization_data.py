@@ -271,3 +271,22 @@ def test_open_source_reads_a_plain_label_file_without_boxes(folder):
     labels.write_text("path,label\ntrain/dog/d1.png,dog\ntrain/cat/c1.png,cat\n")
     src = open_source(labels)
     assert not isinstance(src, BoxSource) and len(src) == 2
+
+
+def test_open_source_for_boxes_reads_any_box_csv_and_refuses_what_has_no_boxes(folder):
+    from vggnet.data.boxfiles import BoxSource
+    from vggnet.data.datasets import open_source
+
+    # without a header a box CSV cannot be told from a label file: asked for boxes, it is one
+    headerless = write_csv(folder, GOOD, header=False)
+    src = open_source(headerless, boxes=True)
+    assert isinstance(src, BoxSource) and len(src.images[0].boxes) == 2
+    # a box row that is not a box: failed by default, dropped with on_bad="skip"
+    bad = write_csv(folder, GOOD + ["train/cat/c1.png,cat,20,0,10,30"])
+    with pytest.raises(VGGError, match="boxes.csv"):
+        open_source(bad, boxes=True)
+    assert len(open_source(bad, boxes=True, on_bad="skip").skipped) == 1
+    with pytest.raises(VGGError, match="box data not found"):
+        open_source(folder / "nowhere.csv", boxes=True)
+    with pytest.raises(VGGError, match="no .xml annotation files"):
+        open_source(folder / "train", boxes=True)

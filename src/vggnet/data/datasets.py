@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from ..errors import VGGError
-from .boxfiles import is_annotation_folder, is_box_csv, read_box_csv, read_voc_annotations
+from .boxfiles import BoxSource, is_annotation_folder, is_box_csv, read_box_csv, read_voc_annotations
 from .images import is_image_file
 from .multilabel import MultiLabelSource, is_multilabel_csv, multilabel_csv
 from .shards import is_shard_index, open_shards
@@ -200,13 +200,19 @@ def label_columns(header: list[str], path) -> tuple[int, int]:
     return found[0], found[1]
 
 
-def open_source(spec, root=None, classes: list[str] | None = None) -> Source:
+def open_source(spec, root=None, classes: list[str] | None = None, *, boxes=False, on_bad="fail") -> Source:
     """The one factory of labelled image sets, keyed by what the user gives: a folder of tar
     shards (its ``shards.json``), a folder of ILSVRC/VOC XML annotations (images under `root`,
     default its parent: a :class:`BoxSource`), a folder (ImageFolder layout; Tiny ImageNet's
     ``val/``), or a file: a multi-label CSV (a :class:`MultiLabelSource`), a box CSV (a
-    :class:`BoxSource`) or a ``path,label`` file (``.csv``/``.tsv``/``.txt``)."""
+    :class:`BoxSource`) or a ``path,label`` file (``.csv``/``.tsv``/``.txt``).
+
+    `boxes`: the caller needs boxes (``vggnet loc``): a file is a box CSV whatever its header (the
+    header is optional there, so it cannot be told from a label file), and anything that holds no
+    boxes is refused in one line. `on_bad`: what a box reader does with an invalid box row."""
     spec = Path(spec)
+    if boxes:
+        return _box_source(spec, root, classes, on_bad)
     if is_shard_index(spec):
         return open_shards(spec, classes)
     if spec.is_dir() and is_tiny_root(spec):
@@ -214,18 +220,26 @@ def open_source(spec, root=None, classes: list[str] | None = None) -> Source:
     if spec.is_dir() and is_tiny_val_folder(spec):
         return tiny_val_folder(spec, classes)
     if spec.is_dir() and is_annotation_folder(spec):
-        return read_voc_annotations(spec, Path(root) if root else spec.parent, classes=classes)
+        return read_voc_annotations(spec, Path(root) if root else spec.parent, classes, on_bad)
     if spec.is_dir():
         return image_folder(spec, classes)
     if spec.suffix.lower() in (".csv", ".tsv", ".txt") and spec.is_file():
         if is_box_csv(spec):  # first: its header also starts with "path" and has more columns
-            return read_box_csv(spec, root, classes)
+            return read_box_csv(spec, root, classes, on_bad)
         if is_multilabel_csv(spec):
             return multilabel_csv(spec, root)
         return file_list(spec, root, classes)
     if not spec.exists():
         raise VGGError(f"data not found: {spec} (give an image folder or a .csv/.tsv label file)")
     raise VGGError(f"{spec}: not a folder or a .csv/.tsv label file")
+
+
+def _box_source(spec: Path, root, classes, on_bad: str) -> BoxSource:
+    if spec.is_file():
+        return read_box_csv(spec, root, classes, on_bad)
+    if spec.is_dir():  # searched recursively: deeper than open_source's look at a folder
+        return read_voc_annotations(spec, Path(root) if root else spec.parent, classes, on_bad)
+    raise VGGError(f"box data not found: {spec} (give a box CSV or a folder of XML annotations)")
 
 
 def single_label(source: Source, spec) -> Source:

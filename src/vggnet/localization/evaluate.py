@@ -33,7 +33,7 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
-from ..data.boxfiles import split_by_image
+from ..data.boxfiles import BoxSource, split_by_image
 from ..data.imagenet import readable_names
 from ..data.loaders import scaled_loader
 from ..data.transforms import Normalizer, Scale, center_crop, default_scales, resolve_test_scales
@@ -41,9 +41,10 @@ from ..errors import VGGError
 from ..eval.posteriors import load_posteriors
 from ..eval.protocols import dense_posteriors, with_flips
 from ..fileio import atomic_write, claim_folder, loads_json, read_safetensors, write_json
+from ..models.meta import WeightsMeta
 from ..models.weights import load_model
 from ..progress import progress
-from ..runtime.device import make_policy, resolve_device
+from ..runtime.device import DevicePolicy, make_policy, resolve_device
 from ..runtime.forward import forward
 from .boxes import clip, decode, dense_windows, window_to_image
 from .gallery import contact_sheet
@@ -95,7 +96,25 @@ def check_threshold(t) -> None:
         raise VGGError(f"--threshold must be a number >= -1 (the lowest match score), got {t!r}")
 
 
-def plan(checkpoint, data, opts: LocOptions) -> dict:
+@dataclass
+class LocPlan:
+    """What one pass of ``loc evaluate`` runs with, resolved from the options before any image is
+    read: the box net, its boxes, its scales and where the class ranking comes from (a classifier
+    run here, with its own normalisation, or saved posteriors)."""
+
+    model: torch.nn.Module
+    meta: WeightsMeta
+    source: BoxSource
+    policy: DevicePolicy
+    norm: Normalizer
+    center_q: int
+    scales: list[int]
+    classifier: torch.nn.Module | None = None
+    cls_norm: Normalizer | None = None
+    saved_scores: dict | None = None
+
+
+def plan(checkpoint, data, opts: LocOptions) -> LocPlan:
     if opts.top_k < 1:
         raise VGGError(f"--top-k must be >= 1, got {opts.top_k}")
     check_threshold(opts.threshold)
@@ -108,52 +127,45 @@ def plan(checkpoint, data, opts: LocOptions) -> dict:
             f"{checkpoint} is a classifier; `vggnet loc evaluate` takes a box regressor "
             f"(trained with `vggnet loc train`)"
         )
-    policy.prepare(model.eval())
-    source = open_boxes(data, opts.data_root, meta.classes, opts.on_bad_box)
     train = Scale(*meta.train.scale) if meta.train else None
-    center_q = default_scales(train, model.crop_size)[0]
-    qs = resolve_test_scales(opts.scales, opts.multi_scale, train, model.crop_size)
-    p = dict(
-        model=model,
-        meta=meta,
-        source=source,
-        policy=policy,
-        center_q=center_q,
-        scales=qs,
-        norm=Normalizer(meta.preprocessing).to(policy.device),
-        classifier=None,
-        saved_scores=None,
+    p = LocPlan(
+        policy.prepare(model.eval()),
+        meta,
+        open_boxes(data, opts.data_root, meta.classes, opts.on_bad_box),
+        policy,
+        Normalizer(meta.preprocessing).to(policy.device),
+        center_q=default_scales(train, model.crop_size)[0],
+        scales=resolve_test_scales(opts.scales, opts.multi_scale, train, model.crop_size),
     )
-    if "dense" in opts.protocols:
-        if opts.classifier:
-            cls, cls_meta = load_model(opts.classifier, policy.device)
-            if cls_meta.classes != meta.classes or cls_meta.model.head != "classifier":
-                raise VGGError(f"{opts.classifier}: not a classifier over the localisation net's classes")
-            p.update(
-                classifier=policy.prepare(cls.eval()),
-                cls_norm=Normalizer(cls_meta.preprocessing).to(policy.device),
-            )
-        elif opts.posteriors:
-            p["saved_scores"] = _class_scores_from_posteriors(opts.posteriors, meta.classes)
-        else:
-            raise VGGError(
-                "protocol 2 (dense) needs the classes of a classification system: --classifier CKPT "
-                "or --posteriors EVAL_DIR (or ask only for --protocol center)"
-            )
+    if "dense" not in opts.protocols:
+        return p
+    if opts.classifier:
+        cls, cls_meta = load_model(opts.classifier, policy.device)
+        if cls_meta.classes != meta.classes or cls_meta.model.head != "classifier":
+            raise VGGError(f"{opts.classifier}: not a classifier over the localisation net's classes")
+        p.classifier = policy.prepare(cls.eval())
+        p.cls_norm = Normalizer(cls_meta.preprocessing).to(policy.device)
+    elif opts.posteriors:
+        p.saved_scores = _class_scores_from_posteriors(opts.posteriors, meta.classes)
+    else:
+        raise VGGError(
+            "protocol 2 (dense) needs the classes of a classification system: --classifier CKPT "
+            "or --posteriors EVAL_DIR (or ask only for --protocol center)"
+        )
     return p
 
 
 # -- the pass -------------------------------------------------------------------------------------
-def _box_outputs(p: dict, c: int) -> slice:
-    return slice(4 * c, 4 * c + 4) if p["meta"].model.head == "pcr" else slice(0, 4)
+def _box_outputs(p: LocPlan, c: int) -> slice:
+    return slice(4 * c, 4 * c + 4) if p.meta.model.head == "pcr" else slice(0, 4)
 
 
 @torch.no_grad()
-def _center_boxes(p: dict, image: torch.Tensor, classes, size) -> np.ndarray:
+def _center_boxes(p: LocPlan, image: torch.Tensor, classes, size) -> np.ndarray:
     """The centre crop's boxes for `classes` (protocol 1: the ground-truth class), in image pixels,
     clipped to the image like protocol 2's (a box cannot localise beyond the picture)."""
-    crop = p["model"].crop_size
-    out = forward(p["model"], p["norm"], p["policy"], center_crop(image, crop)[None])[0].cpu()
+    crop = p.model.crop_size
+    out = forward(p.model, p.norm, p.policy, center_crop(image, crop)[None])[0].cpu()
     h, w = image.shape[-2:]
     boxes = decode(
         torch.stack([out[_box_outputs(p, c)] for c in classes]).numpy(),
@@ -166,31 +178,31 @@ def _center_boxes(p: dict, image: torch.Tensor, classes, size) -> np.ndarray:
 
 
 @torch.no_grad()
-def _dense_at(p: dict, image: torch.Tensor, flip: bool):
+def _dense_at(p: LocPlan, image: torch.Tensor, flip: bool):
     """At one scale: the box map (B, outputs, h, w) of the image (B = 1), or of the image and its
     flip (B = 2, `flip`), and, with a classifier, its score map (2, C, h, w) of the image and its
     flip: the classes are ranked by `vggnet evaluate`'s dense rule, which always averages the flip
     (§3.2), whether or not the flip's boxes are wanted."""
     x = with_flips(image[None])
-    boxes = forward(p["model"].dense, p["norm"], p["policy"], x if flip else x[:1]).cpu()
+    boxes = forward(p.model.dense, p.norm, p.policy, x if flip else x[:1]).cpu()
     scores = None
-    if p["classifier"] is not None:
-        scores = forward(p["classifier"].dense, p["cls_norm"], p["policy"], x).cpu()
+    if p.classifier is not None:
+        scores = forward(p.classifier.dense, p.cls_norm, p.policy, x).cpu()
     return boxes, scores
 
 
-def _image_scores(p: dict, maps: list, path: str) -> torch.Tensor:
+def _image_scores(p: LocPlan, maps: list, path: str) -> torch.Tensor:
     """The image's class posteriors: the classifier's dense protocol over the scales (§3.2,
     §4.2), or the saved ones."""
-    if p["saved_scores"] is not None:
+    if p.saved_scores is not None:
         key = str(Path(path).resolve())
-        if key not in p["saved_scores"]:
+        if key not in p.saved_scores:
             raise VGGError(f"{path}: not among the images of the saved posteriors")
-        return p["saved_scores"][key]
+        return p.saved_scores[key]
     return torch.stack([dense_posteriors(s)[0] for s in maps]).mean(0)
 
 
-def _raw_boxes(p: dict, per_scale: list, classes, size) -> list[tuple]:
+def _raw_boxes(p: LocPlan, per_scale: list, classes, size) -> list[tuple]:
     """(class, boxes (M, 4) in image pixels, location scores (M,)) for the chosen classes."""
     out = []
     for c in classes:
@@ -203,7 +215,7 @@ def _raw_boxes(p: dict, per_scale: list, classes, size) -> list[tuple]:
                     window_to_image(
                         params,
                         windows,
-                        p["model"].crop_size,
+                        p.model.crop_size,
                         (w / size[0], h / size[1]),
                         flip_width=w if b == 1 else None,
                         clip_to=size,
@@ -218,10 +230,10 @@ def _raw_boxes(p: dict, per_scale: list, classes, size) -> list[tuple]:
     return out
 
 
-def run_pass(p: dict, opts: LocOptions) -> dict:
-    source, qs = p["source"], p["scales"]
+def run_pass(p: LocPlan, opts: LocOptions) -> dict:
+    source, qs = p.source, p.scales
     images = source.images
-    wanted = sorted(set(qs) | ({p["center_q"]} if "center" in opts.protocols else set()))
+    wanted = sorted(set(qs) | ({p.center_q} if "center" in opts.protocols else set()))
     center = np.full((len(images), 4), np.nan)
     center_topk = np.full((len(images), opts.top_k, 4), np.nan)  # the centre crop's box per guessed class
     scores = np.zeros((len(images), len(source.classes)), dtype=np.float32)
@@ -234,7 +246,7 @@ def run_pass(p: dict, opts: LocOptions) -> dict:
             raise VGGError(f"unreadable image {item['error'][0]}: {item['error'][1]}")
         im = images[i]
         if "center" in opts.protocols:
-            center[i] = _center_boxes(p, item["images"][p["center_q"]], [im.label], im.size)[0]
+            center[i] = _center_boxes(p, item["images"][p.center_q], [im.label], im.size)[0]
         if "dense" not in opts.protocols:
             continue
         per_scale = [
@@ -244,12 +256,12 @@ def run_pass(p: dict, opts: LocOptions) -> dict:
         top = np.argsort(-scores[i], kind="stable")[: opts.top_k]
         raw += [(i, c, b, s) for c, b, s in _raw_boxes(p, per_scale, top, im.size)]
         if "center" in opts.protocols:
-            center_topk[i, : len(top)] = _center_boxes(p, item["images"][p["center_q"]], top, im.size)
+            center_topk[i, : len(top)] = _center_boxes(p, item["images"][p.center_q], top, im.size)
     return dict(center=center, center_topk=center_topk, scores=scores, raw=raw)
 
 
 # -- saved predictions ------------------------------------------------------------------------------
-def save_predictions(out: Path, p: dict, passed: dict, checkpoint, data) -> Path:
+def save_predictions(out: Path, p: LocPlan, passed: dict, checkpoint, data) -> Path:
     raw = passed["raw"]
 
     def cat(k):
@@ -271,13 +283,13 @@ def save_predictions(out: Path, p: dict, passed: dict, checkpoint, data) -> Path
     header = {
         "vggnet-boxes": json.dumps(
             dict(
-                ids=[im.id for im in p["source"].images],
-                classes=p["source"].classes,
+                ids=[im.id for im in p.source.images],
+                classes=p.source.classes,
                 checkpoint=str(checkpoint),
                 data=str(data),
-                scales=p["scales"],
-                center_q=p["center_q"],
-                head=p["meta"].model.head,
+                scales=p.scales,
+                center_q=p.center_q,
+                head=p.meta.model.head,
             )
         )
     }
@@ -417,18 +429,18 @@ def evaluate_loc(checkpoint, data, out=None, force=False, gallery: int = 0, **op
         )
     p = plan(checkpoint, data, opts)
     passed = run_pass(p, opts)
-    mean_box = mean_training_box(p["meta"])
+    mean_box = mean_training_box(p.meta)
     result = dict(
         kind="localisation",
         checkpoint=str(checkpoint),
         data=str(data),
-        images=len(p["source"]),
-        arch=p["meta"].model.arch,
-        head=p["meta"].model.head,
-        train_scale=list(p["meta"].train.scale) if p["meta"].train else None,
-        finetune=(p["meta"].train.config or {}).get("finetune") if p["meta"].train else None,
-        center_q=p["center_q"],
-        scales=p["scales"] if "dense" in opts.protocols else [],
+        images=len(p.source),
+        arch=p.meta.model.arch,
+        head=p.meta.model.head,
+        train_scale=list(p.meta.train.scale) if p.meta.train else None,
+        finetune=(p.meta.train.config or {}).get("finetune") if p.meta.train else None,
+        center_q=p.center_q,
+        scales=p.scales if "dense" in opts.protocols else [],
         top_k=opts.top_k,
         classifier=opts.classifier or opts.posteriors,
     )
@@ -436,21 +448,19 @@ def evaluate_loc(checkpoint, data, out=None, force=False, gallery: int = 0, **op
         Path(out).mkdir(parents=True, exist_ok=True)
         save_predictions(Path(out), p, passed, checkpoint, data)
     pred = dict(
-        ids=[im.id for im in p["source"].images],
+        ids=[im.id for im in p.source.images],
         dir=str(out),
         center=passed["center"],
         center_topk=passed["center_topk"],
         class_scores=passed["scores"],
         **_flatten(passed["raw"]),
     )
-    result.update(score(pred, p["source"], opts.threshold, opts.top_k, mean_box))
+    result.update(score(pred, p.source, opts.threshold, opts.top_k, mean_box))
     if out is not None:
         write_json(Path(out) / RESULTS, result)
         if gallery:
             result["gallery"] = str(
-                draw_gallery(
-                    pred, p["source"], opts.threshold, Path(out) / "gallery.png", gallery, opts.top_k
-                )
+                draw_gallery(pred, p.source, opts.threshold, Path(out) / "gallery.png", gallery, opts.top_k)
             )
     return result
 

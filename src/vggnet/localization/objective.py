@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.boxfiles import BoxSource, read_box_csv, read_voc_annotations, split_by_image
+from ..data.boxfiles import BoxSource, split_by_image
+from ..data.datasets import open_source
 from ..engine.config import TrainConfig, load_config
 from ..engine.objectives import register_objective
 from ..errors import VGGError
@@ -41,13 +42,8 @@ from .metrics import gt_class_box_ious, gt_class_box_misses
 
 def open_boxes(spec, root=None, classes=None, on_bad: str = "fail") -> BoxSource:
     """A box CSV (``path,wnid,xmin,ymin,xmax,ymax``) or a folder of ILSVRC/VOC XML annotations
-    (images under `root`, default the folder's parent)."""
-    spec = Path(spec)
-    if spec.is_dir():
-        return read_voc_annotations(spec, Path(root) if root else spec.parent, classes=classes, on_bad=on_bad)
-    if spec.is_file():
-        return read_box_csv(spec, root=root, classes=classes, on_bad=on_bad)
-    raise VGGError(f"box data not found: {spec} (give a box CSV or a folder of XML annotations)")
+    (images under `root`, default the folder's parent): the data factory's box sources."""
+    return open_source(spec, root, classes, boxes=True, on_bad=on_bad)
 
 
 class BoxTargets:
