@@ -77,7 +77,7 @@ SETUPS = {
         shown="PCR-all-S110-Q110",  # the gallery's evaluation
         division=within_boxed_training_images,
         p1="val",  # the images Table 8 reports on
-        own_scale={},
+        rankings=[],
     ),
     "tiny": dict(
         section="localisation-tiny",
@@ -103,10 +103,29 @@ SETUPS = {
         shown="PCR-all-S110-Q110",
         division=validation_images_report,
         p1="report",
-        # the same boxes, the classes ranked by the classifier at its own scales (§4.2, multi-scale
-        # at S = 73) instead of densely at the row's Q: the rows of the second protocol-2 table
-        # (Q = 110 only: each protocol-2 pass over the 5,000 images takes most of an hour on 2 busy cores)
-        own_scale={"PCR-all-S110": ["110"]},
+        # the same boxes, the classes ranked from saved posteriors instead of by D-S73 run densely at
+        # the row's Q: D-S73 at its own scales (§4.2), then the grid's best classifier (the jittered D
+        # with 150 crops at three scales, §4.3: 25.6% top-5 error); one table each (Q = 110 only: each
+        # protocol-2 pass over the 5,000 images takes most of an hour on 2 busy cores)
+        rankings=[
+            dict(
+                suffix="-own",
+                classifier="D-S73/final.safetensors",
+                protocol="dense",
+                title="D-S73 at its own scales",
+                how="D-S73's saved posteriors at its own test scales (dense, multi-scale, §4.2)",
+                dense={"PCR-all-S110": ["110"]},
+            ),
+            dict(
+                suffix="-best",
+                classifier="D-S73-146/final.safetensors",
+                protocol="multicrop",
+                title="the grid's best classifier (jittered D, 150 crops)",
+                how="the saved posteriors of the grid's best classifier, D trained with scale jittering "
+                "(S in [73; 146]), with 150 crops at three scales (multi-crop, multi-scale, §4.3)",
+                dense={"PCR-all-S110": ["110"]},
+            ),
+        ],
     ),
 }
 
@@ -128,7 +147,7 @@ def weights_needed(S: dict, out: Path) -> set[str]:
     """The box nets a protocol-2 run still to be made starts from."""
     return {
         name
-        for rank, dense in (("", S["dense"]), (OWN, S["own_scale"]))
+        for rank, dense in (("", S["dense"]), *((r["suffix"], r["dense"]) for r in S["rankings"]))
         for name, scales in dense.items()
         for qs in scales
         for part in ("tune", "report")
@@ -167,16 +186,17 @@ def train_nets(S: dict, args, cls: Path, out: Path, files: dict, cmds: dict) -> 
 
 def dense_runs(S: dict, args, cls: Path, out: Path, files: dict, cmds: dict) -> None:
     """Protocol 2 at each row's Q, on the tune images (to choose t) and the report images: the classes
-    from the classifier run densely at the same Q, and (``own_scale``) from its saved posteriors at
-    its own scales."""
+    from the classifier run densely at the same Q, and (each of ``rankings``) from a classifier's
+    saved posteriors."""
     data, log = Path(args.data), out / "commands.log"
-    for rank, dense in (("", S["dense"]), (OWN, S["own_scale"])):
+    for R in [None, *S["rankings"]]:
+        rank, dense = (R["suffix"], R["dense"]) if R else ("", S["dense"])
         for name, scales in dense.items():
             for qs in scales:
                 for part in ("tune", "report"):
                     ranking = ["--classifier", cls / S["classifier"]]
-                    if rank:
-                        ranking = ["--posteriors", own_posteriors(S, args, cls, out, files, cmds, part)]
+                    if R:
+                        ranking = ["--posteriors", saved_posteriors(R, args, cls, out, cmds, files, part)]
                     ev = out / "eval" / f"{name}-Q{qs.replace(',', '+')}{rank}-{part}"
                     cmd = VGGNET + ["loc", "evaluate", "--checkpoint", out / name / S["weights"]]
                     cmd += ["--data", files[part], "--root", data, "--scales", qs, *ranking]
@@ -185,16 +205,18 @@ def dense_runs(S: dict, args, cls: Path, out: Path, files: dict, cmds: dict) -> 
                     run(cmd, log, ev / "results.json")
 
 
-OWN = "-own"  # the suffix of the runs whose classes come from the classifier at its own scales
+def posteriors_dir(out: Path, R: dict, part: str) -> Path:
+    return out / "eval" / f"classifier{'-own-scales' if R['suffix'] == '-own' else R['suffix']}-{part}"
 
 
-def own_posteriors(S: dict, args, cls: Path, out: Path, files: dict, cmds: dict, part: str) -> Path:
-    """The classifier's posteriors on `part` at its own test scales (``vggnet evaluate --multi-scale``)."""
-    ev = out / "eval" / f"classifier-own-scales-{part}"
-    cmd = VGGNET + ["evaluate", "--checkpoint", cls / S["classifier"], "--data", files[part]]
-    cmd += ["--root", args.data, "--protocol", "dense", "--multi-scale", "--workers", str(args.workers)]
-    cmd += ["--out", ev]
-    cmds[f"classes at the classifier's own scales ({part})"] = cmd
+def saved_posteriors(R: dict, args, cls: Path, out: Path, cmds: dict, files: dict, part: str) -> Path:
+    """A ranking's classifier posteriors on `part` at its own test scales (``vggnet evaluate
+    --multi-scale``, the ranking's protocol)."""
+    ev = posteriors_dir(out, R, part)
+    cmd = VGGNET + ["evaluate", "--checkpoint", cls / R["classifier"], "--data", files[part]]
+    cmd += ["--root", args.data, "--protocol", R["protocol"], "--multi-scale"]
+    cmd += ["--workers", str(args.workers), "--out", ev]
+    cmds[f"classes from {R['title']} ({part})"] = cmd
     run(cmd, out / "commands.log", ev / "results.json")
     return ev
 
@@ -203,7 +225,7 @@ def merge_rows(S: dict, args, out: Path, files: dict, cmds: dict, rank: str = ""
     """Each row's t chosen on `tune`, then applied to `report`; the fusion of the two scales (for the
     classifier's ranking at the row's Q: the rows of Table 9)."""
     data, log = Path(args.data), out / "commands.log"
-    dense = S["own_scale"] if rank else S["dense"]
+    dense = next((R["dense"] for R in S["rankings"] if R["suffix"] == rank), S["dense"])
     sets = {(n, q): [f"{n}-Q{q.replace(',', '+')}{rank}"] for n, qs in dense.items() for q in qs}
     if not rank:
         (n1, q1), (n2, q2) = [(n, qs[-1]) for n, qs in dense.items()]
@@ -269,10 +291,10 @@ def main():
     train_nets(S, args, cls, out, files, cmds)
     dense_runs(S, args, cls, out, files, cmds)
     rows = merge_rows(S, args, out, files, cmds)
-    own = merge_rows(S, args, out, files, cmds, OWN) if S["own_scale"] else []
+    ranked = [(R, merge_rows(S, args, out, files, cmds, R["suffix"])) for R in S["rankings"]]
     gallery(S, out, files, data)
     copy_results(out, kept, ("eval", "merge"))
-    write_section(Path(args.results), S["section"], report(args.setup, out, files, rows, cmds, own))
+    write_section(Path(args.results), S["section"], report(args.setup, out, files, rows, cmds, ranked))
     print(f"wrote {args.results}")
 
 
@@ -314,7 +336,7 @@ def _load(path: Path) -> dict:
     return json.loads((path / "results.json").read_text())
 
 
-def findings(setup: str, rows: list, t8: list, own: list = ()) -> list[str]:
+def findings(setup: str, rows: list, t8: list, ranked: list = ()) -> list[str]:
     err = {f"{r['head']}-{r['finetune']}-S{r['train_scale'][0]}": r["center"]["gt_class_err"] for r in t8}
     base = t8[0]["center"]
     dense = {(net, qs): _load(final)["dense"]["top5_loc_err"] for net, qs, _, final, _ in rows}
@@ -387,12 +409,12 @@ def findings(setup: str, rows: list, t8: list, own: list = ()) -> list[str]:
         "fusion",
         "best member",
     )
-    if own:
+    for R, own in ranked:
         o = {(net, qs): _load(final)["dense"]["top5_loc_err"] for net, qs, _, final, _ in own}
         m = _load(own[0][4][0])
         verdict(
-            "Dense application beats the centre crop, top-5, with the classes from the classifier at its "
-            "own scales (protocol 2, S = 110)",
+            f"Dense application beats the centre crop, top-5, with the classes from {R['title']} "
+            "(protocol 2, S = 110)",
             "by far",
             o[("PCR-all-S110", "110")],
             m["center_topk"]["top5_loc_err"],
@@ -485,7 +507,7 @@ def table9_rows(rows: list) -> list[str]:
     return L
 
 
-def report(setup: str, out: Path, files: dict, rows: list, cmds: dict, own: list = ()) -> str:
+def report(setup: str, out: Path, files: dict, rows: list, cmds: dict, ranked: list = ()) -> str:
     from vggnet.localization.report import loc_tables
 
     S = SETUPS[setup]
@@ -514,23 +536,23 @@ def report(setup: str, out: Path, files: dict, rows: list, cmds: dict, own: list
         "|---|---|---|---|---|---|",
     ]
     L += table9_rows(rows)
-    if own:
-        clf = S["classifier"].split("/")[0]
-        qs = ", ".join(map(str, _load(out / "eval" / "classifier-own-scales-report")["scales"]))
+    for R, own in ranked:
+        post = _load(posteriors_dir(out, R, "report"))
+        qs = ", ".join(map(str, post["scales"]))
+        top5 = post["protocols"][R["protocol"]]["top5_err"]
         L += [
             "",
-            f"### The same boxes, the classes from {clf} at its own scales",
+            f"### The same boxes, the classes from {R['title']}",
             "",
-            f"The top-5 classes from {clf}'s saved posteriors at its own test scales (dense, multi-scale, "
-            f"§4.2, Q = {qs}) "
-            "instead of densely at the row's Q; every location then scores 1 in the merge (no class "
-            "scores per location). t chosen on the `tune` images as above.",
+            f"The top-5 classes from {R['how']} (Q = {qs}; {top5:.1f}% top-5 classification error on "
+            "these images) instead of densely at the row's Q; every location then scores 1 in the merge "
+            "(no class scores per location). t chosen on the `tune` images as above.",
             "",
             "| net | test Q | method | top-1 loc err | top-5 loc err | t |",
             "|---|---|---|---|---|---|",
             *table9_rows(own),
         ]
-    L += ["", "## The paper's findings, one by one", "", *findings(setup, rows, t8, own), ""]
+    L += ["", "## The paper's findings, one by one", "", *findings(setup, rows, t8, ranked), ""]
     L += ["## Commands", "", "Run from the repository root, in this order:", ""]
     L += [f"- **{k}**: `{shown(v)}`" for k, v in cmds.items()]
     return "\n".join(L)
