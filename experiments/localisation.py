@@ -110,6 +110,7 @@ SETUPS = {
         rankings=[
             dict(
                 suffix="-own",
+                posteriors="classifier-own-scales",  # eval/<this>-<part>: the classifier's posteriors
                 classifier="D-S73/final.safetensors",
                 protocol="dense",
                 title="D-S73 at its own scales",
@@ -118,6 +119,7 @@ SETUPS = {
             ),
             dict(
                 suffix="-best",
+                posteriors="classifier-best",
                 classifier="D-S73-146/final.safetensors",
                 protocol="multicrop",
                 title="the grid's best classifier (jittered D, 150 crops)",
@@ -206,7 +208,7 @@ def dense_runs(S: dict, args, cls: Path, out: Path, files: dict, cmds: dict) -> 
 
 
 def posteriors_dir(out: Path, R: dict, part: str) -> Path:
-    return out / "eval" / f"classifier{'-own-scales' if R['suffix'] == '-own' else R['suffix']}-{part}"
+    return out / "eval" / f"{R['posteriors']}-{part}"
 
 
 def saved_posteriors(R: dict, args, cls: Path, out: Path, cmds: dict, files: dict, part: str) -> Path:

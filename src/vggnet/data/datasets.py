@@ -220,7 +220,7 @@ def open_source(spec, root=None, classes: list[str] | None = None, *, boxes=Fals
     if spec.is_dir() and is_tiny_val_folder(spec):
         return tiny_val_folder(spec, classes)
     if spec.is_dir() and is_annotation_folder(spec):
-        return read_voc_annotations(spec, Path(root) if root else spec.parent, classes, on_bad)
+        return _annotations(spec, root, classes, on_bad)
     if spec.is_dir():
         return image_folder(spec, classes)
     if spec.suffix.lower() in (".csv", ".tsv", ".txt") and spec.is_file():
@@ -238,8 +238,13 @@ def _box_source(spec: Path, root, classes, on_bad: str) -> BoxSource:
     if spec.is_file():
         return read_box_csv(spec, root, classes, on_bad)
     if spec.is_dir():  # searched recursively: deeper than open_source's look at a folder
-        return read_voc_annotations(spec, Path(root) if root else spec.parent, classes, on_bad)
+        return _annotations(spec, root, classes, on_bad)
     raise VGGError(f"box data not found: {spec} (give a box CSV or a folder of XML annotations)")
+
+
+def _annotations(folder: Path, root, classes, on_bad: str) -> BoxSource:
+    """A folder of XML annotations; its images under `root`, by default the folder's parent."""
+    return read_voc_annotations(folder, Path(root) if root else folder.parent, classes, on_bad)
 
 
 def single_label(source: Source, spec) -> Source:
