@@ -42,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, VGGNET, grid_arguments, run, shown, write_section  # noqa: E402
 from imagenette import _cell, _err, _fmt_s, findings, plan  # noqa: E402
+from vggnet.eval.posteriors import POSTERIORS  # noqa: E402
 
 NARROW = ["--width", "0.25", "--fc-dim", "256", "--batch-norm", "--dropout", "0"]
 PROFILES = {
@@ -170,8 +171,11 @@ def evaluate(
     commands: dict,
     log: Path,
     dry: bool = False,
+    refill: bool = False,
 ) -> None:
-    """Net `r` on the validation images at one and three test scales (with `dry`, only listed)."""
+    """Net `r` on the validation images at one and three test scales (with `dry`, only listed).
+    `refill`: the net's multi-scale posteriors are still needed (a fusion member on a machine that
+    holds only its kept results), so that evaluation runs again though its results are kept."""
     ckpt = out / r["name"] / "final.safetensors"
     for tag, extra in (("single", []), ("multi", ["--multi-scale"])):
         ed = out / "eval" / f"{r['name']}-{tag}"
@@ -198,7 +202,9 @@ def evaluate(
         kept = results / "eval" / f"{r['name']}-{tag}" / "results.json"
         if dry:
             continue
-        if ckpt.exists() and not (ed / "results.json").exists() and not kept.exists():
+        missing = not (ed / "results.json").exists() and not kept.exists()
+        again = refill and tag == "multi" and not (ed / POSTERIORS).exists()
+        if ckpt.exists() and (missing or again):
             run(cmd, log)
         if (ed / "results.json").exists() and not kept.exists():
             kept.parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +238,10 @@ def main():
     only = set(args.only.split(",")) if args.only else None
     runs = plan(p, Path("."))
     needed = parents_needed(runs, results)
+    jl, jh = p["jitter"]
+    members = [f"{c}-S{jl}-{jh}" for c in "DE"]
+    fusion = f"fusion-D+E-S{jl}-{jh}-multi"
+    fusing = not (results / "eval" / fusion / "results.json").exists()
     for r in runs:  # every command is listed; those of --only (all by default) are run
         cmd = train_cmd(r, p, args, lists, out, stats)
         commands[f"train {r['name']}"] = shown(cmd)
@@ -243,15 +253,15 @@ def main():
         if (not done or r["name"] in needed) and not (rd / "final.safetensors").exists():
             run(cmd + (["--resume"] if (rd / "last.safetensors").exists() else []), log)
             copy_log(rd, results / "logs" / f"{r['name']}.jsonl")
-        evaluate(r, p, args, lists, out, results, commands, log)
+        refill = fusing and r["name"] in members
+        evaluate(r, p, args, lists, out, results, commands, log, refill=refill)
         write_results(Path(args.results), results, p, args, commands)
-    jl, jh = p["jitter"]
-    members = [out / "eval" / f"{c}-S{jl}-{jh}-multi" for c in "DE"]
-    fd = out / "eval" / f"fusion-D+E-S{jl}-{jh}-multi"
-    cmd = VGGNET + ["fuse", *members, "--out", fd]
+    folders = [out / "eval" / f"{m}-multi" for m in members]
+    fd = out / "eval" / fusion
+    cmd = VGGNET + ["fuse", *folders, "--out", fd]
     commands["fuse D+E"] = shown(cmd)
     kept = results / "eval" / fd.name / "results.json"
-    ready = all((m / "posteriors.safetensors").exists() for m in members)
+    ready = all((m / POSTERIORS).exists() for m in folders)
     if ready and not kept.exists() and not args.report_only:
         run(cmd, log, fd / "results.json")
         kept.parent.mkdir(parents=True, exist_ok=True)
