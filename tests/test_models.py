@@ -19,6 +19,8 @@ from vggnet.models import (
     save_weights,
     warm_start,
 )
+from vggnet.models.configs import LRN_PARAMS
+from vggnet.models.vgg import LocalResponseNorm
 
 # Table 2: exact parameter counts at the defaults (1000 classes, 224 crop).
 EXPECTED_PARAMS = {
@@ -142,9 +144,10 @@ def test_lrn_and_1x1_and_5x5_layers():
     lrn = next(m for m in alrn.features if isinstance(m, torch.nn.LocalResponseNorm))
     assert lrn.size == 5 and lrn.beta == 0.75 and lrn.k == 2
     # Krizhevsky's formula with alpha = 1e-4 *not* divided by the window: b = a / (2 + 1e-4 sum a^2)^0.75
-    a = torch.rand(1, 8, 3, 3) * 30
+    n = alrn.weight_layers()["conv1_1"].out_channels
+    a = torch.rand(1, n, 3, 3) * 30
     sq = torch.nn.functional.pad(a.pow(2), (0, 0, 0, 0, 2, 2))
-    window = sum(sq[:, i : i + 8] for i in range(5))
+    window = sum(sq[:, i : i + n] for i in range(5))
     assert torch.allclose(lrn(a), a / (2 + 1e-4 * window) ** 0.75, rtol=1e-5)
     c = tiny("C").weight_layers()
     assert c["conv3_3"].kernel_size == (1, 1) and c["conv3_3"].padding == (0, 0)
@@ -288,3 +291,26 @@ def test_cli_convert_both_ways_and_no_overwrite(tmp_path):
     out = run_cli("convert", str(tmp_path / "ours.safetensors"), str(tmp_path / "back.pth"))
     assert out.returncode == 2 and "refusing to overwrite" in out.stderr and "Traceback" not in out.stderr
     assert (tmp_path / "back.pth").read_bytes() == before
+
+
+@pytest.mark.parametrize("channels", [3, 8, 17])
+def test_lrn_is_pytorchs_function_with_its_gradient_and_takes_bf16(channels):
+    lrn = LocalResponseNorm(channels, **LRN_PARAMS)
+    a = (torch.rand(2, channels, 5, 4) * 40).requires_grad_()
+    b = a.detach().clone().requires_grad_()
+    ours = lrn(a)
+    theirs = torch.nn.functional.local_response_norm(b, lrn.size, lrn.alpha, lrn.beta, lrn.k)
+    assert torch.allclose(ours, theirs, rtol=1e-5)
+    ours.pow(2).sum().backward()
+    theirs.pow(2).sum().backward()
+    assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-7)
+    half = lrn(a.detach().bfloat16())  # PyTorch's own layer raises here on the CPU
+    assert half.dtype == torch.bfloat16
+    assert torch.allclose(half.float(), theirs.detach(), rtol=0.03)
+
+
+def test_lrn_net_keeps_pytorchs_checkpoint_keys_and_traces():
+    model = tiny("A-LRN").eval()
+    assert not any("window" in k for k in model.state_dict())
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.allclose(torch.fx.symbolic_trace(model)(x), model(x), atol=1e-6)

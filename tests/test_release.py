@@ -190,11 +190,11 @@ def test_forward_and_dense_trace_with_fx_and_jit():
     assert torch.allclose(torch.fx.symbolic_trace(Dense(model))(y), model.dense(y), atol=1e-6)
 
 
-@pytest.mark.parametrize("dense", [False, True])
-def test_onnx_export_is_checked_with_onnx_runtime(tmp_path, dense, capsys):
+@pytest.mark.parametrize("arch, dense", [("A", False), ("A", True), ("A-LRN", False)])
+def test_onnx_export_is_checked_with_onnx_runtime(tmp_path, arch, dense, capsys):
     pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (pip install 'vggnet[onnx]')")
     pytest.importorskip("onnxscript", reason="onnxscript is not installed (pip install 'vggnet[onnx]')")
-    model = init_weights(tiny("A", num_classes=3), "glorot")
+    model = init_weights(tiny(arch, num_classes=3), "glorot")
     save_weights(tmp_path / "w.safetensors", model, dict(classes=list("abc"), preprocessing=PRE))
     out = tmp_path / "m.onnx"
     assert (

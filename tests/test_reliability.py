@@ -1225,6 +1225,7 @@ def test_lrn_is_the_papers_alpha_not_divided_by_the_window():
     net = tiny("A-LRN")
     lrn = next(m for m in net.modules() if isinstance(m, torch.nn.LocalResponseNorm))
     assert lrn.alpha == pytest.approx(5e-4) and lrn.size == 5 and lrn.k == 2 and lrn.beta == 0.75
+    lrn = type(lrn)(5, lrn.size, lrn.alpha, lrn.beta, lrn.k)  # the same layer over 5 channels
     a = torch.zeros(1, 5, 1, 1)
     a[0, :, 0, 0] = torch.tensor([10.0, 20.0, 30.0, 40.0, 50.0])
     window = 10**2 + 20**2 + 30**2  # channel 0 sees channels 0..2

@@ -21,6 +21,28 @@ from .meta import ArchSpec
 FC_NAMES = ("fc6", "fc7", "fc8")
 
 
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """A-LRN's layer (§2.1), the same function and parameters as PyTorch's, computed as one 1x1
+    convolution of the squares with a banded 0/1 matrix (the channel window) instead of a 3-D
+    average pool: 1.6-2.5x faster on the CPU (benchmarks/lrn_speed.py), and it also takes bf16
+    inputs, which the pool refuses on the CPU outside autocast. It runs in the input's precision:
+    under autocast the result is bf16 anyway, and the rounding of the window sum stays within a
+    few bf16 units of the output."""
+
+    def __init__(self, channels: int, size: int, alpha: float, beta: float, k: float):
+        super().__init__(size, alpha, beta, k)
+        c = torch.arange(channels)
+        offset = c[None, :] - c[:, None]  # input channel minus output channel
+        window = (offset >= -(size // 2)) & (offset <= (size - 1) // 2)
+        # Not saved: checkpoints keep PyTorch's keys (the layer has no parameters).
+        self.register_buffer("window", window.float()[:, :, None, None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.window.device.type, enabled=False):  # x's device; fx can trace it
+            sums = F.conv2d(x * x, self.window.to(x.dtype))
+            return x / (sums * (self.alpha / self.size) + self.k).pow(self.beta)
+
+
 def _check_input(x: torch.Tensor, crop: int, dense: bool) -> None:
     """Refuse an input the net cannot take. A leaf for torch.fx (see below): symbolic tracing,
     which torchvision-style feature extractors use, records the call instead of evaluating it; a
@@ -79,7 +101,7 @@ class VGG(nn.Module):
                     layers.append(nn.ReLU(inplace=True))
                     channels = out
                 else:
-                    layers.append(nn.LocalResponseNorm(**LRN_PARAMS))
+                    layers.append(LocalResponseNorm(channels, **LRN_PARAMS))
                 self.output_index[layer.name] = len(layers) - 1  # conv names: after ReLU (Caffe blobs)
             # Floor mode (torchvision's). Caffe's ceil mode was measured too: the two agree on
             # crop-sized inputs, and at small scales ceil mode's partial windows hurt dense
