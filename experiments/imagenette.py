@@ -20,6 +20,7 @@ Profiles (the paper's numbers times crop/224):
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shlex
@@ -372,18 +373,25 @@ def findings(out: Path, p: dict) -> list[str]:
 
     rows = []
 
-    def verdict(title, paper, better, worse, label_b, label_w):
+    def verdict(title, paper, better, worse, label_b, label_w, images=None):
+        """`better` should have the lower error. With `images`, a finding of no effect (`worse` is
+        the variant said not to help): shown unless the variant wins by more than twice the
+        standard error of a difference of two error rates on that many images."""
         if better is None or worse is None:
             rows.append(f"- **{title}** (paper: {paper}): not measured yet.")
             return
         margin = worse - better
-        shown = "shown" if margin > 0 else "not shown"
+        noise = 2 * math.sqrt((better * (100 - better) + worse * (100 - worse)) / images) if images else 0
+        shown = "shown" if margin > -noise else "not shown"
+        band = f"; a gain counts beyond {noise:.1f} points, 2 standard errors on {images} images"
         rows.append(
             f"- **{title}** (paper: {paper}): **{shown}** here: {label_b} {better:.1f}% vs {label_w} "
-            f"{worse:.1f}% top-1 ({margin:+.1f} points)."
+            f"{worse:.1f}% top-1 ({margin:+.1f} points{band if images else ''})."
         )
 
-    verdict("LRN does not help", "A-LRN 29.7 vs A 29.6", g(f"A-S{s1}"), g(f"A-LRN-S{s1}"), "A", "A-LRN")
+    a = _load(out, f"A-S{s1}-single")
+    lrn = (g(f"A-S{s1}"), g(f"A-LRN-S{s1}"), "A", "A-LRN")
+    verdict("LRN does not help", "A-LRN 29.7 vs A 29.6", *lrn, images=a["images"] if a else None)
     depth = [(c, g(f"{c}-S{s1}")) for c in "ABDE"]
     if all(v is not None for _, v in depth):
         seq = ", ".join(f"{c} {v:.1f}%" for c, v in depth)
