@@ -237,15 +237,15 @@ def main():
         run(cmd, log, stats)
     only = set(args.only.split(",")) if args.only else None
     runs = plan(p, Path("."))
-    needed = parents_needed(runs, results)
+    needed = parents_needed(runs, results, out, only)
     jl, jh = p["jitter"]
     members = [f"{c}-S{jl}-{jh}" for c in "DE"]
     fusion = f"fusion-D+E-S{jl}-{jh}-multi"
     fusing = not (results / "eval" / fusion / "results.json").exists()
-    for r in runs:  # every command is listed; those of --only (all by default) are run
+    for r in runs:  # every command is listed; those of --only (all by default) and their parents run
         cmd = train_cmd(r, p, args, lists, out, stats)
         commands[f"train {r['name']}"] = shown(cmd)
-        if args.report_only or (only and r["name"] not in only):
+        if args.report_only or (only and r["name"] not in only | needed):
             evaluate(r, p, args, lists, out, results, commands, log, dry=True)
             continue
         rd = out / r["name"]
@@ -270,20 +270,26 @@ def main():
     print(f"wrote {args.results}")
 
 
-def parents_needed(runs: list[dict], results: Path) -> set[str]:
-    """Nets whose weights a net still to be evaluated starts from: on a fresh machine (committed
-    results, no run folders) they are trained again even though their own results are kept."""
+def parents_needed(runs: list[dict], results: Path, out: Path, wanted: set | None) -> set[str]:
+    """Nets whose weights a wanted net still to be evaluated starts from, followed up the chain: on a
+    fresh machine (committed results, no run folders) C-S110 needs C-S73's weights, which need A-S73's;
+    each is trained again though its own results are kept. A parent whose weights are here stops it."""
 
     def done(name):
         return (results / "eval" / f"{name}-multi" / "results.json").exists()
 
-    return {
-        q["name"]
-        for r in runs
-        if not done(r["name"])
-        for q in runs
-        if any(f"/{q['name']}/" in a for a in r["init"])
-    }
+    def parents(r):
+        return [q for q in runs if any(f"/{q['name']}/" in a for a in r["init"])]
+
+    todo = [r for r in runs if (wanted is None or r["name"] in wanted) and not done(r["name"])]
+    need: set[str] = set()
+    while todo:
+        for q in parents(todo.pop()):
+            if q["name"] not in need:
+                need.add(q["name"])
+                if not (out / q["name"] / "final.safetensors").exists():
+                    todo.append(q)
+    return need
 
 
 def copy_log(run_dir: Path, dest: Path) -> None:
