@@ -365,6 +365,22 @@ def _fmt_s(scale):
     return str(lo) if lo == hi else f"[{lo};{hi}]"
 
 
+def verdict_line(title, paper, better, worse, label_b, label_w, images=None) -> str:
+    """One finding's line. `better` should have the lower error. With `images`, a finding of no
+    effect (`worse` is the variant said not to help): shown unless the variant wins by more than
+    twice the standard error of a difference of two error rates on that many images."""
+    if better is None or worse is None:
+        return f"- **{title}** (paper: {paper}): not measured yet."
+    margin = worse - better
+    noise = 2 * math.sqrt((better * (100 - better) + worse * (100 - worse)) / images) if images else 0
+    shown = "shown" if margin > -noise else "not shown"
+    band = f"; a gain counts beyond {noise:.1f} points, 2 standard errors on {images} images"
+    return (
+        f"- **{title}** (paper: {paper}): **{shown}** here: {label_b} {better:.1f}% vs {label_w} "
+        f"{worse:.1f}% top-1 ({margin:+.1f} points{band if images else ''})."
+    )
+
+
 def findings(out: Path, p: dict) -> list[str]:
     s1, s2, (jl, jh) = p["s1"], p["s2"], p["jitter"]
 
@@ -373,21 +389,8 @@ def findings(out: Path, p: dict) -> list[str]:
 
     rows = []
 
-    def verdict(title, paper, better, worse, label_b, label_w, images=None):
-        """`better` should have the lower error. With `images`, a finding of no effect (`worse` is
-        the variant said not to help): shown unless the variant wins by more than twice the
-        standard error of a difference of two error rates on that many images."""
-        if better is None or worse is None:
-            rows.append(f"- **{title}** (paper: {paper}): not measured yet.")
-            return
-        margin = worse - better
-        noise = 2 * math.sqrt((better * (100 - better) + worse * (100 - worse)) / images) if images else 0
-        shown = "shown" if margin > -noise else "not shown"
-        band = f"; a gain counts beyond {noise:.1f} points, 2 standard errors on {images} images"
-        rows.append(
-            f"- **{title}** (paper: {paper}): **{shown}** here: {label_b} {better:.1f}% vs {label_w} "
-            f"{worse:.1f}% top-1 ({margin:+.1f} points{band if images else ''})."
-        )
+    def verdict(*args, **kw):
+        rows.append(verdict_line(*args, **kw))
 
     a = _load(out, f"A-S{s1}-single")
     lrn = (g(f"A-S{s1}"), g(f"A-LRN-S{s1}"), "A", "A-LRN")

@@ -7,9 +7,10 @@
 Every step is a ``vggnet`` command (printed, logged to RUNS/commands.log and listed in
 docs/RESULTS.md). Order: the data lists; the colour statistics; then each net of the paper's chain
 (A from scratch; B, C, D, E warm-started from A's layers, §3.1; A-LRN and B-5x5 from scratch; C, D, E
-at the second scale from their first-scale nets; C, D, E jittered from their second-scale nets),
-each evaluated as soon as it is trained, the Tiny ImageNet section of docs/RESULTS.md rewritten after
-every evaluation (so a table appears as soon as its rows exist). Evaluation results are copied to
+at the second scale from their first-scale nets; C, D, E jittered from their second-scale nets; last,
+a control: B from scratch, so that B-5x5 meets a B with the same start), each evaluated as soon as
+it is trained, the Tiny ImageNet section of docs/RESULTS.md rewritten after every evaluation (so a
+table appears as soon as its rows exist). Evaluation results are copied to
 experiments/results/tiny-<profile>/ (committed: they survive a fresh machine; run folders do not).
 
 Fairness rules (docs/RESULTS.md repeats them):
@@ -41,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, VGGNET, grid_arguments, run, shown, write_section  # noqa: E402
-from imagenette import _cell, _err, _fmt_s, findings, plan  # noqa: E402
+from imagenette import _cell, _err, _fmt_s, findings, plan, verdict_line  # noqa: E402
 from vggnet.eval.posteriors import POSTERIORS  # noqa: E402
 
 NARROW = ["--width", "0.25", "--fc-dim", "256", "--batch-norm", "--dropout", "0"]
@@ -110,6 +111,34 @@ def make_lists(data: Path, out: Path, p: dict, log: Path) -> Path:
 
 
 # -- the grid --------------------------------------------------------------------------------------
+def grid(p: dict) -> list[dict]:
+    """The paper's chain (imagenette.plan), then one control: B from scratch on A's schedule. The
+    chain's B starts from A's trained layers (§3.1) and B-5x5 from scratch, so B against B-5x5 mixes
+    the 5x5 question with the warm start; B against B from scratch separates the two."""
+    s1 = p["s1"]
+    control = dict(
+        name=f"B-scratch-S{s1}", arch="B", scale=str(s1), init=["--init", "glorot"], kind="scratch"
+    )
+    return plan(p, Path(".")) + [control]
+
+
+def control_finding(results: Path, p: dict) -> str:
+    """The 5x5 finding at an equal budget: both nets from scratch, the same epochs and drops."""
+
+    def centre(name):
+        return _err(_load(results, f"{name}-single"), "center")
+
+    s1 = p["s1"]
+    return verdict_line(
+        "The 5x5 shallow net is worse than B, both from scratch (centre crop)",
+        "about +7 points",
+        centre(f"B-scratch-S{s1}"),
+        centre(f"B-5x5-S{s1}"),
+        "B from scratch",
+        "B-5x5",
+    )
+
+
 def train_cmd(r: dict, p: dict, args, lists: Path, out: Path, stats: Path) -> list:
     epochs, milestones, warmup = p["stages"][r["kind"]]
     lr = p["lr"] / r.get("lr_div", 1)
@@ -236,7 +265,7 @@ def main():
     if not args.report_only:
         run(cmd, log, stats)
     only = set(args.only.split(",")) if args.only else None
-    runs = plan(p, Path("."))
+    runs = grid(p)
     needed = parents_needed(runs, results, out, only)
     jl, jh = p["jitter"]
     members = [f"{c}-S{jl}-{jh}" for c in "DE"]
@@ -350,7 +379,7 @@ def curves(results: Path, names: list[str]) -> Path | None:
 
 def write_results(path: Path, results: Path, p: dict, args, commands: dict) -> None:
     s1, s2, (jl, jh) = p["s1"], p["s2"], p["jitter"]
-    names = [r["name"] for r in plan(p, Path("."))]
+    names = [r["name"] for r in grid(p)]
     first = next((r for r in (_load(results, f"{n}-single") for n in names) if r), None)
     n_val = first["images"] if first else "?"
     (ep1, m1, _), (ep2, m2, _) = p["stages"]["scratch"], p["stages"]["finetune"]
@@ -372,8 +401,8 @@ def write_results(path: Path, results: Path, p: dict, args, commands: dict) -> N
         f"{{{s1}, {s2}}}, "
         f"jitter [{jl}; {jh}].",
         "",
-        "**Equal schedules**: every first-scale net (A, A-LRN, B-5x5 from scratch, B-E warm-started from "
-        "A) trains "
+        "**Equal schedules**: every first-scale net (A, A-LRN, B-5x5 and a control B from scratch, B-E "
+        "warm-started from A) trains "
         f"{ep1} epochs with the rate divided by 10 after epochs {m1} (the warm-started ones with the rate "
         f"raised linearly over their first {warmup} epoch: at the full rate from the first step, D from A "
         "sat at chance for two epochs, see docs/TRAINING.md); every second-scale and jittered net "
@@ -440,6 +469,7 @@ def write_results(path: Path, results: Path, p: dict, args, commands: dict) -> N
         "## The paper's findings, one by one",
         "",
         *findings(results, p),
+        control_finding(results, p),
         *([""] + [READING[args.profile]] if args.profile in READING else []),
         "",
         "## Commands",
