@@ -278,7 +278,7 @@ def main():
             evaluate(r, p, args, lists, out, results, commands, log, dry=True)
             continue
         rd = out / r["name"]
-        done = (results / "eval" / f"{r['name']}-multi" / "results.json").exists()
+        done = evaluated(results, r["name"])
         if (not done or r["name"] in needed) and not (rd / "final.safetensors").exists():
             run(cmd + (["--resume"] if (rd / "last.safetensors").exists() else []), log)
             copy_log(rd, results / "logs" / f"{r['name']}.jsonl")
@@ -299,18 +299,20 @@ def main():
     print(f"wrote {args.results}")
 
 
+def evaluated(results: Path, name: str) -> bool:
+    """A net counts as done once its three-scale results are kept (the last evaluation it gets)."""
+    return (results / "eval" / f"{name}-multi" / "results.json").exists()
+
+
 def parents_needed(runs: list[dict], results: Path, out: Path, wanted: set | None) -> set[str]:
     """Nets whose weights a wanted net still to be evaluated starts from, followed up the chain: on a
     fresh machine (committed results, no run folders) C-S110 needs C-S73's weights, which need A-S73's;
     each is trained again though its own results are kept. A parent whose weights are here stops it."""
 
-    def done(name):
-        return (results / "eval" / f"{name}-multi" / "results.json").exists()
-
     def parents(r):
         return [q for q in runs if any(f"/{q['name']}/" in a for a in r["init"])]
 
-    todo = [r for r in runs if (wanted is None or r["name"] in wanted) and not done(r["name"])]
+    todo = [r for r in runs if (wanted is None or r["name"] in wanted) and not evaluated(results, r["name"])]
     need: set[str] = set()
     while todo:
         for q in parents(todo.pop()):
